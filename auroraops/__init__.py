@@ -1,0 +1,1 @@
+"""The `auroraops` command line: one entry point, one thin module per command."""

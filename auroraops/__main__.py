@@ -1,0 +1,5 @@
+import sys
+
+from auroraops.cli import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""Timing helpers shared by the benchmarks.
+
+Figures are medians of several runs, never single runs, and a comparison with a baseline
+alternates the two (ours, baseline, ours, ...) so that other work on a busy machine slows
+both sides alike instead of whichever happened to run during it.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+SPREAD_NOTE = (
+    "Spread: slowest over fastest of the timed runs behind a row (for a comparison, the larger "
+    "of the two sides); close to 1 on a quiet machine, far above it when other work competed "
+    "for the cores."
+)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock samples of one measured function, in milliseconds."""
+
+    samples_ms: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples_ms)
+
+    @property
+    def spread(self) -> float:
+        """Slowest over fastest sample: close to 1 on a quiet machine."""
+        return max(self.samples_ms) / min(self.samples_ms)
+
+
+def _once_ms(fn: Callable[[], object]) -> float:
+    gc.collect()  # garbage of the previous run is not this run's cost
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def time_ms(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> Timing:
+    """Run `fn` `warmup` times untimed, then `repeat` times timed."""
+    for _ in range(warmup):
+        fn()
+    return Timing(tuple(_once_ms(fn) for _ in range(repeat)))
+
+
+def median_ms(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
+    """Median wall-clock time of `fn` in milliseconds."""
+    return time_ms(fn, repeat, warmup).median
+
+
+def paired_ms(
+    ours: Callable[[], object], baseline: Callable[[], object], repeat: int = 5, warmup: int = 1
+) -> tuple[Timing, Timing]:
+    """Time two functions in alternation; the ratio of their medians is the figure to report."""
+    for _ in range(warmup):
+        ours()
+        baseline()
+    a, b = [], []
+    for _ in range(repeat):
+        a.append(_once_ms(ours))
+        b.append(_once_ms(baseline))
+    return Timing(tuple(a)), Timing(tuple(b))

@@ -1,0 +1,122 @@
+"""Save and load model weights without unpickling arbitrary objects.
+
+Our own checkpoints are safetensors files whose metadata names the variant, profile and
+constructor arguments, so a checkpoint describes the model it belongs to. Published Aurora
+checkpoints (`.ckpt`) load through `torch.load(weights_only=True)`, which refuses anything
+but tensors and plain containers. Both work from a path or an `s3://` URI.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from aurora import Aurora
+
+from model_code.errors import DataError
+from model_code.storage import local_copy, write_atomic
+from model_code.variants import VariantSpec, build_model, get_variant, model_kwargs
+
+FORMAT = "auroraops-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint says about itself."""
+
+    uri: str
+    variant: str
+    profile: str
+    metadata: dict[str, str]
+
+
+def save_checkpoint(
+    model: Aurora, spec: VariantSpec, profile: str, uri: str, *, extra: dict[str, str] | None = None
+) -> str:
+    """Write `model`'s weights and self-description to `uri` (`.safetensors`), atomically."""
+    if not str(uri).endswith(".safetensors"):
+        raise DataError(f"checkpoint '{uri}' must end in .safetensors")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "variant": spec.name,
+        "profile": profile,
+        "model_class": spec.model_class.__name__,
+        "model_kwargs": json.dumps(model_kwargs(spec, profile), sort_keys=True, default=list),
+        "microsoft_aurora": version("microsoft-aurora"),
+        **(extra or {}),
+    }
+    return write_atomic(uri, lambda path: save_file(state, str(path), metadata=metadata))
+
+
+def _read_safetensors(path: Path, uri: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path)), metadata
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DataError(f"not a readable safetensors checkpoint ({e})", source=uri) from None
+
+
+def load_checkpoint(
+    uri: str, *, variant: str | None = None, profile: str | None = None, device: str = "cpu"
+) -> tuple[Aurora, CheckpointInfo]:
+    """Build the model a checkpoint belongs to and load its weights (strictly).
+
+    For our `.safetensors` checkpoints the variant and profile come from the file (and must
+    match `variant`/`profile` if given). For published Aurora `.ckpt` files, `variant` is
+    required and `profile` defaults to `full`.
+    """
+    with local_copy(uri) as path:
+        if str(uri).endswith(".safetensors"):
+            state, metadata = _read_safetensors(path, str(uri))
+            if metadata.get("format") != FORMAT:
+                raise DataError(
+                    f"checkpoint metadata has format {metadata.get('format')!r}; expected {FORMAT!r}",
+                    source=str(uri),
+                )
+            for name, given in (("variant", variant), ("profile", profile)):
+                if given is not None and given != metadata[name]:
+                    raise DataError(
+                        f"checkpoint holds {name} '{metadata[name]}', not '{given}'", source=str(uri)
+                    )
+            spec = get_variant(metadata["variant"])
+            model = build_model(spec, metadata["profile"], seed=None)
+            _load_state(model, state, str(uri))
+            info = CheckpointInfo(str(uri), spec.name, metadata["profile"], metadata)
+        else:
+            if variant is None:
+                raise DataError("a published Aurora checkpoint needs the variant it belongs to", source=str(uri))
+            spec = get_variant(variant)
+            profile = profile or "full"
+            model = build_model(spec, profile, seed=None)
+            try:
+                model.load_checkpoint_local(str(path), strict=True)
+            except Exception as e:  # unpickling errors, key mismatches, shape mismatches
+                raise DataError(
+                    f"cannot load as a {spec.name}/{profile} Aurora checkpoint "
+                    f"(weights-only loading; {type(e).__name__}: {str(e).splitlines()[0][:300]})",
+                    source=str(uri),
+                ) from None
+            info = CheckpointInfo(str(uri), spec.name, profile, {"format": "aurora-ckpt"})
+    return model.to(device).eval(), info
+
+
+def _load_state(model: Aurora, state: dict[str, torch.Tensor], uri: str) -> None:
+    result = model.load_state_dict(state, strict=False)
+    problems = [f"missing weight {k}" for k in result.missing_keys[:5]]
+    problems += [f"unexpected weight {k}" for k in result.unexpected_keys[:5]]
+    if problems:
+        raise DataError(
+            f"weights do not match the model ({len(result.missing_keys)} missing, "
+            f"{len(result.unexpected_keys)} unexpected)",
+            source=uri,
+            problems=problems,
+        )

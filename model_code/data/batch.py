@@ -1,0 +1,91 @@
+"""Conversions between input windows / forecasts (xarray) and `aurora.Batch` (torch).
+
+A window has dims (time, [level], latitude, longitude) and dataset names as keys; a
+`Batch` has Aurora names and shapes surf (b, t, h, w), static (h, w), atmos (b, t, c, h, w)
+with b = 1. Forecasts come back as one CF dataset whose `time` is the valid time, with
+`forecast_reference_time` and `lead_time` coordinates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+from aurora import Batch, Metadata
+
+from model_code.data.contract import check_window
+from model_code.variables import variable
+from model_code.variants import VariantSpec
+
+
+def _level_tuple(levels: np.ndarray) -> tuple[int | float, ...]:
+    return tuple(int(lv) if float(lv).is_integer() else float(lv) for lv in levels)
+
+
+def window_to_batch(window: xr.Dataset, spec: VariantSpec, *, source: str | None = None) -> Batch:
+    """The `aurora.Batch` for a window, after checking the variant's input contract."""
+    check_window(window, spec, source=source)
+
+    def tensor(key: str, add_batch: bool) -> torch.Tensor:
+        values = np.ascontiguousarray(window[key].values, dtype=np.float32)
+        t = torch.from_numpy(values)
+        return t[None] if add_batch else t
+
+    init = window.time.values[-1].astype("datetime64[us]").astype(datetime)
+    return Batch(
+        surf_vars={n: tensor(variable("surface", n).dataset_name, True) for n in spec.surf_vars},
+        static_vars={n: tensor(variable("static", n).dataset_name, False) for n in spec.static_vars},
+        atmos_vars={n: tensor(variable("atmos", n).dataset_name, True) for n in spec.atmos_vars},
+        metadata=Metadata(
+            lat=torch.from_numpy(window.latitude.values.astype(np.float32)),
+            lon=torch.from_numpy(window.longitude.values.astype(np.float32)),
+            time=(init,),
+            atmos_levels=_level_tuple(window.level.values),
+        ),
+    )
+
+
+def forecast_to_dataset(
+    predictions: Sequence[Batch], spec: VariantSpec, init_time: np.datetime64, attrs: dict | None = None
+) -> xr.Dataset:
+    """One CF dataset from the per-step predictions of a rollout (batch element 0)."""
+    first = predictions[0]
+    lat = first.metadata.lat.cpu().numpy().astype("float64")
+    lon = first.metadata.lon.cpu().numpy().astype("float64")
+    valid = np.array([np.datetime64(p.metadata.time[0], "ns") for p in predictions])
+    init = np.datetime64(init_time, "ns")
+
+    data_vars = {}
+    for v in spec.outputs():
+        source = "surf_vars" if v.kind == "surface" else "atmos_vars"
+        steps = [getattr(p, source)[v.name][0, 0].detach().float().cpu().numpy() for p in predictions]
+        dims = ("time", "latitude", "longitude") if v.kind == "surface" else (
+            "time", "level", "latitude", "longitude")
+        attrs_v = {"units": v.units, "long_name": v.long_name, "aurora_name": v.name}
+        if v.standard_name:
+            attrs_v["standard_name"] = v.standard_name
+        data_vars[v.dataset_name] = xr.DataArray(np.stack(steps).astype("float32"), dims=dims, attrs=attrs_v)
+
+    ds = xr.Dataset(
+        data_vars,
+        coords={
+            "time": ("time", valid, {"standard_name": "time", "long_name": "valid time"}),
+            "lead_time": ("time", valid - init, {"standard_name": "forecast_period", "long_name": "lead time"}),
+            "forecast_reference_time": ((), init, {"standard_name": "forecast_reference_time"}),
+            "level": ("level", np.asarray(first.metadata.atmos_levels, dtype="float64"),
+                      {"units": "hPa", "standard_name": "air_pressure", "positive": "down", "axis": "Z"}),
+            "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude", "axis": "Y"}),
+            "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude", "axis": "X"}),
+        },
+    )
+    ds.attrs.update(
+        Conventions="CF-1.10",
+        title=f"{spec.title}: {len(predictions)}-step forecast from {str(init)[:16]}",
+        aurora_variant=spec.name,
+        aurora_model_class=spec.model_class.__name__,
+        **(attrs or {}),
+    )
+    return ds

@@ -1,0 +1,19 @@
+"""Errors that carry enough context for a user to fix their input."""
+
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """Input that cannot be used as given: a file, variable, coordinate or value.
+
+    The message names where the problem is (file, variable, level, time) and what was
+    expected. Command-line tools exit with status 1 on it; servers answer 400.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, problems: list[str] | None = None):
+        self.source = source
+        self.problems = list(problems or [])
+        text = f"{source}: {message}" if source else message
+        if self.problems:
+            text += "".join(f"\n  - {p}" for p in self.problems)
+        super().__init__(text)

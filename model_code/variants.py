@@ -1,0 +1,237 @@
+"""Declarative specs of the four Aurora variants, and the one function that builds a model.
+
+A spec holds what the rest of the system needs to know about a variant without building
+it: the Aurora class, the variables it reads and predicts, pressure levels, native grid,
+patch size, time step, history, LoRA settings and two architecture profiles:
+
+- ``full``: the published architecture (class defaults, ~1.3 B parameters, GPU only);
+- ``tiny``: the same variant and data contract with a ~1 M parameter backbone, which runs
+  on two CPU cores in tens of milliseconds per step on a ~32x64 grid (tests, demo, CI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import torch
+from aurora import Aurora, AuroraAirPollution, AuroraHighRes, AuroraWave
+
+from model_code.errors import DataError
+from model_code.variables import Variable, variable
+
+LEVELS = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)
+"""Pressure levels (hPa) every Aurora variant was trained on."""
+
+PROFILES = ("full", "tiny")
+
+TINY = MappingProxyType(
+    dict(
+        embed_dim=32,
+        num_heads=4,
+        encoder_depths=(1, 1, 1),
+        encoder_num_heads=(2, 4, 8),
+        decoder_depths=(1, 1, 1),
+        decoder_num_heads=(8, 4, 2),
+        window_size=(2, 4, 8),
+        latent_levels=2,
+    )
+)
+"""Architecture overrides of the tiny profile, shared by all variants."""
+
+_MET_SURFACE = ("2t", "10u", "10v", "msl")
+_MET_ATMOS = ("z", "u", "v", "t", "q")
+_WAVES = (
+    ("swh", "mwd", "mwp", "pp1d", "shww", "mdww", "mpww", "shts", "mdts", "mpts")
+    + ("swh1", "mwd1", "mwp1", "swh2", "mwd2", "mwp2")
+)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular latitude-longitude grid: resolution in degrees, shape (lat, lon)."""
+
+    resolution: float
+    shape: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """Everything about one Aurora variant that can be known without building it."""
+
+    name: str
+    """Command-line name, e.g. `medium-range`."""
+    title: str
+    model_class: type[Aurora]
+    checkpoint_name: str
+    """File name of the published weights on the `microsoft/aurora` hub."""
+    surf_vars: tuple[str, ...]
+    """Surface-level variables read from input data (Aurora names)."""
+    static_vars: tuple[str, ...]
+    atmos_vars: tuple[str, ...]
+    output_surf_vars: tuple[str, ...]
+    """Surface-level variables the model predicts."""
+    grid: Grid
+    """Native grid of the published checkpoint."""
+    patch_size: int
+    timestep: timedelta
+    max_history: int
+    use_lora: bool
+    lora_mode: str
+    min_history: int = 1
+    """Air pollution predicts differences to the step 24 h back, so it needs two steps."""
+    levels: tuple[int, ...] = LEVELS
+    tiny_grid: tuple[int, int] = (32, 64)
+    """Grid close to 32x64 that fits the patch size, for tiny-profile tests and benchmarks."""
+    notes: str = ""
+    profiles: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: MappingProxyType({"full": MappingProxyType({}), "tiny": TINY})
+    )
+
+    @property
+    def timestep_hours(self) -> int:
+        return int(self.timestep.total_seconds() // 3600)
+
+    @property
+    def output_atmos_vars(self) -> tuple[str, ...]:
+        return self.atmos_vars
+
+    def inputs(self) -> tuple[Variable, ...]:
+        """Catalogue entries of every input variable: surface, static, atmospheric."""
+        return (
+            tuple(variable("surface", n) for n in self.surf_vars)
+            + tuple(variable("static", n) for n in self.static_vars)
+            + tuple(variable("atmos", n) for n in self.atmos_vars)
+        )
+
+    def outputs(self) -> tuple[Variable, ...]:
+        """Catalogue entries of every predicted variable: surface, then atmospheric."""
+        return tuple(variable("surface", n) for n in self.output_surf_vars) + tuple(
+            variable("atmos", n) for n in self.output_atmos_vars
+        )
+
+
+VARIANTS: Mapping[str, VariantSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            VariantSpec(
+                name="medium-range",
+                title="Aurora 0.25° medium-range (fine-tuned on IFS HRES T0)",
+                model_class=Aurora,
+                checkpoint_name="aurora-0.25-finetuned.ckpt",
+                surf_vars=_MET_SURFACE,
+                static_vars=("lsm", "z", "slt"),
+                atmos_vars=_MET_ATMOS,
+                output_surf_vars=_MET_SURFACE,
+                grid=Grid(0.25, (721, 1440)),
+                patch_size=4,
+                timestep=timedelta(hours=6),
+                max_history=2,
+                use_lora=True,
+                lora_mode="single",
+                notes="Expects IFS HRES T0 analyses; other analyses work with some loss of skill.",
+            ),
+            VariantSpec(
+                name="high-res",
+                title="Aurora 0.1° high resolution (fine-tuned on IFS HRES analysis)",
+                model_class=AuroraHighRes,
+                checkpoint_name="aurora-0.1-finetuned.ckpt",
+                surf_vars=_MET_SURFACE,
+                static_vars=("lsm", "z", "slt"),
+                atmos_vars=_MET_ATMOS,
+                output_surf_vars=_MET_SURFACE,
+                grid=Grid(0.1, (1801, 3600)),
+                patch_size=10,
+                timestep=timedelta(hours=6),
+                max_history=2,
+                use_lora=True,
+                lora_mode="single",
+                tiny_grid=(31, 60),
+                notes="Expects IFS HRES analyses and the static fields used in training.",
+            ),
+            VariantSpec(
+                name="air-pollution",
+                title="Aurora 0.4° air pollution (fine-tuned on CAMS)",
+                model_class=AuroraAirPollution,
+                checkpoint_name="aurora-0.4-air-pollution.ckpt",
+                surf_vars=_MET_SURFACE
+                + ("pm1", "pm2p5", "pm10", "tcco", "tc_no", "tcno2", "gtco3", "tcso2"),
+                static_vars=("lsm", "z", "slt")
+                + tuple(
+                    f"static_{s}{suffix}"
+                    for s in ("ammonia", "co", "nox", "so2")
+                    for suffix in ("", "_log")
+                ),
+                atmos_vars=_MET_ATMOS + ("co", "no", "no2", "go3", "so2"),
+                output_surf_vars=_MET_SURFACE
+                + ("pm1", "pm2p5", "pm10", "tcco", "tc_no", "tcno2", "gtco3", "tcso2"),
+                grid=Grid(0.4, (451, 900)),
+                patch_size=3,
+                timestep=timedelta(hours=12),
+                max_history=2,
+                min_history=2,
+                use_lora=True,
+                lora_mode="single",
+                tiny_grid=(31, 63),
+                notes=(
+                    "Pollutants are log-transformed inside the model, kept non-negative, and "
+                    "predicted as differences to the previous step."
+                ),
+            ),
+            VariantSpec(
+                name="wave",
+                title="Aurora 0.25° ocean waves (fine-tuned on HRES-WAM)",
+                model_class=AuroraWave,
+                checkpoint_name="aurora-0.25-wave.ckpt",
+                surf_vars=_MET_SURFACE + _WAVES + ("wind", "dwi"),
+                static_vars=("lsm", "z", "slt", "wmb", "lat_mask"),
+                atmos_vars=_MET_ATMOS,
+                output_surf_vars=_MET_SURFACE + _WAVES + ("wind", "10u_wave", "10v_wave"),
+                grid=Grid(0.25, (721, 1440)),
+                patch_size=4,
+                timestep=timedelta(hours=6),
+                max_history=2,
+                use_lora=True,
+                lora_mode="from_second",
+                notes=(
+                    "Wave outputs are NaN where the predicted density channel is below 0.5 or "
+                    "the wave model's bathymetry is 0 (land), by design."
+                ),
+            ),
+        )
+    }
+)
+
+
+def get_variant(name: str) -> VariantSpec:
+    """The spec of variant `name`, with an error that lists the valid names."""
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise DataError(
+            f"unknown variant '{name}'; expected one of: {', '.join(VARIANTS)}"
+        ) from None
+
+
+def model_kwargs(spec: VariantSpec, profile: str) -> dict[str, Any]:
+    """Constructor arguments of `spec.model_class` for `profile`."""
+    if profile not in spec.profiles:
+        raise DataError(f"unknown profile '{profile}'; expected one of: {', '.join(spec.profiles)}")
+    return {"use_lora": spec.use_lora, "lora_mode": spec.lora_mode, **spec.profiles[profile]}
+
+
+def build_model(spec: VariantSpec | str, profile: str = "tiny", *, seed: int | None = 0) -> Aurora:
+    """Build the model of a variant and profile, in eval mode, with seeded initial weights.
+
+    The full profile allocates ~5 GB in float32; build it under `torch.device("meta")` to
+    inspect it without memory.
+    """
+    spec = get_variant(spec) if isinstance(spec, str) else spec
+    kwargs = model_kwargs(spec, profile)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return spec.model_class(**kwargs).eval()

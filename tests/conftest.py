@@ -1,0 +1,59 @@
+"""Shared fixtures: the shipped real samples, tiny models, and a real S3 server on loopback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+GFS = SAMPLES / "gfs_2p5deg_global_f120.grib2"
+IFS_8_STEPS = SAMPLES / "ifs_pl_10deg_2024060300_8steps.grib"
+OPENDATA_0P4 = SAMPLES / "ecmwf_opendata_0p4deg_2024010100.grib2"
+GFS_WAVE = SAMPLES / "gfswave_ww3_swh_0p16deg.grib2"
+SWELL_PERIOD = SAMPLES / "ecmwf_mean_swell_period_1deg.grib"
+ERA5_USA = SAMPLES / "era5_surface_usa_1995-07-14T12.nc"
+SOIL_TYPE = SAMPLES / "era5_soil_type_6x6.grib"
+EUROPE = sorted(SAMPLES.glob("ifs_an_europe_10deg_*.grib"))
+FORMATS = SAMPLES / "formats"
+BROKEN = SAMPLES / "broken"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server on 127.0.0.1 (a real HTTP server), with boto3 pointed at it."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield endpoint
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_endpoint) -> str:
+    """A fresh, empty bucket on the test S3 server."""
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name

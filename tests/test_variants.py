@@ -1,0 +1,97 @@
+"""Variant specs agree with the Aurora classes they describe; both profiles build."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+import pytest
+import torch
+
+from model_code.variants import PROFILES, VARIANTS, build_model, get_variant
+from model_code.errors import DataError
+
+
+def class_default(cls, name):
+    for klass in cls.__mro__:
+        params = inspect.signature(klass.__init__).parameters
+        if name in params and params[name].default is not inspect.Parameter.empty:
+            return params[name].default
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_spec_matches_the_aurora_class(name):
+    spec = VARIANTS[name]
+    model = build_model(spec, "tiny")
+    assert type(model) is spec.model_class
+    assert model.static_vars == spec.static_vars
+    assert model.atmos_vars == spec.atmos_vars
+    assert model.patch_size == spec.patch_size
+    assert model.timestep == spec.timestep
+    assert model.max_history_size == spec.max_history
+    assert model.use_lora == spec.use_lora
+    # The class's surface variables are what it predicts; the wave model reads wind direction
+    # (dwi) and predicts the wind's u/v components in its place.
+    assert class_default(spec.model_class, "surf_vars") == spec.output_surf_vars
+    inputs = set(spec.output_surf_vars) - {"10u_wave", "10v_wave"} | ({"dwi"} if name == "wave" else set())
+    assert set(spec.surf_vars) == inputs
+
+
+@contextlib.contextmanager
+def weights_on_meta_device():
+    """Build modules whose parameters live on the meta device: shapes without 5 GB of memory.
+
+    (`with torch.device("meta")` fails: Aurora's constructor calls `.item()` on a tensor.)
+    """
+    register = torch.nn.Module.register_parameter
+
+    def to_meta(self, name, param):
+        if param is not None:
+            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(self, name, param)
+
+    torch.nn.Module.register_parameter = to_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+@pytest.mark.parametrize("name, billions", [
+    ("medium-range", 1.259), ("high-res", 1.202), ("air-pollution", 1.273), ("wave", 1.261),
+])
+def test_full_profile_is_the_published_architecture(name, billions):
+    with weights_on_meta_device():
+        model = build_model(name, "full")
+    params = sum(p.numel() for p in model.parameters())
+    assert params / 1e9 == pytest.approx(billions, abs=0.001)
+    assert next(model.parameters()).device.type == "meta"
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_tiny_profile_is_small(name):
+    model = build_model(name, "tiny")
+    assert sum(p.numel() for p in model.parameters()) < 2e6
+
+
+def test_initial_weights_are_seeded():
+    a, b, c = build_model("medium-range", seed=3), build_model("medium-range", seed=3), build_model("medium-range", seed=4)
+    pa, pb, pc = (next(m.backbone.parameters()) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_building_does_not_disturb_the_global_random_state():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_model("wave")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_unknown_names_list_the_choices():
+    with pytest.raises(DataError, match="expected one of: medium-range, high-res, air-pollution, wave"):
+        get_variant("global")
+    with pytest.raises(DataError, match="unknown profile 'huge'"):
+        build_model("wave", "huge")
+    assert PROFILES == ("full", "tiny")
