@@ -187,12 +187,12 @@ def run(repeat: int = 5) -> list[IngestRow]:
 # --- Where the time goes ------------------------------------------------------------------
 
 PROFILED = (
-    ("`cfgrib.open_datasets`: open every hypercube of the file", "cfgrib/xarray_store.py", "open_datasets"),
+    ("`cfgrib.open_datasets`: open the hypercubes of the file", "cfgrib/xarray_store.py", "open_datasets"),
     ("&nbsp;&nbsp;building the message index (one scan of the file)", "cfgrib/messages.py", "from_fieldset"),
     ("&nbsp;&nbsp;one xarray open per variable and hypercube", "cfgrib/xarray_plugin.py", "open_dataset"),
     ("&nbsp;&nbsp;merging the per-variable datasets", "cfgrib/xarray_store.py", "merge_datasets"),
-    ("`canonicalise`: coordinates of every hypercube", "model_code/data/canonical.py", "canonicalise"),
-    ("&nbsp;&nbsp;`_canonical_time` (`expand_dims` loads every variable)", "model_code/data/canonical.py",
+    ("`canonicalise`: coordinates of each dataset opened", "model_code/data/canonical.py", "canonicalise"),
+    ("&nbsp;&nbsp;`_canonical_time` (its `expand_dims` loads each variable)", "model_code/data/canonical.py",
      "_canonical_time"),
     ("decoding GRIB fields, wherever it happens", "cfgrib/xarray_plugin.py", "_getitem"),
     ("`assemble_window`: select, convert, derive q, fill", "model_code/data/ingest.py", "assemble_window"),

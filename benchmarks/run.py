@@ -26,7 +26,7 @@ import bench_ingest
 
 
 def machine() -> dict[str, str]:
-    """What the figures depend on: cores, CPU, accelerator, library versions, load."""
+    """What the figures depend on: cores, CPU, accelerator, library versions."""
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -82,24 +82,27 @@ def machine_table(info: dict[str, str]) -> str:
 
 
 def profile_summary(rows: list[bench_ingest.ProfileRow]) -> str:
-    """The profile in one paragraph, with the numbers of this run."""
-    by_function = {r.function: r for r in rows}
-    whole, index, opens = by_function["open_datasets"], by_function["from_fieldset"], by_function["open_dataset"]
-    canon, reads = by_function["canonicalise"], by_function["_getitem"]
-    if whole.ours_share is None:
-        return "The profile no longer shows `cfgrib.open_datasets`; see the table for where the time goes."
+    """The profile in a paragraph, with the numbers of this run."""
+    row = {r.function: r for r in rows}
+
+    def pct(function: str) -> str:
+        return f"{100 * (row[function].ours_share or 0):.0f}%"
+
+    if row["open_datasets"].ours_share is None:
+        return "Our path no longer calls `cfgrib.open_datasets`; the table shows where its time goes."
+    converting = sum(row[f].ours_share or 0 for f in ("assemble_window", "window_to_batch"))
     return (
-        f"Our GRIB reader opens the whole file with `cfgrib.open_datasets` "
-        f"({100 * whole.ours_share:.0f}% of our time): one xarray open per variable and hypercube "
-        f"({opens.ours_calls} opens, against {opens.baseline_calls} for the baseline, which opens "
-        f"only what the batch needs), then a merge of them. Building the message index "
-        f"({100 * (index.ours_share or 0):.0f}% of our time) is the only part of it that both "
-        f"sides pay. `canonicalise` then runs on every hypercube "
-        f"({100 * (canon.ours_share or 0):.0f}%), and its `expand_dims` of the scalar valid time "
-        f"loads every variable of the file ({reads.ours_calls} array reads, against "
-        f"{reads.baseline_calls} for the baseline), most of which are then ignored. Selecting, "
-        f"converting units, deriving q and building the `Batch` cost almost nothing: the "
-        f"overhead is reading what is not used, not converting what is."
+        f"Our GRIB reader opens the file with `cfgrib.open_datasets` ({pct('open_datasets')} of our "
+        f"time), which makes one xarray open per variable and hypercube and merges them: "
+        f"{row['open_dataset'].ours_calls} opens, against {row['open_dataset'].baseline_calls} for "
+        f"the baseline, which opens only the hypercubes the batch needs. Building the message "
+        f"index ({pct('from_fieldset')} of our time) is the part both sides pay. `canonicalise` "
+        f"then runs on each of the {row['canonicalise'].ours_calls} datasets ({pct('canonicalise')}), "
+        f"and its `expand_dims` of the scalar valid time loads every variable in them "
+        f"({row['_getitem'].ours_calls} array reads, against {row['_getitem'].baseline_calls} for "
+        f"the baseline), including those that are then ignored. Selecting, converting units, "
+        f"deriving q and building the `Batch` take {100 * converting:.0f}%"
+        + (": the overhead is in opening and reading, not in converting." if converting < 0.05 else ".")
     )
 
 
@@ -120,10 +123,14 @@ Measured {date} on:
 
 {machine}
 
-This is a shared machine. While the ingest benchmark ran, {other_ingest}; while the
-forward benchmark ran, {other_forward}. The spread column of each table says how steady
-the runs were: other work competing for the 2 cores slows a 2-thread torch forward many
-times over, and its medians are then not to be trusted.
+This is a shared machine, so the run measures the work of others too:
+
+- during the ingest benchmark, {other_ingest};
+- during the forward benchmark, {other_forward}.
+
+The spread column of each table says how steady the runs were. Other work competing for
+the 2 cores slows a 2-thread torch forward many times over (spreads of 10x and more), and
+its medians are then not to be trusted.
 
 ## (a) Ingest: real files to the model's input, against plain xarray
 
@@ -181,7 +188,9 @@ These figures measure the model and the rollout loop, not data loading.
 
 There is no outside baseline: two ratios from the same run check the figures instead.
 Rollout / forward should be close to 4 (a rollout is four forwards and some
-bookkeeping); cold / warm is what the first call costs.
+bookkeeping); cold / warm is what the first call costs. The variants run in the order of
+the table in one process, so the first one's first forward also pays for torch's one-time
+set-up.
 
 {forward_table}
 """

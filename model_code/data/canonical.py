@@ -1,6 +1,7 @@
 """Bring a source dataset's coordinates into the one form the rest of the system assumes.
 
-Canonical form: dimensions named `time` (valid time, datetime64, increasing), `level`
+Canonical form: `time` the valid time (datetime64, increasing; a scalar coordinate when a
+source holds one time, expanded into a dimension only for the fields that are used), `level`
 (pressure in hPa, increasing: top of the atmosphere first, as Aurora lists them), `latitude` (degrees north, strictly decreasing within [-90, 90]) and
 `longitude` (degrees east, strictly increasing within [0, 360)).
 
@@ -55,8 +56,8 @@ def _canonical_time(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Dataset
         reference = [c for c in ("time", "step", "forecast_reference_time", "forecast_period")
                      if c in ds.coords and c not in vt.dims]
         ds = ds.drop_vars(reference)
-        if vt.ndim == 0:
-            ds = ds.drop_vars("valid_time").expand_dims(time=[vt.values])
+        if vt.ndim == 0:  # stays a scalar: expanding lazy GRIB arrays here would load them all
+            ds = ds.drop_vars("valid_time").assign_coords(time=vt.values)
         elif vt.ndim == 1:
             (dim,) = vt.dims
             if dim != "valid_time":
@@ -67,12 +68,9 @@ def _canonical_time(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Dataset
             ds = ds.stack(_sample=dims).swap_dims(_sample="valid_time")
             ds = ds.drop_vars(["_sample", *dims], errors="ignore").rename(valid_time="time")
             notes.append(f"{source}: {' x '.join(dims)} forecast fields arranged by valid time")
-    elif "time" in ds.coords and ds["time"].ndim == 0:
-        ds = ds.expand_dims(time=[ds["time"].values])
-
-    if "time" not in ds.dims:
+    if "time" not in ds.coords:
         return ds
-    times = ds["time"].values
+    times = np.atleast_1d(ds["time"].values)
     if not np.issubdtype(times.dtype, np.datetime64):
         raise DataError(
             f"time coordinate does not decode to dates (dtype {times.dtype}); "

@@ -30,7 +30,7 @@ from model_code.data.synthetic import synthetic_field
 from model_code.data.units import to_canonical
 from model_code.errors import DataError
 from model_code.storage import local_copy
-from model_code.variables import Variable, find, variable
+from model_code.variables import VARIABLES, Variable, find, variable
 from model_code.variants import VariantSpec
 
 FillMode = Literal["synthetic", "zeros"]
@@ -45,6 +45,13 @@ _CONVERTIBLE = {
 }
 _RELATIVE_HUMIDITY = ("r", "relative_humidity")
 _SINGLE_LEVEL_TYPES_FOR_STATIC_Z = (None, "surface")
+
+RECOGNISED_NAMES = frozenset(
+    {n for v in VARIABLES for n in (v.name, v.dataset_name, *v.aliases)}
+    | {name for _, name in _CONVERTIBLE}
+    | set(_RELATIVE_HUMIDITY)
+)
+"""Every name under which a file can hold something Aurora uses."""
 
 
 @dataclass
@@ -157,6 +164,8 @@ def _shape_for(field: Field | _Relative, kind: str, source: str) -> xr.DataArray
         return da.transpose("latitude", "longitude").drop_vars(
             [c for c in da.coords if c not in ("latitude", "longitude")]
         )
+    if "time" not in da.dims and "time" in da.coords:
+        da = da.expand_dims("time")
     if "time" not in da.dims:
         raise DataError(
             f"variable '{da.name}' has no time coordinate; a {kind} variable needs its valid time",
@@ -194,7 +203,7 @@ def read_fields(paths: Iterable[tuple[str, object]], *, resolution: float | None
     prov = Provenance()
     for name, path in paths:
         prov.inputs.append(name)
-        for raw in open_datasets(path, name=name):
+        for raw in open_datasets(path, name=name, grib_short_names=RECOGNISED_NAMES):
             ds, notes = canonicalise(raw, name)
             prov.notes.extend(notes)
             if resolution is not None:
