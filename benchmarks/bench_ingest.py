@@ -192,8 +192,6 @@ PROFILED = (
     ("&nbsp;&nbsp;one xarray open per variable and hypercube", "cfgrib/xarray_plugin.py", "open_dataset"),
     ("&nbsp;&nbsp;merging the per-variable datasets", "cfgrib/xarray_store.py", "merge_datasets"),
     ("`canonicalise`: coordinates of each dataset opened", "model_code/data/canonical.py", "canonicalise"),
-    ("&nbsp;&nbsp;`_canonical_time` (its `expand_dims` loads each variable)", "model_code/data/canonical.py",
-     "_canonical_time"),
     ("decoding GRIB fields, wherever it happens", "cfgrib/xarray_plugin.py", "_getitem"),
     ("`assemble_window`: select, convert, derive q, fill", "model_code/data/ingest.py", "assemble_window"),
     ("`window_to_batch`", "model_code/data/batch.py", "window_to_batch"),
