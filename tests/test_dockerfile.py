@@ -157,8 +157,11 @@ def test_every_package_is_copied(text):
 
 
 def make_image(*variables: str) -> str:
+    # --no-print-directory: under `make test` this is a nested make, which would otherwise
+    # print "Entering directory" lines around the command.
     proc = subprocess.run(
-        ["make", "-n", "image", *variables], capture_output=True, text=True, cwd=ROOT
+        ["make", "--no-print-directory", "-n", "image", *variables],
+        capture_output=True, text=True, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout

@@ -9,9 +9,6 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from model_code.variables import find
-
-_CATEGORICAL = {"slt"}
 
 
 def _is_global(lon: np.ndarray) -> bool:
@@ -31,32 +28,24 @@ def target_axes(lat: np.ndarray, lon: np.ndarray, resolution: float) -> tuple[np
     return np.round(new_lat, 6), np.round(new_lon, 6)
 
 
-def regrid(ds: xr.Dataset, resolution: float) -> xr.Dataset:
-    """Bilinear interpolation of every variable of a canonical dataset onto `resolution`.
+def regrid(da: xr.DataArray, resolution: float, *, categorical: bool = False) -> xr.DataArray:
+    """Bilinear interpolation of a canonical field onto `resolution` degrees.
 
-    Periodic in longitude for global grids; soil type uses the nearest neighbour because
-    its values are categories. NaN (e.g. land in wave fields) spreads to the cells it
-    touches, which keeps masked areas masked.
+    Periodic in longitude for global grids. Categorical fields (soil type) take the nearest
+    neighbour instead. NaN (e.g. land in wave fields) spreads to the cells it touches,
+    which keeps masked areas masked.
     """
-    lat, lon = ds.latitude.values, ds.longitude.values
+    lat, lon = da.latitude.values, da.longitude.values
     new_lat, new_lon = target_axes(lat, lon, resolution)
     if _is_global(lon):  # pad one column on each side so interpolation wraps around
-        ds = xr.concat(
-            [ds.isel(longitude=[-1]).assign_coords(longitude=[lon[-1] - 360.0]), ds,
-             ds.isel(longitude=[0]).assign_coords(longitude=[lon[0] + 360.0])],
+        da = xr.concat(
+            [da.isel(longitude=[-1]).assign_coords(longitude=[lon[-1] - 360.0]), da,
+             da.isel(longitude=[0]).assign_coords(longitude=[lon[0] + 360.0])],
             dim="longitude",
-            data_vars="all",
         )
-    out = {}
-    for name, da in ds.data_vars.items():
-        if "latitude" not in da.dims or "longitude" not in da.dims:
-            continue
-        categorical = (v := find(str(name), "static")) is not None and v.name in _CATEGORICAL
-        out[name] = da.interp(
-            latitude=new_lat, longitude=new_lon, method="nearest" if categorical else "linear"
-        ).astype(da.dtype if da.dtype.kind == "f" else "float32")
-        out[name].attrs = da.attrs
-    return xr.Dataset(out, attrs=ds.attrs)
+    out = da.interp(latitude=new_lat, longitude=new_lon, method="nearest" if categorical else "linear")
+    out.attrs = da.attrs
+    return out.astype(da.dtype if da.dtype.kind == "f" else "float32")
 
 
 def crop_to_patch(ds: xr.Dataset, patch_size: int) -> tuple[xr.Dataset, str | None]:

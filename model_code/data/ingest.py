@@ -52,6 +52,7 @@ RECOGNISED_NAMES = frozenset(
     | set(_RELATIVE_HUMIDITY)
 )
 """Every name under which a file can hold something Aurora uses."""
+_SOIL_TYPE = variable("static", "slt")  # categorical: regridded by nearest neighbour
 
 
 @dataclass
@@ -206,8 +207,6 @@ def read_fields(paths: Iterable[tuple[str, object]], *, resolution: float | None
         for raw in open_datasets(path, name=name, grib_short_names=RECOGNISED_NAMES):
             ds, notes = canonicalise(raw, name)
             prov.notes.extend(notes)
-            if resolution is not None:
-                ds = regrid(ds, resolution)
             for var_name, da in ds.data_vars.items():
                 found = _identify(str(var_name), da, name)
                 kind = "atmos" if isinstance(found, _Relative) else found.var.kind if found else None
@@ -215,6 +214,8 @@ def read_fields(paths: Iterable[tuple[str, object]], *, resolution: float | None
                 if shaped is None:
                     prov.ignored.append(f"{name}: {var_name}")
                     continue
+                if resolution is not None:
+                    shaped = regrid(shaped, resolution, categorical=getattr(found, "var", None) == _SOIL_TYPE)
                 if isinstance(found, _Relative):
                     humidity.append(_Relative(shaped, name))
                     continue
