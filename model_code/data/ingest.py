@@ -52,6 +52,13 @@ RECOGNISED_NAMES = frozenset(
     | set(_RELATIVE_HUMIDITY)
 )
 """Every name under which a file can hold something Aurora uses."""
+GRIB_LEVEL_TYPES = frozenset({
+    "isobaricInhPa", "isobaricInPa",  # pressure-level (atmospheric) variables
+    "surface", "heightAboveGround", "meanSea",  # 2 m / 10 m / sea-level / surface fields
+    "entireAtmosphere", "atmosphere",  # total columns (CAMS GRIB2)
+    "depthBelowLandLayer",  # soil type from some producers
+})
+"""GRIB level types on which producers encode the variables Aurora uses."""
 _SOIL_TYPE = variable("static", "slt")  # categorical: regridded by nearest neighbour
 
 
@@ -204,7 +211,8 @@ def read_fields(paths: Iterable[tuple[str, object]], *, resolution: float | None
     prov = Provenance()
     for name, path in paths:
         prov.inputs.append(name)
-        for raw in open_datasets(path, name=name, grib_short_names=RECOGNISED_NAMES):
+        for raw in open_datasets(path, name=name, grib_short_names=RECOGNISED_NAMES,
+                                 grib_level_types=GRIB_LEVEL_TYPES):
             ds, notes = canonicalise(raw, name)
             prov.notes.extend(notes)
             for var_name, da in ds.data_vars.items():
