@@ -5,7 +5,7 @@
 #   make image                                   CUDA runtime base, for GPU node pools
 #   make image BASE_IMAGE=ubuntu:24.04 TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 #                                                CPU-only image with the CPU build of torch
-#   docker run --rm aurora-mlops:dev demo --data-dir /app/data/samples
+#   docker run --rm aurora-mlops:dev demo
 #
 # Stages: `base` (the chosen base + CA certificates), `build` (a standalone CPython 3.11 and a
 # virtual environment installed from requirements.lock) and the final stage, which copies only
@@ -80,11 +80,11 @@ RUN groupadd --gid 10001 aurora \
 COPY --from=build /opt/python /opt/python
 COPY --from=build /opt/venv /opt/venv
 # The real sample files (8.5 MB; the corrupt ones are left out by .dockerignore), read-only,
-# for `auroraops demo` in a pod. The package is installed in site-packages, so the demo's default
-# sample path does not point here: pass --data-dir /app/data/samples.
+# for `auroraops demo` in a pod; AURORAOPS_SAMPLES tells the demo where they are.
 COPY data/samples/ /app/data/samples/
 
 ENV PATH=/opt/venv/bin:$PATH \
+    AURORAOPS_SAMPLES=/app/data/samples \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1

@@ -9,13 +9,15 @@ numbers exercise the system end to end, they are not a skilful forecast.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
 from auroraops.commands.forecast import describe
 from model_code.forecast import ForecastJob, run_forecast_job
 
-SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
+# The repository's samples; an installed copy (the image) says where they are instead.
+SAMPLES = Path(os.environ.get("AURORAOPS_SAMPLES", Path(__file__).resolve().parents[2] / "data" / "samples"))
 GFS = "gfs_2p5deg_global_f120.grib2"
 IFS = "ifs_pl_10deg_2024060300_8steps.grib"
 WAVES = "gfswave_ww3_swh_0p16deg.grib2"
