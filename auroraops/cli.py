@@ -7,10 +7,10 @@ import sys
 import traceback
 from importlib.metadata import version
 
-from auroraops.commands import demo, forecast
+from auroraops.commands import data, demo, forecast
 from model_code.errors import DataError
 
-COMMANDS = (forecast, demo)
+COMMANDS = (forecast, data, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,9 +10,19 @@ class DataError(ValueError):
     expected. Command-line tools exit with status 1 on it; servers answer 400.
     """
 
-    def __init__(self, message: str, *, source: str | None = None, problems: list[str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        problems: list[str] | None = None,
+        check: str | None = None,
+    ):
+        self.message = message
         self.source = source
         self.problems = list(problems or [])
+        self.check = check
+        """Name of the rule that failed, when one rule did (e.g. `time_duplicates`)."""
         text = f"{source}: {message}" if source else message
         if self.problems:
             text += "".join(f"\n  - {p}" for p in self.problems)

@@ -104,7 +104,7 @@ def test_regional_grid_with_negative_longitudes_is_rolled():
 def test_ascending_latitudes_are_flipped_with_a_note(tmp_path):
     ds = open_datasets(FORMATS / "test4.nc")[0].isel(latitude=slice(None, None, -1))
     flipped, notes = canonicalise(ds, "flipped.nc")
-    assert flipped.latitude.values[0] == 90 and any("flipped" in n for n in notes)
+    assert flipped.latitude.values[0] == 90 and any(n.check == "latitude_order" and "flipped" in n.message for n in notes)
     np.testing.assert_array_equal(flipped["t"].values, open_datasets(FORMATS / "test4.nc")[0]["t"].values)
 
 
@@ -172,7 +172,7 @@ def test_pressure_in_pa_is_converted_to_hpa():
     in_pa = ds.assign_coords(level=("level", ds.level.values * 100.0, {"units": "Pa"}))
     canonical, notes = canonicalise(in_pa, "pa.nc")
     np.testing.assert_array_equal(canonical.level.values, [500.0, 850.0])
-    assert any("Pa to hPa" in n for n in notes)
+    assert any(n.check == "level_units" and "Pa to hPa" in n.message for n in notes)
 
 
 def test_unknown_units_are_an_error_naming_variable_and_expected_units(tmp_path):

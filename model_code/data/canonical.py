@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from model_code.data.findings import Finding
 from model_code.errors import DataError
 
 _LAT_NAMES = ("latitude", "lat")
@@ -24,6 +25,11 @@ _LON_NAMES = ("longitude", "lon")
 _PRESSURE_DIMS = ("isobaricInhPa", "isobaricInPa", "pressure_level", "level", "plev")
 _HPA_UNITS = ("hpa", "millibars", "millibar", "mbar", "mb")
 _PA_UNITS = ("pa", "pascal", "pascals")
+
+
+def _note(check: str, message: str, source: str) -> Finding:
+    """A fix made on the way in: users are told, validators report it as a warning."""
+    return Finding(check, "warning", message, source=source)
 
 
 def _find(ds: xr.Dataset, names: tuple[str, ...]) -> str | None:
@@ -34,12 +40,13 @@ def _check_strictly_monotonic(values: np.ndarray, what: str, source: str) -> Non
     diffs = np.diff(values)
     if np.any(diffs == 0):
         dup = values[1:][diffs == 0]
-        raise DataError(f"duplicated {what} values: {_show(dup)}", source=source)
+        raise DataError(f"duplicated {what} values: {_show(dup)}", source=source,
+                        check=f"{what.replace(' ', '_')}_duplicates")
     if not (np.all(diffs > 0) or np.all(diffs < 0)):
         i = int(np.argmax(np.sign(diffs) != np.sign(diffs[0])))
         raise DataError(
             f"{what} coordinate is not monotonic: {_show(values[i:i + 3])} at index {i}",
-            source=source,
+            source=source, check=f"{what.replace(' ', '_')}_monotonic",
         )
 
 
@@ -49,7 +56,7 @@ def _show(values: np.ndarray, limit: int = 5) -> str:
     return ", ".join(items) + more
 
 
-def _canonical_time(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Dataset:
+def _canonical_time(ds: xr.Dataset, source: str, notes: list[Finding]) -> xr.Dataset:
     """Make `time` the valid time: one dimension, datetime64, strictly increasing."""
     if "valid_time" in ds.coords:
         vt = ds["valid_time"]
@@ -67,7 +74,7 @@ def _canonical_time(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Dataset
             dims = vt.dims
             ds = ds.stack(_sample=dims).swap_dims(_sample="valid_time")
             ds = ds.drop_vars(["_sample", *dims], errors="ignore").rename(valid_time="time")
-            notes.append(f"{source}: {' x '.join(dims)} forecast fields arranged by valid time")
+            notes.append(_note("time_layout", f"{' x '.join(dims)} forecast fields arranged by valid time", source))
     if "time" not in ds.coords:
         return ds
     times = np.atleast_1d(ds["time"].values)
@@ -75,23 +82,26 @@ def _canonical_time(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Dataset
         raise DataError(
             f"time coordinate does not decode to dates (dtype {times.dtype}); "
             "expected CF time units such as 'hours since 2000-01-01'",
-            source=source,
+            source=source, check="time_decodable",
         )
     if len(times) > 1:
         diffs = np.diff(times)
-        if np.any(diffs == np.timedelta64(0)):
+        unique, counts = np.unique(times, return_counts=True)
+        if np.any(counts > 1):
             raise DataError(
-                f"duplicated times: {_show(times[1:][diffs == np.timedelta64(0)])}", source=source
+                f"duplicated times: {_show(unique[counts > 1])}", source=source,
+                check="time_duplicates",
             )
         if np.any(diffs < np.timedelta64(0)):
             i = int(np.argmax(diffs < np.timedelta64(0)))
             raise DataError(
-                f"times are not increasing: {times[i]} is followed by {times[i + 1]}", source=source
+                f"times are not increasing: {times[i]} is followed by {times[i + 1]}", source=source,
+                check="time_monotonic",
             )
     return ds
 
 
-def _canonical_level(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Dataset:
+def _canonical_level(ds: xr.Dataset, source: str, notes: list[Finding]) -> xr.Dataset:
     """Rename the pressure coordinate to `level` in hPa (a scalar one becomes a dimension)."""
     name = _find(ds, _PRESSURE_DIMS)
     if name is None:
@@ -110,7 +120,7 @@ def _canonical_level(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Datase
         ds = ds.expand_dims(name)
     values = ds[name].values.astype("float64") * factor
     if factor != 1.0:
-        notes.append(f"{source}: pressure levels converted from Pa to hPa")
+        notes.append(_note("level_units", "pressure levels converted from Pa to hPa", source))
     if len(values) > 1:
         _check_strictly_monotonic(values, "pressure level", source)
     values = np.where(np.isclose(values, np.round(values)), np.round(values), values)
@@ -119,15 +129,15 @@ def _canonical_level(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Datase
     return ds.sortby("level") if len(values) > 1 and values[0] > values[-1] else ds
 
 
-def _canonical_lat_lon(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Dataset:
+def _canonical_lat_lon(ds: xr.Dataset, source: str, notes: list[Finding]) -> xr.Dataset:
     lat_name, lon_name = _find(ds, _LAT_NAMES), _find(ds, _LON_NAMES)
     if lat_name is None or lon_name is None:
-        raise DataError("no latitude/longitude coordinates", source=source)
+        raise DataError("no latitude/longitude coordinates", source=source, check="grid_coordinates")
     if ds[lat_name].ndim != 1 or ds[lon_name].ndim != 1 or ds[lat_name].dims == ds[lon_name].dims:
         raise DataError(
             f"grid is not a regular latitude-longitude grid (latitude dims {ds[lat_name].dims}, "
             f"longitude dims {ds[lon_name].dims}); regrid it to a regular grid first",
-            source=source,
+            source=source, check="grid_regular",
         )
     ds = ds.rename({n: c for n, c in ((lat_name, "latitude"), (lon_name, "longitude")) if n != c})
     if ds["latitude"].dims != ("latitude",) or ds["longitude"].dims != ("longitude",):
@@ -136,13 +146,14 @@ def _canonical_lat_lon(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Data
     lat = ds["latitude"].values.astype("float64")
     if np.any(lat < -90) or np.any(lat > 90):
         raise DataError(
-            f"latitudes outside [-90, 90]: from {lat.min()} to {lat.max()}", source=source
+            f"latitudes outside [-90, 90]: from {lat.min()} to {lat.max()}", source=source,
+            check="latitude_range",
         )
     if len(lat) > 1:
         _check_strictly_monotonic(lat, "latitude", source)
         if lat[1] > lat[0]:
             ds = ds.isel(latitude=slice(None, None, -1))
-            notes.append(f"{source}: latitudes flipped to decreasing (north to south)")
+            notes.append(_note("latitude_order", "latitudes flipped to decreasing (north to south)", source))
 
     lon = ds["longitude"].values.astype("float64")
     if len(lon) > 1:
@@ -150,7 +161,7 @@ def _canonical_lat_lon(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Data
         if lon[1] < lon[0]:
             ds = ds.isel(longitude=slice(None, None, -1))
             lon = lon[::-1]
-            notes.append(f"{source}: longitudes reordered to increasing")
+            notes.append(_note("longitude_order", "longitudes reordered to increasing", source))
     if np.any(lon < 0) or np.any(lon >= 360):
         wrapped = np.mod(lon, 360.0)
         step = float(np.median(np.diff(lon))) if len(lon) > 1 else 0.0
@@ -160,18 +171,18 @@ def _canonical_lat_lon(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Data
                 f"regional grid crosses the 0° meridian (longitudes {lon[0]:g} to {lon[-1]:g}); "
                 "Aurora needs longitudes increasing within [0, 360), which would split this "
                 "domain in two. Select a domain on one side of 0°, or a global grid",
-                source=source,
+                source=source, check="longitude_meridian",
             )
         order = np.argsort(wrapped, kind="stable")
         if np.any(np.diff(wrapped[order]) == 0):
             raise DataError(
                 "longitudes repeat once wrapped into [0, 360) (e.g. both -180 and 180)",
-                source=source,
+                source=source, check="longitude_duplicates",
             )
         ds = ds.isel(longitude=order).assign_coords(longitude=("longitude", wrapped[order]))
-        notes.append(
-            f"{source}: longitudes rolled from [{lon.min():g}, {lon.max():g}] into [0, 360)"
-        )
+        notes.append(_note(
+            "longitude_range", f"longitudes rolled from [{lon.min():g}, {lon.max():g}] into [0, 360)", source
+        ))
     # GRIB2 stores coordinates in micro-degrees; rounding to that removes float noise such as
     # 1.5e-12 for 0°, so grids from different files compare equal.
     ds = ds.assign_coords(
@@ -183,14 +194,14 @@ def _canonical_lat_lon(ds: xr.Dataset, source: str, notes: list[str]) -> xr.Data
     return ds
 
 
-def canonicalise(ds: xr.Dataset, source: str) -> tuple[xr.Dataset, list[str]]:
+def canonicalise(ds: xr.Dataset, source: str) -> tuple[xr.Dataset, list[Finding]]:
     """Canonical coordinates for `ds` (from `source`), and notes on what was changed."""
-    notes: list[str] = []
+    notes: list[Finding] = []
     if "number" in ds.dims and ds.sizes["number"] > 1:
         raise DataError(
             f"holds {ds.sizes['number']} ensemble members (dimension 'number'); "
             "select one member before forecasting from it",
-            source=source,
+            source=source, check="ensemble_members",
         )
     ds = ds.squeeze("number", drop=True) if "number" in ds.dims else ds
     ds = ds.drop_vars("number", errors="ignore")

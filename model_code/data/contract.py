@@ -23,6 +23,28 @@ _DIMS = {
 }
 
 
+def grid_fit_problem(h: int, w: int, patch: int) -> str | None:
+    """Why an h x w grid does not fit the patch size, or None when it does."""
+    if w % patch == 0 and h % patch <= 1:
+        return None
+    return (
+        f"grid {h}x{w} does not fit patch size {patch}: the width must be a multiple of {patch} "
+        f"and the height at most one row over a multiple (e.g. {h - max(h % patch - 1, 0)}x"
+        f"{w - w % patch}); crop it (--crop-to-patch) or regrid it (--regrid RES)"
+    )
+
+
+def unknown_levels_problem(levels, spec: VariantSpec) -> str | None:
+    """Which pressure levels have no normalisation statistics, or None when all have."""
+    unknown = [lv for lv in levels if lv not in spec.levels]
+    if not unknown:
+        return None
+    return (
+        f"pressure level(s) {', '.join(f'{lv:g}' for lv in unknown)} hPa have no normalisation "
+        f"statistics; known levels: {', '.join(map(str, spec.levels))} hPa"
+    )
+
+
 def _coordinate_problems(ds: xr.Dataset, spec: VariantSpec) -> list[str]:
     problems = []
     for name in ("latitude", "longitude", "time"):
@@ -41,13 +63,8 @@ def _coordinate_problems(ds: xr.Dataset, spec: VariantSpec) -> list[str]:
         problems.append(f"longitudes must lie within [0, 360); found {lon.min():g} to {lon.max():g}")
     if len(lon) > 1 and not np.all(np.diff(lon) > 0):
         problems.append("longitudes must be strictly increasing")
-    h, w, p = len(lat), len(lon), spec.patch_size
-    if w % p != 0 or h % p > 1:
-        problems.append(
-            f"grid {h}x{w} does not fit patch size {p}: the width must be a multiple of {p} and "
-            f"the height at most one row over a multiple (e.g. {h - max(h % p - 1, 0)}x{w - w % p}); "
-            "crop it (--crop-to-patch) or regrid it (--regrid RES)"
-        )
+    if (problem := grid_fit_problem(len(lat), len(lon), spec.patch_size)) is not None:
+        problems.append(problem)
     times = ds.time.values
     if not spec.min_history <= len(times) <= spec.max_history:
         problems.append(
@@ -63,12 +80,8 @@ def _coordinate_problems(ds: xr.Dataset, spec: VariantSpec) -> list[str]:
             )
     if "level" in ds.coords:
         levels = ds.level.values
-        unknown = [lv for lv in levels if lv not in spec.levels]
-        if unknown:
-            problems.append(
-                f"pressure level(s) {', '.join(f'{lv:g}' for lv in unknown)} hPa have no normalisation "
-                f"statistics; known levels: {', '.join(map(str, spec.levels))} hPa"
-            )
+        if (problem := unknown_levels_problem(levels, spec)) is not None:
+            problems.append(problem)
         if len(np.unique(levels)) != len(levels):
             problems.append("pressure levels repeat")
     return problems

@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 
 from model_code.data.canonical import canonicalise
+from model_code.data.findings import Finding
 from model_code.data.grid import crop_to_patch, regrid
 from model_code.data.readers import open_datasets
 from model_code.data.synthetic import synthetic_field
@@ -77,12 +78,18 @@ class Field:
         return self.var.dataset_name
 
     def values(self, **selection) -> xr.DataArray:
-        """Selected values, loaded, converted and float32."""
-        da = self.data.sel(**selection) if selection else self.data
+        """Values selected by label, loaded, converted and float32."""
+        return self._loaded(self.data.sel(**selection) if selection else self.data)
+
+    def chunk(self, **positions) -> xr.DataArray:
+        """Values selected by position (e.g. `time=slice(0, 8)`), for passes chunk by chunk."""
+        return self._loaded(self.data.isel(**positions))
+
+    def _loaded(self, da: xr.DataArray) -> xr.DataArray:
         da = da.load()
         if self.convert is not None:
             da = da.copy(data=self.convert(da.values))
-        return da.astype("float32")
+        return da.astype("float32", copy=False)
 
 
 @dataclass
@@ -187,60 +194,100 @@ def _shape_for(field: Field | _Relative, kind: str, source: str) -> xr.DataArray
 def _combine(a: xr.DataArray, b: xr.DataArray, key: str, sources: str) -> xr.DataArray:
     """Join two pieces of one variable: disjoint times, or disjoint levels at equal times."""
     if "time" not in a.dims:
-        raise DataError(f"static variable '{key}' is given twice ({sources}); pass only one")
+        raise DataError(f"static variable '{key}' is given twice ({sources}); pass only one",
+                        check="merge_duplicates")
+    for axis in ("latitude", "longitude"):
+        if a.sizes[axis] != b.sizes[axis] or not np.allclose(a[axis].values, b[axis].values):
+            raise DataError(
+                f"variable '{key}' comes on different grids ({sources}: {a.sizes['latitude']}x"
+                f"{a.sizes['longitude']} and {b.sizes['latitude']}x{b.sizes['longitude']}); "
+                "regrid them to one grid first (--regrid DEG)", check="merge_grid",
+            )
     common = np.intersect1d(a.time.values, b.time.values)
     if len(common) == 0:
-        return xr.concat([a, b], dim="time").sortby("time")
+        if "level" in a.dims and not np.array_equal(a.level.values, b.level.values):
+            raise DataError(f"variable '{key}' has different pressure levels in {sources}",
+                            check="merge_levels")
+        return xr.concat([a, b], dim="time", join="exact").sortby("time")
     same_times = len(common) == a.sizes["time"] == b.sizes["time"]
     if same_times and "level" in a.dims and not np.intersect1d(a.level.values, b.level.values).size:
-        return xr.concat([a, b], dim="level").sortby("level")
+        return xr.concat([a, b], dim="level", join="exact").sortby("level")
     raise DataError(
         f"variable '{key}' at times {', '.join(str(t)[:16] for t in common[:3])} is given by "
-        f"more than one source ({sources}); pass each field once"
+        f"more than one source ({sources}); pass each field once", check="merge_duplicates",
     )
+
+
+@dataclass
+class Source:
+    """What one file holds that Aurora can use, before it is merged with other files."""
+
+    name: str
+    fields: list[Field] = field(default_factory=list)
+    humidity: list[_Relative] = field(default_factory=list)
+    notes: list[Finding] = field(default_factory=list)
+    """Fixes made on the way in (flipped latitudes, rolled longitudes, ...)."""
+    ignored: list[str] = field(default_factory=list)
+
+
+def read_source(name: str, path, *, resolution: float | None = None) -> Source:
+    """Open one file, canonicalise it and recognise its variables (lazily: nothing is loaded).
+
+    With `resolution`, every recognised field is regridded to that grid, so that sources
+    on different grids can be combined.
+    """
+    source = Source(name)
+    for raw in open_datasets(path, name=name, grib_short_names=RECOGNISED_NAMES,
+                             grib_level_types=GRIB_LEVEL_TYPES):
+        ds, notes = canonicalise(raw, name)
+        source.notes.extend(notes)
+        for var_name, da in ds.data_vars.items():
+            found = _identify(str(var_name), da, name)
+            kind = "atmos" if isinstance(found, _Relative) else found.var.kind if found else None
+            shaped = _shape_for(found, kind, name) if found is not None else None
+            if shaped is None:
+                source.ignored.append(f"{name}: {var_name}")
+                continue
+            if resolution is not None:
+                shaped = regrid(shaped, resolution, categorical=getattr(found, "var", None) == _SOIL_TYPE)
+            found.data = shaped
+            (source.humidity if isinstance(found, _Relative) else source.fields).append(found)
+    return source
+
+
+def merge_sources(sources: Iterable[Source], *, resolution: float | None = None):
+    """Fields of all sources merged by dataset name (pieces of one variable joined), q derived."""
+    fields: dict[str, Field] = {}
+    humidity: list[_Relative] = []
+    prov = Provenance()
+    for source in sources:
+        prov.inputs.append(source.name)
+        prov.notes.extend(f"{n.source}: {n.message}" for n in source.notes)
+        prov.ignored.extend(source.ignored)
+        humidity.extend(source.humidity)
+        for found in source.fields:
+            key = found.key
+            if key not in fields:
+                fields[key] = found
+                continue
+            old = fields[key]
+            if old.convert is not None or found.convert is not None:
+                old.data, found.data, old.convert = old.values(), found.values(), None
+            old.data = _combine(old.data, found.data, key, f"{old.source}, {found.source}")
+            old.source = f"{old.source}, {found.source}"
+    if resolution is not None:
+        prov.notes.append(f"all fields regridded (bilinear) to {resolution:g}°")
+    _derive_specific_humidity(fields, humidity, prov)
+    return fields, prov
 
 
 def read_fields(paths: Iterable[tuple[str, object]], *, resolution: float | None = None):
     """Recognised fields of every source, merged by dataset name, plus provenance.
 
-    `paths` yields (name shown to users, local path). With `resolution`, every field is
-    first regridded to that grid (so sources on different grids can be combined).
+    `paths` yields (name shown to users, local path).
     """
-    fields: dict[str, Field] = {}
-    humidity: list[_Relative] = []
-    prov = Provenance()
-    for name, path in paths:
-        prov.inputs.append(name)
-        for raw in open_datasets(path, name=name, grib_short_names=RECOGNISED_NAMES,
-                                 grib_level_types=GRIB_LEVEL_TYPES):
-            ds, notes = canonicalise(raw, name)
-            prov.notes.extend(notes)
-            for var_name, da in ds.data_vars.items():
-                found = _identify(str(var_name), da, name)
-                kind = "atmos" if isinstance(found, _Relative) else found.var.kind if found else None
-                shaped = _shape_for(found, kind, name) if found is not None else None
-                if shaped is None:
-                    prov.ignored.append(f"{name}: {var_name}")
-                    continue
-                if resolution is not None:
-                    shaped = regrid(shaped, resolution, categorical=getattr(found, "var", None) == _SOIL_TYPE)
-                if isinstance(found, _Relative):
-                    humidity.append(_Relative(shaped, name))
-                    continue
-                found.data = shaped
-                key = found.key
-                if key in fields:
-                    old = fields[key]
-                    if old.convert is not None or found.convert is not None:
-                        old.data, found.data, old.convert = old.values(), found.values(), None
-                    old.data = _combine(old.data, found.data, key, f"{old.source}, {name}")
-                    old.source = f"{old.source}, {name}"
-                else:
-                    fields[key] = found
-    if resolution is not None:
-        prov.notes.append(f"all fields regridded (bilinear) to {resolution:g}°")
-    _derive_specific_humidity(fields, humidity, prov)
-    return fields, prov
+    sources = [read_source(name, path, resolution=resolution) for name, path in paths]
+    return merge_sources(sources, resolution=resolution)
 
 
 def saturation_vapour_pressure(t: np.ndarray) -> np.ndarray:
