@@ -88,32 +88,38 @@ class _Accumulator:
         self.below, self.above = np.zeros(n, np.int64), np.zeros(n, np.int64)
 
     def update(self, x: np.ndarray, t0: int, bounds: tuple, policy: Policy) -> None:
-        """Add a chunk x of shape (t, levels, lat, lon), whose first time has index t0."""
+        """Add a chunk x of shape (t, levels, lat, lon), whose first time has index t0.
+
+        Every reduction works per (time, level) slice and is then summed in float64, so the
+        result does not depend on how the data were chunked. In the common all-finite case
+        the chunk is read about five times: isfinite, min, max, sum, sum of squares.
+        """
+        nt, nl, h, w = x.shape
         finite = np.isfinite(x)  # (t, l, h, w)
         all_finite = bool(finite.all())
-        per_slice = finite.sum(axis=(2, 3))  # (t, l)
-        self.total += x.shape[0] * x.shape[2] * x.shape[3]
+        per_slice = np.full((nt, nl), h * w) if all_finite else finite.sum(axis=(2, 3))  # (t, l)
+        self.total += nt * h * w
         self.count += per_slice.sum(axis=0)
+        zeros = x  # for sums: non-finite values as 0 (they are counted apart)
         if not all_finite:
             n_inf = np.isinf(x).sum(axis=(0, 2, 3))
             self.inf += n_inf
             self.nan += (~finite).sum(axis=(0, 2, 3)) - n_inf
-            x = np.where(finite, x, np.nan)
-        pixels = x.shape[2] * x.shape[3]
-        self.nan_by_time.extend((1.0 - per_slice.sum(axis=1) / (pixels * x.shape[1])).tolist())
+            zeros = np.where(finite, x, np.float32(0))
+            x = np.where(finite, x, np.float32(np.nan))  # for min/max, extremes, histogram, bounds
+        del finite
+        self.nan_by_time.extend((1.0 - per_slice.sum(axis=1) / (h * w * nl)).tolist())
 
-        with np.errstate(invalid="ignore"), warnings_off():
+        with warnings_off():  # all-NaN slices (land-only wave rows) are expected
             lo = x.min(axis=(2, 3)) if all_finite else np.nanmin(x, axis=(2, 3))  # (t, l)
             hi = x.max(axis=(2, 3)) if all_finite else np.nanmax(x, axis=(2, 3))
         flat = (lo == hi) & (per_slice > 1)
         self.constant_times.extend((t0 + int(t), int(l)) for t, l in zip(*np.nonzero(flat)))
 
-        if all_finite:
-            self.sum += x.sum(axis=(0, 2, 3), dtype=np.float64)
-            self.sumsq += np.einsum("tlhw,tlhw->l", x, x, dtype=np.float64)
-        else:
-            self.sum += np.nansum(x, axis=(0, 2, 3), dtype=np.float64)
-            self.sumsq += np.nansum(np.square(x, dtype=np.float64), axis=(0, 2, 3))
+        rows = zeros.reshape(nt * nl, h * w)  # one row per (time, level) slice
+        self.sum += rows.sum(axis=1).reshape(nt, nl).sum(axis=0, dtype=np.float64)
+        squares = np.fromiter((np.dot(row, row) for row in rows), np.float64, nt * nl)  # BLAS: one pass
+        self.sumsq += squares.reshape(nt, nl).sum(axis=0)
         self._extremes(x, lo, hi, t0)
         self._histogram(x, bounds, policy)
         self._bounds(x, lo, hi, t0, bounds)
@@ -148,11 +154,13 @@ class _Accumulator:
             # depend on how the data are chunked.
             self.edges = np.linspace(lo, hi, policy.histogram_bins + 1)
             self.hist = np.zeros((self.n_levels, policy.histogram_bins), np.int64)
+        lo, n_bins = self.edges[0], len(self.edges) - 1
+        scale = n_bins / (self.edges[-1] - lo)
         for level in range(x.shape[1]):
             values = sample[:, level].ravel()
             values = values[np.isfinite(values)]
-            clipped = np.clip(values, self.edges[0], self.edges[-1])
-            self.hist[level] += np.histogram(clipped, bins=self.edges)[0]
+            bins = np.clip(((values - lo) * scale).astype(np.int64), 0, n_bins - 1)  # uniform bins
+            self.hist[level] += np.bincount(bins, minlength=n_bins)
 
     def _bounds(self, x, lo, hi, t0, bounds) -> None:
         low, high = bounds
