@@ -152,7 +152,8 @@ def test_a_sample_reads_only_its_own_times(dataset, files, tmp_path, monkeypatch
     with pytest.raises(RuntimeError, match="decompress"):
         lazy[4]  # needs times 4..7
 
-    # NetCDF: every load of a time-dependent field asks for at most `history` times.
+    # NetCDF: a sample reads only its own times, and each time once: the next sample reads
+    # only the time it does not share with this one.
     selections = []
     original = Field.values
 
@@ -162,10 +163,14 @@ def test_a_sample_reads_only_its_own_times(dataset, files, tmp_path, monkeypatch
         return original(self, **selection)
 
     monkeypatch.setattr(Field, "values", spy)
-    dataset[3]
+    fresh = WindowDataset.from_files([files.nc, files.surface], SPEC, validate=False, **OPTIONS)
+    fresh[3]
     assert {key for key, _ in selections} == {"t2m", "u10", "v10", "msl", "z", "t", "u", "v", "q"}
     assert max(n for _, n in selections) == 2
     assert sum(n for key, n in selections if key == "t") == 2 + 2  # history + one per lead
+    selections.clear()
+    assert_same(fresh[4], dataset[4])
+    assert sum(n for key, n in selections if key == "t") == 1  # only init + 2 steps is new
 
 
 def test_static_fields_can_come_from_their_own_file(dataset, files):
@@ -446,3 +451,13 @@ def test_building_a_loader_validates_first_and_stops_with_the_report(files, tmp_
     assert "data failed 2 check(s)" in text
     assert "[units] values look like degrees Celsius" in text and "[nan_share]" in text and "variable u" in text
     assert built == []
+
+
+def test_the_slice_cache_stays_within_its_bound_and_drops_the_oldest_first():
+    from model_code.data.loader import _SliceCache
+
+    cache = _SliceCache(max_bytes=3 * 400)
+    for i in range(5):
+        cache.put(("t", np.datetime64(i, "h")), np.zeros(100, np.float32))  # 400 bytes each
+        assert cache.bytes <= cache.max_bytes
+    assert cache.get(("t", np.datetime64(0, "h"))) is None and cache.get(("t", np.datetime64(4, "h"))) is not None

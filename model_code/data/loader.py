@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections import OrderedDict
 import random
 import zlib
 from dataclasses import dataclass
@@ -138,6 +139,64 @@ def _hours(k: int, step: np.timedelta64) -> str:
     return f"{k * step / np.timedelta64(1, 'h'):+g} h"
 
 
+class _SliceCache:
+    """Time slices of dynamic fields already read, least recently used dropped first.
+
+    Consecutive samples share most of their times (a history of 2 and a target 1 step ahead
+    touch 3 times, 2 of them shared with the next sample), so each slice is read from the
+    file about once an epoch instead of once per sample that uses it. Bounded in bytes;
+    each worker process has its own.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._slices: OrderedDict[tuple[str, np.datetime64], np.ndarray] = OrderedDict()
+
+    def get(self, key: tuple[str, np.datetime64]) -> np.ndarray | None:
+        array = self._slices.get(key)
+        if array is not None:
+            self._slices.move_to_end(key)
+        return array
+
+    def put(self, key: tuple[str, np.datetime64], array: np.ndarray) -> None:
+        self._slices[key] = array
+        self.bytes += array.nbytes
+        while self.bytes > self.max_bytes and len(self._slices) > 1:
+            _, old = self._slices.popitem(last=False)
+            self.bytes -= old.nbytes
+
+
+@dataclass
+class _CachedField(Field):
+    """A dynamic field read through a `_SliceCache`; same values as `Field.values`."""
+
+    cache: _SliceCache | None = None
+
+    @classmethod
+    def of(cls, f: Field, cache: _SliceCache) -> _CachedField:
+        return cls(f.var, f.data, f.source, f.convert, f.note, cache)
+
+    def values(self, **selection) -> xr.DataArray:
+        times = np.atleast_1d(np.asarray(selection.pop("time"), dtype="datetime64[ns]"))
+        found = {t: self.cache.get((self.key, t)) for t in times}
+        missing = np.array([t for t, a in found.items() if a is None], dtype="datetime64[ns]")
+        if len(missing):  # one read for every time not cached yet
+            block = Field.values(self, time=missing).values  # (t, [level], h, w) float32
+            for t, array in zip(missing, block):
+                found[t] = array
+                self.cache.put((self.key, t), array)
+        data = np.stack([found[t] for t in times])
+        coords = {"time": times, "latitude": self.data.latitude.values, "longitude": self.data.longitude.values}
+        if "level" in self.data.dims:
+            levels = selection.pop("level", self.data.level.values)
+            data = data[:, self._positions("level", levels)]
+            coords["level"] = np.atleast_1d(levels)
+        if selection:
+            raise ValueError(f"cached fields select by time and level only, not {sorted(selection)}")
+        return xr.DataArray(data, dims=self.data.dims, coords=coords, attrs=self.data.attrs)
+
+
 class WindowDataset(Dataset):
     """Samples of one variant: history window and targets at `lead_steps`, one per init time.
 
@@ -165,6 +224,8 @@ class WindowDataset(Dataset):
     - `seed`: generators are seeded from (seed, epoch, init times), so a sample is
       augmented the same way whatever the worker or number of workers; `set_epoch`
       changes the draws from one epoch to the next.
+    - `cache_bytes`: time slices already read stay in memory up to this size, since
+      consecutive samples share most of their times.
     """
 
     def __init__(
@@ -182,6 +243,7 @@ class WindowDataset(Dataset):
         input_augment: Augment | None = None,
         seed: int = 0,
         provenance: Provenance | None = None,
+        cache_bytes: int = 512 * 2**20,
     ):
         self.spec = get_variant(spec) if isinstance(spec, str) else spec
         self.history = _checked_history(history, self.spec)
@@ -200,7 +262,8 @@ class WindowDataset(Dataset):
 
         self._validate(fields)
         self.levels = _choose_levels(self._atmos_fields(fields), self.spec, levels)
-        self._fields = {**self._dynamic_fields(fields), **self._statics(fields)}
+        self._cache_bytes = cache_bytes
+        self._fields = {**self._cached(self._dynamic_fields(fields)), **self._statics(fields)}
         self._complete = _complete_inits(self._common_times(), self._offsets())
         self.init_times = self._select(init_times)
 
@@ -332,6 +395,10 @@ class WindowDataset(Dataset):
 
     def _static_variables(self) -> list[Variable]:
         return [v for v in self.spec.inputs() if v.kind == "static"]
+
+    def _cached(self, dynamic: Mapping[str, Field]) -> dict[str, Field]:
+        cache = _SliceCache(self._cache_bytes)
+        return {k: _CachedField.of(f, cache) for k, f in dynamic.items()}
 
     def _dynamic_fields(self, fields: Mapping[str, Field]) -> dict[str, Field]:
         return {v.dataset_name: fields[v.dataset_name] for v in self._dynamic_variables()}
@@ -488,7 +555,7 @@ class WindowDataset(Dataset):
         if self._reader is not None:
             names, resolution = self._reader
             fields, _ = read_fields([(n, Path(n)) for n in names], resolution=resolution)
-            self._fields = {**self._dynamic_fields(fields), **self._fields}
+            self._fields = {**self._cached(self._dynamic_fields(fields)), **self._fields}
 
 
 def _checked_history(history: int | None, spec: VariantSpec) -> int:
