@@ -151,15 +151,15 @@ class _SliceCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._slices: OrderedDict[tuple[str, np.datetime64], np.ndarray] = OrderedDict()
+        self._slices: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()  # (variable, time in ns)
 
-    def get(self, key: tuple[str, np.datetime64]) -> np.ndarray | None:
+    def get(self, key: tuple[str, int]) -> np.ndarray | None:
         array = self._slices.get(key)
         if array is not None:
             self._slices.move_to_end(key)
         return array
 
-    def put(self, key: tuple[str, np.datetime64], array: np.ndarray) -> None:
+    def put(self, key: tuple[str, int], array: np.ndarray) -> None:
         self._slices[key] = array
         self.bytes += array.nbytes
         while self.bytes > self.max_bytes and len(self._slices) > 1:
@@ -169,7 +169,7 @@ class _SliceCache:
 
 @dataclass
 class _CachedField(Field):
-    """A dynamic field read through a `_SliceCache`; same values as `Field.values`."""
+    """A dynamic field read through a `_SliceCache`: `Field.values`'s values, without coordinates."""
 
     cache: _SliceCache | None = None
 
@@ -178,23 +178,22 @@ class _CachedField(Field):
         return cls(f.var, f.data, f.source, f.convert, f.note, cache)
 
     def values(self, **selection) -> xr.DataArray:
-        times = np.atleast_1d(np.asarray(selection.pop("time"), dtype="datetime64[ns]"))
+        times = np.atleast_1d(np.asarray(selection.pop("time"), dtype="datetime64[ns]")).astype(np.int64).tolist()
         found = {t: self.cache.get((self.key, t)) for t in times}
-        missing = np.array([t for t, a in found.items() if a is None], dtype="datetime64[ns]")
-        if len(missing):  # one read for every time not cached yet
-            block = Field.values(self, time=missing).values  # (t, [level], h, w) float32
+        missing = [t for t, a in found.items() if a is None]
+        if missing:  # one read for every time not cached yet
+            block = Field.values(self, time=np.array(missing, dtype="datetime64[ns]")).values  # (t, [level], h, w)
             for t, array in zip(missing, block):
                 found[t] = array
                 self.cache.put((self.key, t), array)
         data = np.stack([found[t] for t in times])
-        coords = {"time": times, "latitude": self.data.latitude.values, "longitude": self.data.longitude.values}
-        if "level" in self.data.dims:
-            levels = selection.pop("level", self.data.level.values)
-            data = data[:, self._positions("level", levels)]
-            coords["level"] = np.atleast_1d(levels)
+        if "level" in selection:
+            data = data[:, np.atleast_1d(self._positions("level", selection.pop("level")))]
         if selection:
             raise ValueError(f"cached fields select by time and level only, not {sorted(selection)}")
-        return xr.DataArray(data, dims=self.data.dims, coords=coords, attrs=self.data.attrs)
+        # No coordinates: building their indexes costs milliseconds, and the loader's callers
+        # (assemble_window, targets) lay the values on their own coordinates.
+        return xr.DataArray(data, dims=self.data.dims)
 
 
 class WindowDataset(Dataset):
