@@ -138,6 +138,7 @@ def test_grib_netcdf_and_zarr_give_the_same_samples(dataset, files):
 
 
 def test_a_sample_reads_only_its_own_times(dataset, files, tmp_path, monkeypatch):
+    monkeypatch.setattr(loader_module, "READ_AHEAD_BYTES", 0)  # no read-ahead: see the next test
     # Zarr, one time per chunk: make every chunk that sample 0 does not use unreadable.
     store = tmp_path / "ifs.zarr"
     shutil.copytree(files.zarr, store)
@@ -154,15 +155,7 @@ def test_a_sample_reads_only_its_own_times(dataset, files, tmp_path, monkeypatch
 
     # NetCDF: a sample reads only its own times, and each time once: the next sample reads
     # only the time it does not share with this one.
-    selections = []
-    original = Field.values
-
-    def spy(self, **selection):
-        if self.var.kind != "static":
-            selections.append((self.key, len(np.atleast_1d(selection["time"]))))
-        return original(self, **selection)
-
-    monkeypatch.setattr(Field, "values", spy)
+    selections = spy_reads(monkeypatch)
     fresh = WindowDataset.from_files([files.nc, files.surface], SPEC, validate=False, **OPTIONS)
     fresh[3]
     assert {key for key, _ in selections} == {"t2m", "u10", "v10", "msl", "z", "t", "u", "v", "q"}
@@ -171,6 +164,33 @@ def test_a_sample_reads_only_its_own_times(dataset, files, tmp_path, monkeypatch
     selections.clear()
     assert_same(fresh[4], dataset[4])
     assert sum(n for key, n in selections if key == "t") == 1  # only init + 2 steps is new
+
+
+def spy_reads(monkeypatch) -> list[tuple[str, int]]:
+    """(variable, number of times) of every read of a dynamic field from its file."""
+    selections = []
+    original = Field._loaded
+
+    def spy(self, da):
+        if self.var.kind != "static":
+            selections.append((self.key, da.sizes["time"]))
+        return original(self, da)
+
+    monkeypatch.setattr(Field, "_loaded", spy)
+    return selections
+
+
+def test_reads_ahead_within_its_byte_budget(dataset, files, monkeypatch):
+    t = xr.open_dataset(files.nc).t
+    per_time = t.nbytes // t.sizes["time"]
+    monkeypatch.setattr(loader_module, "READ_AHEAD_BYTES", 5 * per_time)
+    selections = spy_reads(monkeypatch)
+    fresh = WindowDataset.from_files([files.nc, files.surface], SPEC, validate=False, **OPTIONS)
+    for i in range(3):
+        assert_same(fresh[i], dataset[i])
+    # Sample 0 uses times 0..3 and reads 0..4 at once, sample 1 (1..4) reads nothing, and
+    # sample 2 (2..5) reads 5..7, the last times of the file.
+    assert [n for key, n in selections if key == "t"] == [5, 3]
 
 
 def test_static_fields_can_come_from_their_own_file(dataset, files):

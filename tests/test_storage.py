@@ -82,3 +82,21 @@ def test_local_atomic_write_replaces_only_on_success(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
     write_atomic(target, lambda p: p.write_text("new"))
     assert target.read_text() == "new"
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".nc"])
+def test_writer_chunks_one_time_and_as_many_levels_as_fit(tmp_path, suffix, monkeypatch):
+    from model_code.data import writers
+
+    times = np.datetime64("2024-01-01", "ns") + np.arange(3) * np.timedelta64(6, "h")
+    ds = xr.Dataset(
+        {"t": (("time", "level", "latitude", "longitude"), np.zeros((3, 13, 19, 36), "float32")),
+         "t2m": (("time", "latitude", "longitude"), np.zeros((3, 19, 36), "float32"))},
+        coords={"time": times, "level": np.arange(13.0), "latitude": np.arange(19.0), "longitude": np.arange(36.0)},
+    )
+    key = "chunks" if suffix == ".zarr" else "chunksizes"
+    coarse = xr.open_dataset(writers.write_dataset(ds, str(tmp_path / f"coarse{suffix}")))
+    assert coarse.t.encoding[key] == (1, 13, 19, 36) and coarse.t2m.encoding[key] == (1, 19, 36)
+    monkeypatch.setattr(writers, "CHUNK_BYTES", 5 * 19 * 36 * 4)  # five levels fit, as 4 MB levels in 20 MB
+    fine = xr.open_dataset(writers.write_dataset(ds, str(tmp_path / f"fine{suffix}")))
+    assert fine.t.encoding[key] == (1, 5, 19, 36)

@@ -15,6 +15,7 @@ with dims (time, [level], latitude, longitude); statics have no time dimension.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,6 +77,14 @@ class Field:
     @property
     def key(self) -> str:
         return self.var.dataset_name
+
+    @functools.cached_property
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """Latitudes and longitudes, read once (every coordinate access builds objects);
+        read-only, since every window of this field shares them."""
+        lat, lon = self.data.latitude.values.copy(), self.data.longitude.values.copy()
+        lat.flags.writeable = lon.flags.writeable = False
+        return lat, lon
 
     def values(self, **selection) -> xr.DataArray:
         """Values selected by label (exact matches), loaded, converted and float32."""
@@ -346,23 +355,21 @@ def _derive_specific_humidity(fields: dict[str, Field], humidity: list[_Relative
 
 
 def _check_same_grid(fields: list[Field]) -> None:
-    ref = fields[0]
-    lat0, lon0 = ref.data.latitude.values, ref.data.longitude.values
+    lat0, lon0 = fields[0].grid
     mismatched = [
         f for f in fields[1:]
-        if f.data.latitude.shape != lat0.shape or f.data.longitude.shape != lon0.shape
-        or not np.allclose(f.data.latitude.values, lat0, atol=1e-6)
-        or not np.allclose(f.data.longitude.values, lon0, atol=1e-6)
+        if f.grid[0].shape != lat0.shape or f.grid[1].shape != lon0.shape
+        or not np.allclose(f.grid[0], lat0, atol=1e-6) or not np.allclose(f.grid[1], lon0, atol=1e-6)
     ]
     if mismatched:
         def grid(f: Field) -> str:
-            lat, lon = f.data.latitude.values, f.data.longitude.values
+            lat, lon = f.grid
             return (f"{f.key} from {f.source}: {len(lat)}x{len(lon)}, latitudes {lat[0]:g}..{lat[-1]:g}, "
                     f"longitudes {lon[0]:g}..{lon[-1]:g}")
         raise DataError(
             "input variables are on different grids; regrid them to one grid first "
             "(e.g. --regrid 1.0)",
-            problems=[grid(ref)] + [grid(f) for f in mismatched],
+            problems=[grid(fields[0])] + [grid(f) for f in mismatched],
         )
 
 
@@ -514,8 +521,7 @@ def assemble_window(
         data_vars[f.key] = f.values(**sel)
         prov.origin[f.key] = f.source + (f" ({f.note})" if f.note else "")
 
-    lat = present[0].data.latitude.values
-    lon = present[0].data.longitude.values
+    lat, lon = present[0].grid
     land = _land_from_wave_fields(data_vars)
     for v in missing:
         values = (
@@ -537,10 +543,9 @@ def assemble_window(
         "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude"}),
         "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"}),
     }
-    window = xr.Dataset(
-        {k: da.drop_vars([c for c in da.coords], errors="ignore") for k, da in data_vars.items()},
-        coords=coords,
-    )
+    # Variables, not DataArrays: their values are already on these coordinates (selected by
+    # them above), and the constructor would otherwise align every array (ms per window).
+    window = xr.Dataset({k: da.variable for k, da in data_vars.items()}, coords=coords)
     for key in window.data_vars:
         _set_cf_attrs(window[key], next(v for v in needed if v.dataset_name == key))
         if key in prov.filled:

@@ -160,32 +160,52 @@ class _SliceCache:
         return array
 
     def put(self, key: tuple[str, int], array: np.ndarray) -> None:
+        old = self._slices.pop(key, None)
+        self.bytes += array.nbytes - (0 if old is None else old.nbytes)
         self._slices[key] = array
-        self.bytes += array.nbytes
         while self.bytes > self.max_bytes and len(self._slices) > 1:
             _, old = self._slices.popitem(last=False)
             self.bytes -= old.nbytes
 
 
+READ_AHEAD_BYTES = 4 * 2**20
+
+
 @dataclass
 class _CachedField(Field):
-    """A dynamic field read through a `_SliceCache`: `Field.values`'s values, without coordinates."""
+    """A dynamic field read through a `_SliceCache`: `Field.values`'s values, without coordinates.
+
+    A time not cached yet is read together with the times after it, up to `READ_AHEAD_BYTES`
+    in one read: each read has a fixed cost (selection, a call into the backend, a chunk per
+    time), which dominates on coarse grids, and the next samples need those times.
+    """
 
     cache: _SliceCache | None = None
+    times: np.ndarray | None = None  # the field's time axis in ns, read once
+    ahead: int = 1
 
     @classmethod
     def of(cls, f: Field, cache: _SliceCache) -> _CachedField:
-        return cls(f.var, f.data, f.source, f.convert, f.note, cache)
+        per_time = f.data.dtype.itemsize * int(np.prod([n for d, n in f.data.sizes.items() if d != "time"]))
+        return cls(f.var, f.data, f.source, f.convert, f.note, cache,
+                   f.data.indexes["time"].asi8.copy(), max(1, READ_AHEAD_BYTES // per_time))
 
     def values(self, **selection) -> xr.DataArray:
         times = np.atleast_1d(np.asarray(selection.pop("time"), dtype="datetime64[ns]")).astype(np.int64).tolist()
         found = {t: self.cache.get((self.key, t)) for t in times}
         missing = [t for t, a in found.items() if a is None]
-        if missing:  # one read for every time not cached yet
-            block = Field.values(self, time=np.array(missing, dtype="datetime64[ns]")).values  # (t, [level], h, w)
-            for t, array in zip(missing, block):
-                found[t] = array
+        if missing:
+            positions = self._positions("time", np.array(missing, dtype="datetime64[ns]"))
+            start = int(positions.min())
+            stop = max(int(positions.max()) + 1, min(start + self.ahead, len(self.times)))
+            if stop - start > max(self.ahead, len(missing)):  # far apart: read only those
+                block, read = Field.values(self, time=np.array(missing, dtype="datetime64[ns]")).values, missing
+            else:
+                block, read = self.chunk(time=slice(start, stop)).values, self.times[start:stop].tolist()
+            for t, array in zip(read, block):
                 self.cache.put((self.key, t), array)
+                if t in found:
+                    found[t] = array
         data = np.stack([found[t] for t in times])
         if "level" in selection:
             data = data[:, np.atleast_1d(self._positions("level", selection.pop("level")))]
@@ -485,7 +505,8 @@ class WindowDataset(Dataset):
         for v in self.spec.outputs():
             sel = {"time": times, **({"level": self.levels} if v.kind == "atmos" else {})}
             da = self._fields[v.dataset_name].values(**sel)
-            data[v.dataset_name] = da.drop_vars(list(da.coords)).assign_attrs(units=v.units, aurora_name=v.name)
+            data[v.dataset_name] = da.variable.copy(deep=False)
+            data[v.dataset_name].attrs.update(units=v.units, aurora_name=v.name)
         ref = next(f for f in self._fields.values() if f.var.kind != "static").data
         ds = xr.Dataset(data, coords={"time": times, "level": self.levels, "latitude": ref.latitude.values,
                                       "longitude": ref.longitude.values})

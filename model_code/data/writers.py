@@ -1,7 +1,10 @@
 """Write datasets as NetCDF or Zarr, locally or to `s3://`, atomically.
 
 The format follows the suffix (`.nc` or `.zarr`). Fields are compressed and chunked one
-time step (and one level) per chunk, the unit in which forecasts are read back.
+time step per chunk, the unit in which forecasts and training samples are read back, with
+as many levels per chunk as fit in `CHUNK_BYTES`: every chunk read has a fixed cost (about
+0.7 ms in zarr 3.1 on 2 cores), which one level of a coarse grid (10 kB at 5°) would pay
+alone, while one level of a 0.1° grid (26 MB) is a chunk by itself.
 """
 
 from __future__ import annotations
@@ -28,8 +31,14 @@ def output_format(uri: str) -> str:
         ) from None
 
 
+CHUNK_BYTES = 16 * 2**20
+
+
 def _chunks(da: xr.DataArray) -> tuple[int, ...]:
-    return tuple(1 if d in ("time", "level") else n for d, n in zip(da.dims, da.shape))
+    """One time per chunk; whole horizontal fields; levels grouped up to `CHUNK_BYTES`."""
+    field_bytes = da.dtype.itemsize * da.sizes.get("latitude", 1) * da.sizes.get("longitude", 1)
+    levels = max(1, CHUNK_BYTES // field_bytes)
+    return tuple(1 if d == "time" else min(n, levels) if d == "level" else n for d, n in zip(da.dims, da.shape))
 
 
 def write_dataset(ds: xr.Dataset, uri: str) -> str:
