@@ -27,3 +27,16 @@ class DataError(ValueError):
         if self.problems:
             text += "".join(f"\n  - {p}" for p in self.problems)
         super().__init__(text)
+
+
+class ConfigError(DataError):
+    """A configuration value that cannot be used: unknown key, wrong type or out of range.
+
+    `field` is the dotted path of the offending key (e.g. `optim.lr`) so the message and
+    callers can point at the exact line of the YAML file to change.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, source: str | None = None):
+        self.field = field
+        text = f"{field}: {message}" if field else message
+        super().__init__(text, source=source, check="config")
