@@ -25,8 +25,8 @@ memory set by the chunk size, not the dataset size.
 Run one program on its own (prints one JSON line):
 
     .venv/bin/python benchmarks/bench_validate.py child ours STORE [CHUNK_MIB]
-    .venv/bin/python benchmarks/bench_validate.py child naive STORE
-    .venv/bin/python benchmarks/bench_validate.py child numpy STORE [CHUNK_MIB]
+    .venv/bin/python benchmarks/bench_validate.py child naive STORE [VARIABLE,...]
+    .venv/bin/python benchmarks/bench_validate.py child numpy STORE CHUNK_MIB
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import cProfile
 import json
 import os
 import pstats
-import resource
 import shutil
 import statistics
 import subprocess
@@ -159,24 +158,25 @@ def _rss_kib() -> int:
 
 
 def _peak_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    """The resident high-water mark of this process image (VmHWM). Not `ru_maxrss`: Linux
+    carries that over from the parent across the fork and exec of `subprocess`, so a child
+    of a large benchmark process would report the parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
 
 
-def child_ours(store: str, chunk_bytes: int) -> dict:
+def child_ours(store: str, chunk_bytes: int | None) -> dict:
     from model_code.data.validate import Policy, validate
 
     after_imports = _rss_kib()
     start = time.perf_counter()
-    report = validate([store], policy=Policy(chunk_bytes=chunk_bytes))
+    report = validate([store], policy=Policy() if chunk_bytes is None else Policy(chunk_bytes=chunk_bytes))
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "rss_after_imports_kib": after_imports, "peak_rss_kib": _peak_kib(),
             "summary": report.summary(), "variables": len(report.statistics)}
-
-
-NAIVE_CHECKS = (
-    "isnull().sum()", "isinf sum", "min()", "max()", "(da < lo).sum()", "(da > hi).sum()",
-    "mean()", "std()", "median()", "constant-field check", "time steps",
-)
 
 
 def _naive_checks(da, lo, hi) -> dict:
@@ -252,30 +252,24 @@ def child_numpy(store: str, chunk_bytes: int) -> dict:
 
 
 def _child_main(argv: list[str]) -> None:
-    mode, store = argv[0], argv[1]
+    mode, store, rest = argv[0], argv[1], argv[2:]
     if mode == "ours":
-        out = child_ours(store, int(float(argv[2]) * MIB) if len(argv) > 2 else _default_chunk())
+        chunk = int(float(rest[0]) * MIB) if rest else None
+        out = child_ours(store, chunk)
     elif mode == "naive":
-        out = child_naive(store, argv[2].split(",") if len(argv) > 2 else None)
-    elif mode == "numpy":
-        out = child_numpy(store, int(float(argv[2]) * MIB) if len(argv) > 2 else _default_chunk())
+        out = child_naive(store, rest[0].split(",") if rest else None)
+    elif mode == "numpy" and rest:
+        out = child_numpy(store, int(float(rest[0]) * MIB))
     else:
-        raise SystemExit(f"unknown mode {mode}")
+        raise SystemExit("usage: bench_validate.py child ours STORE [CHUNK_MIB] | naive STORE [VAR,...] "
+                         "| numpy STORE CHUNK_MIB")
     print(json.dumps(out))
 
 
 def _default_chunk() -> int:
-    # Read from the source rather than importing validate (which imports torch and aurora):
-    # the numpy pass must not pay for imports that only ours needs.
-    import ast
+    from model_code.data.validate import DEFAULT_CHUNK_BYTES
 
-    tree = ast.parse((ROOT / "model_code" / "data" / "validate.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign | ast.Assign):
-            target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
-            if getattr(target, "id", None) == "DEFAULT_CHUNK_BYTES":
-                return int(eval(compile(ast.Expression(node.value), "validate.py", "eval")))
-    raise RuntimeError("DEFAULT_CHUNK_BYTES not found in model_code/data/validate.py")
+    return DEFAULT_CHUNK_BYTES
 
 
 def run_child(*args: str) -> dict:
@@ -334,9 +328,8 @@ class ValidateResult:
     ours_small: Runs
     naive: Runs
     numpy_pass: Runs
-    naive_scaled_from: str | None
-    profile: list[tuple[str, float, int]]
-    profile_subset: str
+    numpy_small: Runs
+    profile: list[ProfileRow]
 
     @property
     def speedup(self) -> float:
@@ -361,22 +354,23 @@ def run(repeat: int = 3, naive_repeat: int | None = None, store: Path = STORE, l
     log(f"dataset {dataset.path}: {dataset.times} times, {dataset.disk_bytes / 2**30:.2f} GiB on disk, "
         f"{dataset.uncompressed_bytes / 2**30:.2f} GiB uncompressed (built in {dataset.build_seconds:.0f} s)")
     # Untimed warm-up: the store in the page cache for every program alike.
-    run_child("numpy", s)
-    results: dict[str, list[dict]] = {"ours": [], "small": [], "numpy": [], "naive": []}
+    run_child("numpy", s, str(default_chunk / MIB))
+    results: dict[str, list[dict]] = {"ours": [], "small": [], "numpy": [], "numpy_small": [], "naive": []}
     for i in range(repeat):
         results["ours"].append(run_child("ours", s, str(default_chunk / MIB)))
         results["small"].append(run_child("ours", s, str(SMALL_CHUNK / MIB)))
         results["numpy"].append(run_child("numpy", s, str(default_chunk / MIB)))
+        results["numpy_small"].append(run_child("numpy", s, str(SMALL_CHUNK / MIB)))
         if i < naive_repeat:
             results["naive"].append(run_child("naive", s))
         log(f"  round {i + 1}: ours {results['ours'][-1]['seconds']:.1f} s, small chunks "
             f"{results['small'][-1]['seconds']:.1f} s, numpy pass {results['numpy'][-1]['seconds']:.1f} s"
             + (f", naive {results['naive'][-1]['seconds']:.1f} s" if i < naive_repeat else ""))
-    profile, subset = profile_ours(store, default_chunk)
     return ValidateResult(
         dataset, default_chunk, SMALL_CHUNK,
         _runs("ours", results["ours"]), _runs("ours, small chunks", results["small"]),
-        _runs("naive", results["naive"]), _runs("numpy pass", results["numpy"]), None, profile, subset,
+        _runs("naive", results["naive"]), _runs("numpy pass", results["numpy"]),
+        _runs("numpy pass, small chunks", results["numpy_small"]), profile_ours(store, default_chunk),
     )
 
 
@@ -384,42 +378,62 @@ def run(repeat: int = 3, naive_repeat: int | None = None, store: Path = STORE, l
 # Where our time goes
 
 
-PROFILED = (
-    ("reading blocks: `Field.chunk` (zarr read, Blosc decompression, copy)", "model_code/data/ingest.py", "chunk"),
-    ("`_Accumulator.update`: the checks of one block, all together", "model_code/data/validate.py", "update"),
-    ("&nbsp;&nbsp;own lines: `isfinite`, per-slice counts, min/max, sum, sum of squares", "model_code/data/validate.py", "update*"),
-    ("&nbsp;&nbsp;`_histogram`: robust statistics (every 4th row and column)", "model_code/data/validate.py", "_histogram"),
-    ("&nbsp;&nbsp;&nbsp;&nbsp;`np.histogram` in it", "numpy/lib/_histograms_impl.py", "histogram"),
-    ("&nbsp;&nbsp;`_extremes`: where the min and max are", "model_code/data/validate.py", "_extremes"),
-    ("&nbsp;&nbsp;`_bounds`: physical range", "model_code/data/validate.py", "_bounds"),
-    ("findings and statistics from the accumulated values", "model_code/data/validate.py", "_value_findings"),
+PROFILED = (  # (row label, short name, file suffix, function; * = own time)
+    ("reading blocks: `Field.chunk` (zarr chunk reads, Blosc decompression)", "reading",
+     "model_code/data/ingest.py", "chunk"),
+    ("`_Accumulator.update`: every check of one block", "the checks", "model_code/data/validate.py", "update"),
+    ("&nbsp;&nbsp;its own lines (element-wise ufuncs such as `isfinite` are not seen by cProfile)",
+     "element-wise ufuncs in `update`", "model_code/data/validate.py", "update*"),
+    ("&nbsp;&nbsp;`_extremes`: where the min and max are", "`_extremes`", "model_code/data/validate.py", "_extremes"),
+    ("&nbsp;&nbsp;`_histogram`: robust statistics (every 4th row and column)", "`_histogram`",
+     "model_code/data/validate.py", "_histogram"),
+    ("&nbsp;&nbsp;`_bounds`: physical range", "`_bounds`", "model_code/data/validate.py", "_bounds"),
+    ("findings and statistics from the accumulated values", "the findings", "model_code/data/validate.py",
+     "_value_findings"),
 )
+TOP_BUILTINS = 5
 
 
-def profile_ours(store: Path, chunk_bytes: int, subset: tuple[str, ...] = ("t", "q", "t2m", "msl")):
-    """cProfile of `validate_fields` on a few variables of the store (shares of its time)."""
+@dataclass(frozen=True)
+class ProfileRow:
+    step: str
+    share: float
+    calls: int
+    short: str = ""
+
+
+def profile_ours(store: Path, chunk_bytes: int) -> list[ProfileRow]:
+    """cProfile of `validate_fields` on every variable of the store: shares of its time, by
+    step, then the numpy calls (C functions called from the validator or numpy) that take
+    the most time of their own."""
     from model_code.data.ingest import read_fields
     from model_code.data.validate import Policy, validate_fields
 
     fields, _ = read_fields([(str(store), store)])
-    chosen = {k: fields[k] for k in subset}
     profiler = cProfile.Profile()
     profiler.enable()
-    validate_fields(chosen, policy=Policy(chunk_bytes=chunk_bytes))
+    validate_fields(fields, policy=Policy(chunk_bytes=chunk_bytes))
     profiler.disable()
     stats = pstats.Stats(profiler)
+    total = stats.total_tt
     rows = []
-    for label, suffix, function in PROFILED:
+    for label, short, suffix, function in PROFILED:
         own = function.endswith("*")
         name = function.rstrip("*")
         share, calls = 0.0, 0
         for (filename, _, fn), (_, ncalls, tottime, cumulative, _) in stats.stats.items():
             if fn == name and filename.replace("\\", "/").endswith(suffix):
-                share += (tottime if own else cumulative) / stats.total_tt
+                share += (tottime if own else cumulative) / total
                 calls += ncalls
-        rows.append((label, share, calls))
-    sizes = ", ".join(f"`{k}`" for k in subset)
-    return rows, sizes
+        rows.append(ProfileRow(label, share, calls, short))
+    numpy_calls = []
+    for (filename, _, fn), (_, ncalls, tottime, _, callers) in stats.stats.items():
+        called_from = [c[0].replace("\\", "/") for c in callers]
+        if filename == "~" and any("model_code/data/validate.py" in c or "/numpy/" in c for c in called_from):
+            numpy_calls.append(ProfileRow(f"numpy C call `{fn.strip('<>')}`: own time, all calls", tottime / total,
+                                          ncalls, f"numpy's `{fn.strip('<>')}`"))
+    rows += sorted(numpy_calls, key=lambda r: -r.share)[:TOP_BUILTINS]
+    return rows
 
 
 # --------------------------------------------------------------------------------------
@@ -439,54 +453,100 @@ def dataset_line(r: ValidateResult) -> str:
     return (f"`{d.path}`: {d.grid[0]}x{d.grid[1]} grid, {d.times} six-hourly times of "
             f"{d.fields_per_time} fields each plus 3 statics, {d.variables} variables; "
             f"**{_gib(d.disk_bytes)} on disk** (`du`), {_gib(d.uncompressed_bytes)} uncompressed "
-            f"float32; {d.compressor}; built in {d.build_seconds:.0f} s (not part of any figure)")
+            f"float32, compressed with `{_compressor(d.compressor)}` (xarray's default for Zarr v2); "
+            f"built in {d.build_seconds:.0f} s (not part of any figure)")
+
+
+def _compressor(text: str) -> str:
+    """`Blosc(...)` from the repr of zarr's tuple of compressors."""
+    return text[1:-2] if text.startswith("(") and text.endswith(",)") else text
+
+
+def data_mib(runs: Runs) -> float:
+    """Peak RSS above what the process held after its imports, before reading any data."""
+    return runs.peak_mib - runs.imports_mib
+
+
+def memory_bounded(r: ValidateResult) -> bool:
+    """Ours' data memory grows with the chunk size and stays far below the dataset's size."""
+    dataset_mib = r.dataset.uncompressed_bytes / MIB
+    return data_mib(r.ours_small) < data_mib(r.ours_default) < 0.5 * dataset_mib
 
 
 def table(r: ValidateResult) -> str:
     base = r.ours_default
     lines = [
-        "| program | time (s) | throughput (uncompressed) | vs ours | peak RSS | RSS after imports | runs | spread |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| program | time (s) | throughput (uncompressed) | time / ours | peak RSS (MiB) "
+        "| RSS after imports (MiB) | data memory (MiB) | runs | spread |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
 
     def row(label: str, runs: Runs) -> str:
-        return (f"| {label} | {runs.median:.1f} | {r.throughput(runs) / 2**20:.0f} MiB/s | "
-                f"{runs.median / base.median:.2f}x | {runs.peak_mib:.0f} MiB | {runs.imports_mib:.0f} MiB | "
-                f"{len(runs.seconds)} | {runs.spread:.2f}x |")
+        return (f"| {label} | {runs.median:.1f} | {r.throughput(runs) / MIB:.0f} MiB/s | "
+                f"{runs.median / base.median:.2f}x | {runs.peak_mib:.0f} | {runs.imports_mib:.0f} | "
+                f"**{data_mib(runs):.0f}** | {len(runs.seconds)} | {runs.spread:.2f}x |")
 
-    lines.append(row(f"ours, `validate([store])`, default chunk ({r.default_chunk // MIB} MiB)", r.ours_default))
-    lines.append(row(f"ours, `Policy(chunk_bytes={r.small_chunk // MIB} MiB)`", r.ours_small))
-    lines.append(row("naive: one xarray reduction per check", r.naive))
-    lines.append(row("one numpy pass: read each block once, `np.max`", r.numpy_pass))
-    lines.append("")
-    lines.append("Peak RSS is the resident high-water mark of the program's own process "
-                 "(`ru_maxrss`), imports included; RSS after imports is what the process held "
-                 "before reading any data. Spread: slowest over fastest run.")
-    lines.append("")
-    small_work = r.ours_small.peak_mib - r.ours_small.imports_mib
-    default_work = r.ours_default.peak_mib - r.ours_default.imports_mib
-    naive_work = r.naive.peak_mib - r.naive.imports_mib
+    default, small = r.default_chunk // MIB, r.small_chunk // MIB
+    lines.append(row(f"ours: `validate([store])`, default `chunk_bytes` ({default} MiB)", r.ours_default))
+    lines.append(row(f"ours: `validate([store], policy=Policy(chunk_bytes={small} MiB))`", r.ours_small))
+    lines.append(row("naive: one xarray reduction per check and variable", r.naive))
+    lines.append(row(f"one numpy pass: each block read once, `np.max`; {default} MiB blocks", r.numpy_pass))
+    lines.append(row(f"one numpy pass, {small} MiB blocks", r.numpy_small))
     lines += [
+        "",
+        "Time: median of the runs; throughput: the dataset's uncompressed bytes over that time. "
+        "Peak RSS: the largest of the runs' resident high-water marks (`VmHWM`), imports included; RSS "
+        "after imports: what it held before reading any data; data memory: the difference. "
+        "Spread: slowest over fastest run.",
+        "",
         "| target | figure | verdict |",
         "|---|---|---|",
         f"| ours at least {SPEEDUP_TARGET:g}x faster than naive | naive / ours = **{r.speedup:.2f}x** | "
         f"{_verdict(r.speedup >= SPEEDUP_TARGET)} |",
-        f"| ours within {SINGLE_PASS_TARGET:g}x of one numpy pass | ours / numpy pass = "
-        f"**{r.over_single_pass:.2f}x** | {_verdict(r.over_single_pass <= SINGLE_PASS_TARGET)} |",
-        f"| peak memory bounded by the chunk, not the dataset | data memory (peak minus after imports): "
-        f"{default_work:.0f} MiB with {r.default_chunk // MIB} MiB chunks, {small_work:.0f} MiB with "
-        f"{r.small_chunk // MIB} MiB chunks, naive {naive_work:.0f} MiB; dataset "
-        f"{r.dataset.uncompressed_bytes / MIB:.0f} MiB uncompressed | "
-        f"{_verdict(default_work < 0.5 * r.dataset.uncompressed_bytes / MIB and small_work < default_work)} |",
+        f"| ours within {SINGLE_PASS_TARGET:g}x of one numpy pass over the same bytes | ours / numpy pass = "
+        f"**{r.over_single_pass:.2f}x** ({r.throughput(r.ours_default) / MIB:.0f} against "
+        f"{r.throughput(r.numpy_pass) / MIB:.0f} MiB/s) | {_verdict(r.over_single_pass <= SINGLE_PASS_TARGET)} |",
+        f"| peak memory bounded by the chunk, not the dataset | data memory of ours {data_mib(r.ours_default):.0f} MiB "
+        f"with {default} MiB chunks, {data_mib(r.ours_small):.0f} MiB with {small} MiB chunks (numpy pass: "
+        f"{data_mib(r.numpy_pass):.0f} and {data_mib(r.numpy_small):.0f} MiB); naive "
+        f"{data_mib(r.naive):.0f} MiB; dataset {r.dataset.uncompressed_bytes / MIB:.0f} MiB uncompressed | "
+        f"{_verdict(memory_bounded(r))} |",
     ]
     return "\n".join(lines)
 
 
 def profile_table(r: ValidateResult) -> str:
-    lines = ["| step (cumulative; indented: part of the step above) | share of ours | calls |", "|---|--:|--:|"]
-    for label, share, calls in r.profile:
-        lines.append(f"| {label} | {100 * share:.0f}% | {calls} |")
+    lines = ["| step (cumulative time; indented: part of the step above) | share of ours | calls |",
+             "|---|--:|--:|"]
+    for row in r.profile:
+        lines.append(f"| {row.step} | {100 * row.share:.0f}% | {row.calls} |")
     return "\n".join(lines)
+
+
+def imports_note(r: ValidateResult) -> str:
+    return (
+        f"RSS after imports is {r.ours_default.imports_mib:.0f} MiB for ours against "
+        f"{r.numpy_pass.imports_mib:.0f} MiB for the other two programs: importing "
+        f"`model_code.data.validate` imports torch and aurora (through `model_code.variants`, which "
+        f"the contract checks and ingest use), a one-off cost of every process that validates; the "
+        f"data memory column leaves it out."
+    )
+
+
+def profile_summary(r: ValidateResult) -> str:
+    """The profile in a paragraph, with the numbers of this run."""
+    reading = r.profile[0].share
+    steps = sorted(r.profile[2:len(PROFILED) - 1], key=lambda row: -row.share)[:3]
+    biggest = ", ".join(f"{row.short} ({100 * row.share:.0f}%)" for row in steps)
+    calls = r.profile[len(PROFILED):]
+    top = (f" Counted by C call instead, {calls[0].short} takes the most ({100 * calls[0].share:.0f}% in "
+           f"{calls[0].calls} calls: the reductions of every check)." if calls else "")
+    return (
+        f"Reading the blocks (zarr chunk reads and Blosc decompression) is {100 * reading:.0f}% of our "
+        f"time; the one numpy pass, which does little else, sets the floor of that part. The checks take "
+        f"{100 * r.profile[1].share:.0f}%, their largest parts being {biggest}; turning the accumulated "
+        f"values into findings and statistics takes {100 * r.profile[len(PROFILED) - 1].share:.0f}%.{top}"
+    )
 
 
 if __name__ == "__main__":
@@ -500,3 +560,4 @@ if __name__ == "__main__":
         print(dataset_line(result))
         print(table(result))
         print(profile_table(result))
+        print(profile_summary(result))

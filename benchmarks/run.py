@@ -2,9 +2,14 @@
 
     .venv/bin/python benchmarks/run.py                               # print (make bench)
     .venv/bin/python benchmarks/run.py --write docs/benchmarks.md    # print and rewrite the doc
+    .venv/bin/python benchmarks/run.py --only validate,loader        # print some sections only
 
 The doc is written whole from this file, so the figures, the machine they were measured
-on and the command that produced them never drift apart.
+on and the command that produced them never drift apart. For the same reason `--write`
+always runs every section (about 15 minutes on 2 cores): `--only` prints, it never writes,
+so a partial run cannot leave the doc with figures from different runs or machines.
+The validation and loader benchmarks build their synthetic data once, in `outputs/bench/`
+(git-ignored); delete that folder to rebuild it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ import torch
 
 import bench_forward
 import bench_ingest
+import bench_loader
+import bench_validate
+
+SECTIONS = ("ingest", "forward", "validate", "loader")
 
 
 def machine() -> dict[str, str]:
@@ -40,14 +49,25 @@ def machine() -> dict[str, str]:
         "GPU": gpu,
         "torch": f"{torch.__version__}, {torch.get_num_threads()} intra-op threads",
         "microsoft-aurora": version("microsoft-aurora"),
+        "Memory (/proc/meminfo)": memory(),
         "xarray / cfgrib / eccodes": f"{version('xarray')} / {version('cfgrib')} / {version('eccodes')}",
+        "numpy / zarr / netCDF4": f"{version('numpy')} / {version('zarr')} / {version('netCDF4')}",
         "Python / OS": f"{platform.python_version()} / {platform.system()} {platform.release()}",
     }
 
 
+def memory() -> str:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 2**20:.0f} GiB"
+    return "unknown"
+
+
 class OtherWork:
     """CPU time that other processes used while a benchmark ran: the honest caveat of a
-    shared machine (all CPU time from /proc/stat, steal included, minus this process's)."""
+    shared machine (all CPU time from /proc/stat, steal included, minus this process's and
+    that of the child processes it started and waited for: benchmark programs, loader workers)."""
 
     def __init__(self) -> None:
         self.start = self._now()
@@ -58,7 +78,7 @@ class OtherWork:
             user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
         busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
         own = os.times()
-        return time.monotonic(), busy, own.user + own.system
+        return time.monotonic(), busy, own.user + own.system + own.children_user + own.children_system
 
     def report(self) -> str:
         (wall0, busy0, own0), (wall1, busy1, own1) = self.start, self._now()
@@ -110,10 +130,13 @@ DOC = """\
 # Benchmarks
 
 Latest figures of the benchmarks in `benchmarks/`. The page is written whole by the
-command below; run it again to refresh the figures (`make bench` runs the same benchmarks
-and only prints them). Every time is the median of {repeat} runs. The ingest figures are
-compared with a baseline timed in the same run, alternating with it; the forward figures
-are checked by ratios from the same run.
+command below, which always runs every section; run it again to refresh the figures
+(`make bench` runs the same benchmarks and only prints them; `--only validate,loader`
+prints some sections without writing). Every time is the median of {repeat} runs, and of
+{long_repeat} for the validation and loader benchmarks, whose runs take seconds to
+minutes. The ingest and validation figures are compared with baselines timed in the same
+run, alternating with them; the forward figures are checked by ratios from the same run;
+the loader is compared with the training step it feeds, measured in the same run.
 
 ```sh
 {command}
@@ -126,7 +149,9 @@ Measured {date} on:
 This is a shared machine, so the run measures the work of others too:
 
 - during the ingest benchmark, {other_ingest};
-- during the forward benchmark, {other_forward}.
+- during the forward benchmark, {other_forward};
+- during the validation benchmark, {other_validate};
+- during the loader benchmark, {other_loader}.
 
 The spread column of each table says how steady the runs were. Other work competing for
 the 2 cores slows a 2-thread torch forward many times over (spreads of 10x and more), and
@@ -193,48 +218,192 @@ the table in one process, so the first one's first forward also pays for torch's
 set-up.
 
 {forward_table}
+
+## (c) Validation of a 1 GiB dataset, against naive xarray checks
+
+The dataset: {validate_dataset}. Every input of the medium-range variant from
+`synthetic_window`, six-hourly from 2024-01-01 00 UTC, one chunk per time and level, time
+steps generated and appended one at a time until the store holds at least 1 GiB on disk;
+it is built once and cached (git-ignored). The machine's memory holds it in the page
+cache, and an untimed pass before the timed runs puts it there, so every program below
+reads it from memory: the figures measure decompression and computation, not the disk.
+
+Three programs read the store, each in a fresh Python process per run, so that its peak
+memory is its own (`benchmarks/bench_validate.py child ours|naive|numpy STORE [CHUNK_MIB]`
+runs one):
+
+- **ours**: `validate([store])` (no variant, so no contract checks), with the default
+  `Policy.chunk_bytes` and with 64 MiB: each variable is read once, in blocks of whole
+  time steps of at most that size, and every check (NaN and infinities, NaN share per
+  time, physical bounds, constant fields, min/max and where they are, mean, standard
+  deviation, robust median/MAD and outliers from a histogram, units, time axis) runs on
+  the block in memory.
+- **naive**: the same checks as one xarray reduction each, written without thinking about
+  passes: `ds = xr.open_zarr(store)` and, for every variable, `isnull().sum()`, `isinf`
+  summed, `min()`, `max()`, `(da < lo).sum()`, `(da > hi).sum()` (its physical bounds),
+  `mean()`, `std()`, `median()`, each per level as ours reports them, the constant-field
+  check `(da.max(("latitude", "longitude")) == da.min(("latitude", "longitude"))).any()`
+  and the time steps. Dask is not installed, so `open_zarr` returns lazily indexed arrays
+  behind xarray's in-memory cache: the first check of a variable loads it whole, the other
+  checks reuse it, and the opened dataset keeps every variable it has loaded. The naive
+  program therefore also decompresses each byte once, then makes about ten passes over
+  each whole variable, and ends up holding the whole dataset. It does less than ours (no
+  outlier statistics, no locations of extremes, no NaN share per time).
+- **one numpy pass**: each variable read once through xarray in the same blocks as ours,
+  with one `np.max` per block: what any validator reading these bytes has to pay.
+
+Runs alternate (ours, ours with 64 MiB, numpy pass, numpy pass with 64 MiB, naive), for
+{long_repeat} rounds.
+
+{validate_table}
+
+{validate_imports}
+
+### Where our time goes (validation)
+
+One validation of the whole store in the benchmark's process, default chunk size, under
+cProfile (which slows it; read the shares, not the times):
+
+{validate_profile_table}
+
+{validate_profile_summary}
+
+## (d) Training loader against the tiny training step
+
+The data: every input of the medium-range variant from `synthetic_window` on the 5° (37x72)
+and 2.5° (73x144) global grids, {loader_times} six-hourly times, written once by the
+project's writer (`write_dataset`: one chunk per time, all 13 levels in it) as Zarr and as NetCDF and
+cached (git-ignored). With the variant's history of 2 and one lead step that is
+{loader_samples} samples, {loader_batches} batches of {loader_batch}, per epoch. torch
+uses {loader_threads} threads.
+
+- **loader**: one epoch of `make_loader(WindowDataset.from_files([path], spec,
+  validate=False), batch_size={loader_batch}, num_workers=0 | 2)`; workers start afresh
+  each epoch, as `make_loader` makes them, and the dataset is built afresh for each epoch
+  (not timed), so that the time slices it keeps in memory between samples start empty:
+  every epoch reads its data from the file, as every epoch over data larger than that
+  memory (`cache_bytes`) does. Data smaller than it, like these files, are read once per
+  run, and later epochs without workers come from memory.
+- **training step**: forward, backward and AdamW step of `build_model(spec, "tiny")` in
+  train mode, over the same batches already in memory: one `aurora.rollout` step, the loss
+  the mean over predicted variables of MSE against the targets of `pair_predictions`, each
+  divided by its target's variance.
+- **training fed by the loader**: the same steps on batches taken from the loader as they
+  come, which is what a training run sees.
+
+The loader is not the bottleneck when loader / training is above 1 (the target); the
+share of the training rate kept says what a training run fed by it actually gets. Each
+round runs the training step once and every loader configuration once, alone and then
+feeding the training, for {long_repeat} rounds after one untimed epoch of each.
+
+{loader_table}
+
+{loader_summary}
+
+Validation at construction is timed apart, as `from_files(validate=True)` minus
+`from_files(validate=False)` (median of {long_repeat}); it runs once per dataset, before
+any model is built:
+
+{loader_validation_table}
+
+### Where the loader's time goes
+
+{loader_profile_case}, one epoch under cProfile (which slows it; read the shares, not
+the times):
+
+{loader_profile_table}
 """
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", metavar="PATH", help="rewrite this markdown file with the figures")
+    parser.add_argument("--write", metavar="PATH",
+                        help="rewrite this markdown file with the figures (runs every section)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per figure (default 5)")
+    parser.add_argument("--long-repeat", type=int, default=3,
+                        help="timed rounds of the validation and loader benchmarks (default 3)")
+    parser.add_argument("--only", metavar="SECTIONS", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run and print, of {','.join(SECTIONS)} (default all); "
+                        "not with --write")
     args = parser.parse_args()
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = [x for x in only if x not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    if args.write and set(only) != set(SECTIONS):
+        parser.error("--write rewrites the whole doc and so runs every section; drop --only")
 
     torch.set_num_threads(bench_forward.THREADS)
     info = machine()
     print(machine_table(info), flush=True)
-    print("\n## (a) Ingest\n", flush=True)
-    other = OtherWork()
-    ingest = bench_ingest.run(args.repeat)
-    other_ingest = other.report()
-    print(bench_ingest.table(ingest), flush=True)
-    profile = bench_ingest.profile_gfs()
-    print("\n" + bench_ingest.profile_table(profile), flush=True)
-    print("\n" + profile_summary(profile), flush=True)
-    print(f"\nDuring the timed ingest runs, {other_ingest}.", flush=True)
-    print("\n## (b) Forward\n", flush=True)
-    other = OtherWork()
-    forward = bench_forward.run(args.repeat)
-    other_forward = other.report()
-    print(bench_forward.table(forward))
-    print(f"\nDuring the forward runs, {other_forward}.")
+    fields: dict[str, object] = {}
+
+    if "ingest" in only:
+        print("\n## (a) Ingest\n", flush=True)
+        other = OtherWork()
+        ingest = bench_ingest.run(args.repeat)
+        fields["other_ingest"] = other.report()
+        print(bench_ingest.table(ingest), flush=True)
+        profile = bench_ingest.profile_gfs()
+        print("\n" + bench_ingest.profile_table(profile), flush=True)
+        print("\n" + profile_summary(profile), flush=True)
+        print(f"\nDuring the timed ingest runs, {fields['other_ingest']}.", flush=True)
+        fields.update(target=bench_ingest.TARGET, ingest_table=bench_ingest.table(ingest),
+                      profile_table=bench_ingest.profile_table(profile), profile_summary=profile_summary(profile))
+
+    if "forward" in only:
+        print("\n## (b) Forward\n", flush=True)
+        other = OtherWork()
+        forward = bench_forward.run(args.repeat)
+        fields["other_forward"] = other.report()
+        print(bench_forward.table(forward))
+        print(f"\nDuring the forward runs, {fields['other_forward']}.", flush=True)
+        fields.update(threads=bench_forward.THREADS, forward_table=bench_forward.table(forward))
+
+    if "validate" in only:
+        print("\n## (c) Validation\n", flush=True)
+        other = OtherWork()
+        validation = bench_validate.run(args.long_repeat)
+        fields["other_validate"] = other.report()
+        text = {
+            "validate_dataset": bench_validate.dataset_line(validation),
+            "validate_table": bench_validate.table(validation),
+            "validate_imports": bench_validate.imports_note(validation),
+            "validate_profile_table": bench_validate.profile_table(validation),
+            "validate_profile_summary": bench_validate.profile_summary(validation),
+        }
+        print("\n\n".join(text.values()), flush=True)
+        print(f"\nDuring the validation benchmark, {fields['other_validate']}.", flush=True)
+        fields.update(text)
+
+    if "loader" in only:
+        print("\n## (d) Loader\n", flush=True)
+        other = OtherWork()
+        loader = bench_loader.run(args.long_repeat)
+        fields["other_loader"] = other.report()
+        torch.set_num_threads(bench_forward.THREADS)
+        samples = bench_loader.TIMES - bench_loader.SPEC.max_history
+        text = {
+            "loader_table": bench_loader.table(loader),
+            "loader_summary": bench_loader.summary(loader),
+            "loader_validation_table": bench_loader.validation_table(loader),
+            "loader_profile_table": bench_loader.profile_table(loader),
+        }
+        print("\n\n".join(text.values()), flush=True)
+        print(f"\nDuring the loader benchmark, {fields['other_loader']}.", flush=True)
+        fields.update(text, loader_times=bench_loader.TIMES, loader_samples=samples,
+                      loader_batches=-(-samples // bench_loader.BATCH), loader_batch=bench_loader.BATCH,
+                      loader_threads=bench_loader.THREADS,
+                      loader_profile_case=loader.profile_case[0].upper() + loader.profile_case[1:])
 
     if args.write:
         text = DOC.format(
             command=command(),
             repeat=args.repeat,
+            long_repeat=args.long_repeat,
             date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             machine=machine_table(info),
-            other_ingest=other_ingest,
-            other_forward=other_forward,
-            target=bench_ingest.TARGET,
-            ingest_table=bench_ingest.table(ingest),
-            profile_table=bench_ingest.profile_table(profile),
-            profile_summary=profile_summary(profile),
-            threads=bench_forward.THREADS,
-            forward_table=bench_forward.table(forward),
+            **fields,
         )
         Path(args.write).write_text(text)
         print(f"\nwrote {args.write}")
