@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from aurora import Aurora
+from aurora.model.lora import LoRA
 
 from model_code.errors import DataError
 from model_code.storage import local_copy, write_atomic
-from model_code.variants import VariantSpec, build_model, get_variant, model_kwargs
+from model_code.variants import VariantSpec, build_model, get_variant, model_kwargs, with_timestep
 
 FORMAT = "auroraops-checkpoint/1"
 
@@ -36,22 +39,42 @@ class CheckpointInfo:
 
 
 def save_checkpoint(
-    model: Aurora, spec: VariantSpec, profile: str, uri: str, *, extra: dict[str, str] | None = None
+    model: Aurora,
+    spec: VariantSpec,
+    profile: str,
+    uri: str,
+    *,
+    extra: dict[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> str:
-    """Write `model`'s weights and self-description to `uri` (`.safetensors`), atomically."""
+    """Write `model`'s weights and self-description to `uri` (`.safetensors`), atomically.
+
+    `overrides` are the constructor arguments `build_model` changed from the profile's;
+    they and the model's time step are recorded, so `load_checkpoint` rebuilds the same model.
+    """
     if not str(uri).endswith(".safetensors"):
         raise DataError(f"checkpoint '{uri}' must end in .safetensors")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    overrides = dict(overrides or {})
     metadata = {
         "format": FORMAT,
         "variant": spec.name,
         "profile": profile,
         "model_class": spec.model_class.__name__,
-        "model_kwargs": json.dumps(model_kwargs(spec, profile), sort_keys=True, default=list),
+        "model_kwargs": json.dumps({**model_kwargs(spec, profile), **overrides}, sort_keys=True, default=list),
+        "model_overrides": json.dumps(overrides, sort_keys=True, default=list),
+        "timestep_hours": f"{spec.timestep / timedelta(hours=1):g}",
+        **({"lora_rank": str(rank)} if (rank := _lora_rank(model)) is not None else {}),
         "microsoft_aurora": version("microsoft-aurora"),
         **(extra or {}),
     }
     return write_atomic(uri, lambda path: save_file(state, str(path), metadata=metadata))
+
+
+def _lora_rank(model: Aurora) -> int | None:
+    """Rank of the model's LoRA adapters (Aurora builds rank 8; fine-tuning may change it)."""
+    ranks = {m.r for m in model.modules() if isinstance(m, LoRA)}
+    return ranks.pop() if len(ranks) == 1 else None
 
 
 def _read_safetensors(path: Path, uri: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -88,7 +111,14 @@ def load_checkpoint(
                         f"checkpoint holds {name} '{metadata[name]}', not '{given}'", source=str(uri)
                     )
             spec = get_variant(metadata["variant"])
-            model = build_model(spec, metadata["profile"], seed=None)
+            if "timestep_hours" in metadata:
+                spec = with_timestep(spec, timedelta(hours=float(metadata["timestep_hours"])))
+            overrides = json.loads(metadata.get("model_overrides", "{}"))
+            model = build_model(spec, metadata["profile"], seed=None, overrides=overrides)
+            if "lora_rank" in metadata and _lora_rank(model) != int(metadata["lora_rank"]):
+                from model_code.training.optim import set_lora_rank  # adapters are rebuilt after construction
+
+                set_lora_rank(model, int(metadata["lora_rank"]))
             _load_state(model, state, str(uri))
             info = CheckpointInfo(str(uri), spec.name, metadata["profile"], metadata)
         else:
@@ -107,6 +137,29 @@ def load_checkpoint(
                 ) from None
             info = CheckpointInfo(str(uri), spec.name, profile, {"format": "aurora-ckpt"})
     return model.to(device).eval(), info
+
+
+def load_weights(model: Aurora, uri: str) -> None:
+    """Load the weights of `uri` into an already built `model`, strictly.
+
+    For starting a fine-tuning run or resuming one, where the model is built from a config:
+    this project's `.safetensors` (LoRA adapters are given the checkpoint's rank first) or a
+    published Aurora `.ckpt` (weights-only). Path or s3:// URI.
+    """
+    with local_copy(uri) as path:
+        if str(uri).endswith(".safetensors"):
+            state, metadata = _read_safetensors(path, str(uri))
+            if "lora_rank" in metadata and _lora_rank(model) != int(metadata["lora_rank"]):
+                from model_code.training.optim import set_lora_rank
+
+                set_lora_rank(model, int(metadata["lora_rank"]))
+            _load_state(model, state, str(uri))
+            return
+        try:
+            model.load_checkpoint_local(str(path), strict=True)
+        except Exception as e:  # unpickling errors, key mismatches, shape mismatches
+            raise DataError(f"cannot load as weights of this model ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:300]})", source=str(uri)) from None
 
 
 def _load_state(model: Aurora, state: dict[str, torch.Tensor], uri: str) -> None:

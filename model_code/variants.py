@@ -11,7 +11,7 @@ patch size, time step, history, LoRA settings and two architecture profiles:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -223,14 +223,35 @@ def model_kwargs(spec: VariantSpec, profile: str) -> dict[str, Any]:
     return {"use_lora": spec.use_lora, "lora_mode": spec.lora_mode, **spec.profiles[profile]}
 
 
-def build_model(spec: VariantSpec | str, profile: str = "tiny", *, seed: int | None = 0) -> Aurora:
+def with_timestep(spec: VariantSpec, timestep: timedelta | None) -> VariantSpec:
+    """`spec` stepping by `timestep` instead of its own, e.g. 1 h to train on hourly data.
+
+    Windows, targets, the input contract and the model's own step (`build_model` passes
+    `spec.timestep` to the constructor) all follow the spec, so one object carries the step.
+    """
+    if timestep is None or timestep == spec.timestep:
+        return spec
+    if timestep <= timedelta(0) or timestep % timedelta(hours=1):
+        raise DataError(f"timestep must be a positive whole number of hours; got {timestep}")
+    return replace(spec, timestep=timestep)
+
+
+def build_model(
+    spec: VariantSpec | str,
+    profile: str = "tiny",
+    *,
+    seed: int | None = 0,
+    overrides: Mapping[str, Any] | None = None,
+) -> Aurora:
     """Build the model of a variant and profile, in eval mode, with seeded initial weights.
 
-    The full profile allocates ~5 GB in float32; build it under `torch.device("meta")` to
-    inspect it without memory.
+    `overrides` replace constructor arguments of the profile (e.g. `embed_dim`); lists
+    become tuples, as the constructor expects. The full profile allocates ~5 GB in float32;
+    build it under `torch.device("meta")` to inspect it without memory.
     """
     spec = get_variant(spec) if isinstance(spec, str) else spec
-    kwargs = model_kwargs(spec, profile)
+    extra = {k: tuple(v) if isinstance(v, list) else v for k, v in (overrides or {}).items()}
+    kwargs = {**model_kwargs(spec, profile), **extra, "timestep": spec.timestep}
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)

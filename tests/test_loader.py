@@ -217,6 +217,36 @@ def test_dynamic_variables_are_never_filled(files):
     assert "needed as input and target" in text
 
 
+def test_missing_dynamic_variables_can_fill_the_inputs_only_with_nan_targets(files):
+    """The surface file left out: its variables are filled in the inputs, their truth is NaN."""
+    ds = WindowDataset.from_files([files.nc], SPEC, fill_missing_dynamic="synthetic", **OPTIONS)
+    sample = ds[0]
+    for name in ("2t", "10u", "10v", "msl"):
+        assert torch.isfinite(sample.inputs.surf_vars[name]).all(), name
+        assert all(torch.isnan(t.surf_vars[name]).all() for t in sample.targets), name
+    assert all(torch.isfinite(t.atmos_vars["z"]).all() for t in sample.targets)  # real truth stays
+    assert {v.dataset_name for v in ds.filled_dynamic} == {"t2m", "u10", "v10", "msl"}
+    assert ds.provenance.filled["u10"] == "synthetic (inputs only; targets NaN)"
+    assert any("inputs only" in note and "u10" in note for note in ds.provenance.notes)
+    with pytest.raises(DataError, match="none of the variables the medium-range variant predicts"):
+        WindowDataset.from_files([files.static], SPEC, fill_missing_dynamic="zeros", **OPTIONS)
+
+
+def test_a_timestep_option_cuts_samples_at_that_step_and_the_model_follows(files):
+    # Regridded to 5° (37x72): the tiny backbone needs more columns than 10° gives.
+    ds = WindowDataset.from_files([files.nc, files.surface], SPEC, regrid_to=5.0, timestep=timedelta(hours=12),
+                                  lead_steps=(1,), fill_missing="synthetic")
+    assert ds.spec.timestep == timedelta(hours=12) and SPEC.timestep == timedelta(hours=6)
+    assert len(ds) == 4  # 8 times 6 h apart: inits with a time 12 h before and 12 h after
+    assert np.all(np.diff(ds.times_used(0)) == np.timedelta64(12, "h"))
+    model = build_model(ds.spec, "tiny")
+    assert model.timestep == timedelta(hours=12)
+    sample = ds[0]
+    predictions = list(forecast_steps(model, sample.inputs, 1))
+    assert pair_predictions(predictions, sample)[0][0].metadata.time == sample.targets[0].metadata.time
+    assert pickle.loads(pickle.dumps(ds)).spec.timestep == timedelta(hours=12)
+
+
 def test_missing_statics_need_a_file_or_a_fill(nc_fields):
     with pytest.raises(DataError) as err:
         WindowDataset(nc_fields, SPEC, lead_steps=(1,), crop=True)

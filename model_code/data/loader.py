@@ -10,6 +10,7 @@ Every dataset is checked once, when it is built, before any model exists.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections import OrderedDict
 import random
@@ -34,17 +35,21 @@ from model_code.data.validate import validate_fields
 from model_code.errors import DataError
 from model_code.storage import is_s3
 from model_code.variables import Variable
-from model_code.variants import VariantSpec, get_variant
+from model_code.variants import VariantSpec, get_variant, with_timestep
 
 __all__ = [
     "Augment",
     "Sample",
     "WindowDataset",
     "collate",
+    "common_times",
     "make_loader",
+    "open_fields",
     "pair_predictions",
     "split_by_time",
 ]
+
+logger = logging.getLogger(__name__)
 
 Augment = Callable[[xr.Dataset, np.random.Generator], xr.Dataset]
 """`aug(ds, rng) -> ds`, as the augmentations of `model_code.data.augment` are called."""
@@ -230,8 +235,15 @@ class WindowDataset(Dataset):
       full history and every target in all dynamic variables.
     - `levels`: pressure levels (default: those of `spec.levels` every atmospheric field has).
     - `fill_missing`: "synthetic" or "zeros" fills missing *static* fields (recorded in
-      `provenance.filled`). Dynamic variables are never filled: a model trained towards
-      invented targets learns nothing about the weather.
+      `provenance.filled`).
+    - `fill_missing_dynamic`: "synthetic" or "zeros" fills missing time-dependent
+      variables in the *inputs* only; their targets are NaN, so a NaN-masked loss never
+      trains towards invented values (recorded in `provenance.filled` and `notes`). Off by
+      default: without it a missing dynamic variable is an error. At least one predicted
+      variable must come from the data.
+    - `timestep`: the step between the times of a sample (the data's natural step, e.g.
+      1 h for hourly ERA5); default the variant's own. The dataset's `spec` carries it
+      (`variants.with_timestep`), so build the model from `dataset.spec`.
     - `crop`: crop the grid to the patch size (`grid.crop_to_patch`) before anything else.
     - `augment(ds, rng)`: sees one dataset with the input window *and* the targets on one
       time axis (history times, then target times; statics included; the boolean
@@ -257,6 +269,8 @@ class WindowDataset(Dataset):
         init_times: Iterable | None = None,
         levels: Sequence[float] | None = None,
         fill_missing: FillMode | None = None,
+        fill_missing_dynamic: FillMode | None = None,
+        timestep: timedelta | None = None,
         crop: bool = False,
         augment: Augment | None = None,
         input_augment: Augment | None = None,
@@ -264,12 +278,14 @@ class WindowDataset(Dataset):
         provenance: Provenance | None = None,
         cache_bytes: int = 512 * 2**20,
     ):
-        self.spec = get_variant(spec) if isinstance(spec, str) else spec
+        self.spec = with_timestep(get_variant(spec) if isinstance(spec, str) else spec, timestep)
         self.history = _checked_history(history, self.spec)
         self.lead_steps = _checked_lead_steps(lead_steps)
-        if fill_missing is not None and fill_missing not in FILL_MODES:
-            raise DataError(f"unknown fill mode '{fill_missing}'; expected one of {FILL_MODES}")
+        for name, mode in (("fill_missing", fill_missing), ("fill_missing_dynamic", fill_missing_dynamic)):
+            if mode is not None and mode not in FILL_MODES:
+                raise DataError(f"unknown {name} mode '{mode}'; expected one of {FILL_MODES}")
         self.fill_missing = fill_missing
+        self.fill_missing_dynamic = fill_missing_dynamic
         self.crop = crop
         self.augment = augment
         self.input_augment = input_augment
@@ -280,6 +296,9 @@ class WindowDataset(Dataset):
         self._reader: tuple[tuple[str, ...], float | None] | None = None
 
         self._validate(fields)
+        self.filled_dynamic = tuple(v for v in self._dynamic_variables() if v.dataset_name not in fields)
+        """Time-dependent variables filled in the inputs, NaN in the targets (`fill_missing_dynamic`)."""
+        self._note_filled_dynamic()
         self.levels = _choose_levels(self._atmos_fields(fields), self.spec, levels)
         self._cache_bytes = cache_bytes
         self._fields = {**self._cached(self._dynamic_fields(fields)), **self._statics(fields)}
@@ -305,22 +324,32 @@ class WindowDataset(Dataset):
         files cannot make samples. `regrid_to` regrids every field on reading, which loads it whole: for
         large data, regrid the files once beforehand instead.
         """
-        if not paths:
-            raise DataError("no input files given")
-        remote = [str(p) for p in paths if is_s3(p)]
-        if remote:
-            raise DataError("training reads its files lazily for the whole run; copy them to a local "
-                            "disk first", problems=remote)
+        fields, prov = open_fields(paths, regrid_to=regrid_to)
+        return cls.from_fields(fields, spec, paths=paths, regrid_to=regrid_to, validate=validate,
+                               provenance=prov, **options)
+
+    @classmethod
+    def from_fields(
+        cls,
+        fields: Mapping[str, Field],
+        spec: VariantSpec | str,
+        *,
+        paths: Sequence[str | os.PathLike],
+        regrid_to: float | None = None,
+        validate: bool = True,
+        **options,
+    ) -> WindowDataset:
+        """`from_files` for fields already opened by `open_fields(paths, regrid_to)`.
+
+        Lets a caller look at the coordinates and times (no values read yet) before the
+        validation pass reads everything, e.g. to refuse a rollout longer than the data.
+        """
         names = tuple(str(p) for p in paths)
-        for name in names:
-            if not Path(name).exists():
-                raise DataError("file not found", source=name)
-        fields, prov = read_fields([(n, Path(n)) for n in names], resolution=regrid_to)
         if validate:
             report = validate_fields(fields)
             report.sources = list(names)
             report.raise_for_errors()
-        dataset = cls(fields, spec, provenance=prov, **options)
+        dataset = cls(fields, spec, **options)
         dataset._reader = (names, regrid_to)
         return dataset
 
@@ -342,12 +371,21 @@ class WindowDataset(Dataset):
 
     def _check_variables(self, fields: Mapping[str, Field]) -> None:
         problems = []
-        for v in self._dynamic_variables():
-            if v.dataset_name not in fields:
-                role = "input and target" if v in self.spec.inputs() and v in self.spec.outputs() else (
-                    "input" if v in self.spec.inputs() else "target")
-                problems.append(f"{v.kind} variable '{v.dataset_name}' ({v.long_name}, {v.units}), "
-                                f"needed as {role}")
+        missing = [v for v in self._dynamic_variables() if v.dataset_name not in fields]
+        if self.fill_missing_dynamic is not None and missing:
+            real_outputs = [v for v in self.spec.outputs() if v.dataset_name in fields]
+            if not real_outputs:
+                raise DataError(
+                    f"none of the variables the {self.spec.name} variant predicts is in the inputs; "
+                    "with every target filled there is nothing to learn",
+                    problems=[f"{v.kind} variable '{v.dataset_name}' ({v.long_name})" for v in self.spec.outputs()],
+                )
+            missing = []
+        for v in missing:
+            role = "input and target" if v in self.spec.inputs() and v in self.spec.outputs() else (
+                "input" if v in self.spec.inputs() else "target")
+            problems.append(f"{v.kind} variable '{v.dataset_name}' ({v.long_name}, {v.units}), "
+                            f"needed as {role}")
         for v in self._static_variables():
             if v.dataset_name not in fields and self.fill_missing is None:
                 problems.append(f"static variable '{v.dataset_name}' ({v.long_name}, {v.units}): add a "
@@ -355,9 +393,9 @@ class WindowDataset(Dataset):
         if problems:
             raise DataError(
                 f"{len(problems)} variable(s) the {self.spec.name} variant needs for training are not in "
-                "the inputs; time-dependent variables are never filled, since a model trained on "
-                "invented targets learns nothing (write synthetic fields to a file to train on them "
-                "on purpose)",
+                "the inputs; time-dependent variables are never filled as targets, since a model "
+                "trained on invented targets learns nothing (pass fill_missing_dynamic='zeros' or "
+                "'synthetic' to fill them in the inputs only, their targets NaN)",
                 problems=problems,
             )
 
@@ -420,10 +458,25 @@ class WindowDataset(Dataset):
         return {k: _CachedField.of(f, cache) for k, f in dynamic.items()}
 
     def _dynamic_fields(self, fields: Mapping[str, Field]) -> dict[str, Field]:
-        return {v.dataset_name: fields[v.dataset_name] for v in self._dynamic_variables()}
+        """The time-dependent fields present (the others are filled or refused in `_check_variables`)."""
+        return {v.dataset_name: fields[v.dataset_name] for v in self._dynamic_variables()
+                if v.dataset_name in fields}
 
     def _atmos_fields(self, fields: Mapping[str, Field]) -> list[Field]:
-        return [fields[v.dataset_name] for v in self._dynamic_variables() if v.kind == "atmos"]
+        return [f for f in self._dynamic_fields(fields).values() if f.var.kind == "atmos"]
+
+    def _note_filled_dynamic(self) -> None:
+        if not self.filled_dynamic:
+            return
+        names = [v.dataset_name for v in self.filled_dynamic]
+        for name in names:
+            self.provenance.filled[name] = f"{self.fill_missing_dynamic} (inputs only; targets NaN)"
+        note = (f"{len(names)} time-dependent variable(s) not in the data filled with "
+                f"{self.fill_missing_dynamic} values in the inputs only, their targets NaN (not trained on): "
+                + ", ".join(names))
+        if note not in self.provenance.notes:  # datasets sharing one provenance say it once
+            self.provenance.notes.append(note)
+            logger.warning(note)
 
     def _statics(self, fields: Mapping[str, Field]) -> dict[str, Field]:
         """Static fields loaded once (they are small), missing ones filled as asked."""
@@ -496,18 +549,24 @@ class WindowDataset(Dataset):
     def window(self, index: int) -> xr.Dataset:
         """The input window of sample `index`, as `load_window` would cut it."""
         return assemble_window(self._fields, Provenance(), self.spec, history=self.history,
-                               init_time=self.init_times[index], levels=self.levels, crop=self.crop)
+                               init_time=self.init_times[index], levels=self.levels, crop=self.crop,
+                               fill_missing=self.fill_missing_dynamic, seed=self.seed)
 
     def targets(self, index: int) -> xr.Dataset:
         """The predicted variables at the target times of sample `index` (dims as a window's)."""
         times = self.target_times(index)
+        ref = next(f for f in self._fields.values() if f.var.kind != "static").data
         data = {}
         for v in self.spec.outputs():
             sel = {"time": times, **({"level": self.levels} if v.kind == "atmos" else {})}
-            da = self._fields[v.dataset_name].values(**sel)
-            data[v.dataset_name] = da.variable.copy(deep=False)
+            if v.dataset_name in self._fields:
+                data[v.dataset_name] = self._fields[v.dataset_name].values(**sel).variable.copy(deep=False)
+            else:  # filled in the inputs only (`fill_missing_dynamic`): no truth to train towards
+                dims = ("time", "level", "latitude", "longitude") if v.kind == "atmos" else (
+                    "time", "latitude", "longitude")
+                shape = (len(times), *((len(self.levels),) if v.kind == "atmos" else ()), ref.sizes["latitude"], ref.sizes["longitude"])
+                data[v.dataset_name] = xr.Variable(dims, np.full(shape, np.nan, dtype=np.float32))
             data[v.dataset_name].attrs.update(units=v.units, aurora_name=v.name)
-        ref = next(f for f in self._fields.values() if f.var.kind != "static").data
         ds = xr.Dataset(data, coords={"time": times, "level": self.levels, "latitude": ref.latitude.values,
                                       "longitude": ref.longitude.values})
         return crop_to_patch(ds, self.spec.patch_size)[0] if self.crop else ds
@@ -565,17 +624,41 @@ class WindowDataset(Dataset):
     def __getstate__(self) -> dict:
         """Files are reopened by path in the receiving process rather than pickled; the
         variant travels by name (its spec holds read-only mappings, which do not pickle)."""
-        state = dict(self.__dict__, spec=self.spec.name)
+        state = dict(self.__dict__, spec=(self.spec.name, self.spec.timestep))
         if self._reader is not None:
             state["_fields"] = {k: f for k, f in self._fields.items() if f.var.kind == "static"}
         return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, spec=get_variant(state["spec"]))
+        name, timestep = state["spec"]
+        self.__dict__.update(state, spec=with_timestep(get_variant(name), timestep))
         if self._reader is not None:
             names, resolution = self._reader
             fields, _ = read_fields([(n, Path(n)) for n in names], resolution=resolution)
             self._fields = {**self._cached(self._dynamic_fields(fields)), **self._fields}
+
+
+def open_fields(
+    paths: Sequence[str | os.PathLike], *, regrid_to: float | None = None
+) -> tuple[dict[str, Field], Provenance]:
+    """Open local training files lazily: coordinates and times known, no values read yet."""
+    if not paths:
+        raise DataError("no input files given")
+    remote = [str(p) for p in paths if is_s3(p)]
+    if remote:
+        raise DataError("training reads its files lazily for the whole run; copy them to a local "
+                        "disk first", problems=remote)
+    names = tuple(str(p) for p in paths)
+    for name in names:
+        if not Path(name).exists():
+            raise DataError("file not found", source=name)
+    return read_fields([(n, Path(n)) for n in names], resolution=regrid_to)
+
+
+def common_times(fields: Mapping[str, Field], spec: VariantSpec) -> np.ndarray:
+    """Valid times shared by every time-dependent variable of `spec` present in `fields`."""
+    keys = {v.dataset_name for v in (*spec.inputs(), *spec.outputs()) if v.kind != "static"}
+    return _common_times(f for k, f in fields.items() if k in keys)
 
 
 def _checked_history(history: int | None, spec: VariantSpec) -> int:
