@@ -7,10 +7,10 @@ import sys
 import traceback
 from importlib.metadata import version
 
-from auroraops.commands import data, demo, forecast
+from auroraops.commands import data, demo, forecast, train
 from model_code.errors import DataError
 
-COMMANDS = (forecast, data, demo)
+COMMANDS = (forecast, data, demo, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,302 @@
+"""The one typed config of a training run: YAML in, checked before any data is read, saved with the run.
+
+Sections and every key, with its default and why, are documented in docs/training.md.
+Layering: the dataclass defaults (with the variant's own loss defaults), then the YAML
+file, then dotted overrides (`{"optim.lr": 3e-4}`, `--set optim.lr=3e-4`). Mappings merge;
+every other value replaces.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import torch
+import yaml
+
+from model_code.errors import ConfigError, DataError
+from model_code.storage import write_atomic
+from model_code.training.losses import LossConfig, default_loss_config
+from model_code.training.optim import OptimConfig, ScheduleConfig
+from model_code.training.schema import from_dict, set_dotted, to_dict
+from model_code.variants import PROFILES, VariantSpec, get_variant, with_timestep
+
+__all__ = [
+    "CheckpointConfig",
+    "DataConfig",
+    "EarlyStoppingConfig",
+    "RolloutConfig",
+    "RunConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "load_config",
+    "save_config",
+    "with_overrides",
+]
+
+FillMode = Literal["synthetic", "zeros"]  # ingest.FILL_MODES
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which files, how they are cut into samples and split in time, and how they are batched."""
+
+    paths: tuple[str, ...] = ()
+    """Local GRIB/NetCDF/Zarr files, merged into one dataset (`--data` replaces them)."""
+    val_fraction: float | None = 0.2
+    """The last fraction of the time span is held out for validation (ignored with `val_period`)."""
+    val_period: tuple[str, str] | None = None
+    """[start, end) of the validation period (ISO times); training uses the times outside it."""
+    gap_hours: float = 0.0
+    """Least separation between training and validation times (weather remembers a few days)."""
+    batch_size: int = 1
+    """Global batch: samples per step over all processes (split evenly between DDP ranks)."""
+    num_workers: int = 0
+    crop: bool = False
+    """Crop the grid to the patch size instead of refusing a grid that does not fit."""
+    fill_missing: FillMode | None = None
+    """Fill missing static fields (zeros or synthetic), recorded in the provenance."""
+    fill_missing_dynamic: FillMode | None = None
+    """Fill missing time-dependent variables in the inputs only; their targets are NaN."""
+    levels: tuple[float, ...] | None = None
+    """Pressure levels (hPa); default all of the variant's that the data have."""
+    history: int | None = None
+    """Input times per sample; default the variant's maximum."""
+    regrid: float | None = None
+    """Regrid every field to this resolution (degrees) on reading."""
+    validate: bool = True
+    """Run the data validator over every field before training."""
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Curriculum of rollout lengths: `[from_step, rollout_steps]` pairs, from short to long."""
+
+    curriculum: tuple[tuple[int, int], ...] = ((0, 1),)
+
+    def steps_at(self, step: int) -> int:
+        """Rollout length for optimiser step `step` (counted from 0)."""
+        steps = self.curriculum[0][1]
+        for start, n in self.curriculum:
+            if step >= start:
+                steps = n
+        return steps
+
+    @property
+    def longest(self) -> int:
+        return max(n for _, n in self.curriculum)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The loop itself (YAML section `train`)."""
+
+    max_steps: int = 100
+    """Optimiser steps (each of `accumulate` batches)."""
+    val_every: int = 25
+    val_at_start: bool = True
+    """Validate the starting weights too, so every run reports where it began."""
+    log_every: int = 1
+    accumulate: int = 1
+    clip_grad_norm: float | None = 1.0
+    precision: Precision = "fp32"
+    activation_checkpointing: bool = False
+    seed: int = 0
+    device: str = "auto"
+    """`auto` (CUDA when present), `cpu`, `cuda`; under torchrun each rank takes its own GPU."""
+    progress: bool = True
+    """Progress bar on stderr (rank 0)."""
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    lead_steps: tuple[int, ...] = (1,)
+    """Lead steps (model steps ahead) whose weighted loss is `val_loss`, the metric minimised."""
+    patience: int = 0
+    """Validations without improvement before stopping; 0 never stops early."""
+    min_delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    out_dir: str = "outputs/train"
+    keep_top_k: int = 3
+    """Best-k validated weights kept under `topk/` (for averaging); 0 keeps none."""
+    ensemble: Literal["none", "average"] = "none"
+    """`average`: at the end, average the top-k weights into `averaged.safetensors` and validate it."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    variant: str = "medium-range"
+    profile: Literal["tiny", "full"] = "tiny"
+    model: Mapping[str, Any] = field(default_factory=dict)
+    """Constructor arguments replacing the profile's (e.g. `embed_dim`, `encoder_depths`)."""
+    weights: str | None = None
+    """Starting weights: this project's `.safetensors` or a published Aurora `.ckpt` (path or s3://)."""
+    timestep_hours: int | None = None
+    """The data's natural step (e.g. 1 for hourly ERA5); default the variant's (6 h, 12 h)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig | None = None
+    """Default: the variant's own (`losses.default_loss_config`)."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    train: RunConfig = field(default_factory=RunConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", {k: tuple(v) if isinstance(v, list) else v
+                                           for k, v in dict(self.model).items()})
+        if self.loss is None:
+            object.__setattr__(self, "loss", default_loss_config(_variant(self.variant)))
+
+    @property
+    def spec(self) -> VariantSpec:
+        """The variant, stepping by `timestep_hours` when given."""
+        hours = self.timestep_hours
+        return with_timestep(_variant(self.variant), None if hours is None else timedelta(hours=hours))
+
+    @property
+    def max_lead(self) -> int:
+        """Most model steps after initialisation any sample needs a target for."""
+        return max(self.rollout.longest, *self.early_stopping.lead_steps)
+
+    def validate(self) -> TrainConfig:
+        """Raise `ConfigError` naming the first key whose value cannot work; return self."""
+        _validate(self)
+        return self
+
+
+def _variant(name: str) -> VariantSpec:
+    try:
+        return get_variant(name)
+    except DataError as e:
+        raise ConfigError(e.message, field="variant") from None
+
+
+def _check(ok: bool, field: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(message, field=field)
+
+
+def _validate(cfg: TrainConfig) -> None:
+    spec = cfg.spec
+    _check(cfg.profile in PROFILES, "profile", f"must be one of {PROFILES}; got {cfg.profile!r}")
+    accepted = set(inspect.signature(spec.model_class.__init__).parameters) - {"self", "timestep"}
+    for key in cfg.model:
+        _check(key in accepted, f"model.{key}",
+               f"not a constructor argument of {spec.model_class.__name__} (the step is set by timestep_hours)")
+    _check(cfg.timestep_hours is None or cfg.timestep_hours >= 1, "timestep_hours",
+           f"must be a whole number of hours >= 1; got {cfg.timestep_hours}")
+
+    d = cfg.data
+    _check(d.val_fraction is None or 0 < d.val_fraction < 1, "data.val_fraction",
+           f"must lie strictly between 0 and 1; got {d.val_fraction}")
+    _check(d.val_fraction is not None or d.val_period is not None, "data.val_fraction",
+           "give data.val_fraction or data.val_period: early stopping and checkpoints need a validation set")
+    _check(d.gap_hours >= 0, "data.gap_hours", f"must be >= 0; got {d.gap_hours}")
+    _check(d.batch_size >= 1, "data.batch_size", f"must be >= 1; got {d.batch_size}")
+    _check(d.num_workers >= 0, "data.num_workers", f"must be >= 0; got {d.num_workers}")
+    _check(d.history is None or spec.min_history <= d.history <= spec.max_history, "data.history",
+           f"the {spec.name} variant takes {spec.min_history} to {spec.max_history} input times; got {d.history}")
+    _check(d.regrid is None or d.regrid > 0, "data.regrid", f"must be > 0 degrees; got {d.regrid}")
+    _check(d.levels is None or (len(d.levels) > 0 and all(lv in spec.levels for lv in d.levels)), "data.levels",
+           f"levels need normalisation statistics: some of {', '.join(map(str, spec.levels))} hPa; got {d.levels}")
+
+    cfg.loss.validate("loss")
+    cfg.loss.check_variables(spec, "loss")
+    cfg.optim.validate("optim")
+    cfg.schedule.validate("schedule", total_steps=cfg.train.max_steps)
+
+    cur = cfg.rollout.curriculum
+    _check(len(cur) > 0, "rollout.curriculum", "needs at least one [from_step, rollout_steps] pair")
+    _check(cur[0][0] == 0, "rollout.curriculum", f"the first stage must start at step 0; got {cur[0][0]}")
+    _check(all(a[0] < b[0] for a, b in zip(cur, cur[1:])), "rollout.curriculum",
+           f"stages must start at increasing steps; got {[list(c) for c in cur]}")
+    _check(all(n >= 1 for _, n in cur), "rollout.curriculum",
+           f"rollout lengths must be >= 1 step; got {[list(c) for c in cur]}")
+
+    t = cfg.train
+    _check(t.max_steps >= 1, "train.max_steps", f"must be >= 1; got {t.max_steps}")
+    _check(t.val_every >= 1, "train.val_every", f"must be >= 1; got {t.val_every}")
+    _check(t.log_every >= 1, "train.log_every", f"must be >= 1; got {t.log_every}")
+    _check(t.accumulate >= 1, "train.accumulate", f"must be >= 1; got {t.accumulate}")
+    _check(t.clip_grad_norm is None or t.clip_grad_norm > 0, "train.clip_grad_norm",
+           f"must be > 0 (or null for no clipping); got {t.clip_grad_norm}")
+    _check(t.device in ("auto", "cpu") or t.device.startswith("cuda"), "train.device",
+           f"must be auto, cpu or cuda[:N]; got {t.device!r}")
+    _check(not t.device.startswith("cuda") or torch.cuda.is_available(), "train.device",
+           "cuda was asked for but no CUDA device is available")
+    on_cuda = t.device.startswith("cuda") or (t.device == "auto" and torch.cuda.is_available())
+    _check(t.precision != "fp16" or on_cuda, "train.precision",
+           "fp16 needs a CUDA device (its gradient scaler is CUDA-only); on CPU use bf16 or fp32")
+
+    es = cfg.early_stopping
+    _check(len(es.lead_steps) > 0 and all(k >= 1 for k in es.lead_steps), "early_stopping.lead_steps",
+           f"must be model steps >= 1, e.g. [1, 2]; got {list(es.lead_steps)}")
+    _check(es.patience >= 0, "early_stopping.patience", f"must be >= 0; got {es.patience}")
+    _check(es.min_delta >= 0, "early_stopping.min_delta", f"must be >= 0; got {es.min_delta}")
+    _check(not cfg.checkpoint.out_dir.startswith("s3://"), "checkpoint.out_dir",
+           "must be a local directory (checkpoints are swapped into place with renames); copy the run "
+           "directory to object storage afterwards")
+    _check(cfg.checkpoint.keep_top_k >= 0, "checkpoint.keep_top_k", f"must be >= 0; got {cfg.checkpoint.keep_top_k}")
+    _check(cfg.checkpoint.ensemble == "none" or cfg.checkpoint.keep_top_k >= 2, "checkpoint.ensemble",
+           f"averaging needs checkpoint.keep_top_k >= 2; got {cfg.checkpoint.keep_top_k}")
+
+
+def config_from_dict(data: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None,
+                     *, source: str | None = None) -> TrainConfig:
+    """A checked `TrainConfig` from plain data (parsed YAML) and dotted overrides."""
+    data = _nested_copy(data or {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"a training config is a mapping of sections; got {type(data).__name__}", source=source)
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    try:
+        variant = data.get("variant", TrainConfig.variant)
+        if not isinstance(variant, str):
+            raise ConfigError(f"expected a variant name, got {variant!r}", field="variant")
+        return from_dict(TrainConfig, data, base=TrainConfig(variant=variant)).validate()
+    except ConfigError as e:
+        if source and not e.source:  # name the file too
+            reason = e.message[len(e.field) + 2:] if e.field and e.message.startswith(f"{e.field}: ") else e.message
+            raise ConfigError(reason, field=e.field, source=source) from None
+        raise
+
+
+def _nested_copy(data: Any) -> Any:
+    if isinstance(data, Mapping):
+        return {k: _nested_copy(v) for k, v in data.items()}
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Read, layer and check a training config; `path` None starts from the defaults."""
+    if path is None:
+        return config_from_dict({}, overrides)
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("config file not found", source=str(path))
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML ({e})", source=str(path)) from None
+    return config_from_dict(data, overrides, source=str(path))
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> str:
+    """Write `cfg` as YAML (atomically) that `load_config` reads back to an equal config."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def with_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    """`cfg` with dotted overrides applied and checked again."""
+    return config_from_dict(to_dict(cfg), overrides)
+
