@@ -38,6 +38,7 @@ from model_code.training.ensemble import write_averaged_checkpoint
 from model_code.training.losses import DensityRecorder, LossResult, NonFiniteLoss, build_loss
 from model_code.training.optim import apply_lora_mode, build_optimizer, build_scheduler
 from model_code.training.schema import to_dict
+from model_code.training.search_space import tuning_score
 from model_code.variants import build_model
 
 __all__ = ["TrainResult", "Trainer", "TrainingDiverged", "TrainingStopped", "train"]
@@ -281,7 +282,9 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """The loss at `early_stopping.lead_steps` over the validation set (`val_loss`), per
-        variable (`val_loss/<var>`) and per lead step (`val_loss/lead<k>`), sample-weighted."""
+        variable (`val_loss/<var>`) and per lead step (`val_loss/lead<k>`), sample-weighted;
+        and `val_score`, their unweighted mean over variables, the tuning objective (which
+        the loss weights a search changes cannot move: `search_space.tuning_score`)."""
         self.model.eval()
         sums: dict[str, float] = {}
         error, bad = None, None  # ranks hold different numbers of batches: check once, after
@@ -303,7 +306,9 @@ class Trainer:
         self._stop_if(error, bad, "validation")
         sums = self.dist.sum_dicts(sums)
         n = sums.pop("n")
-        return {k: v / n for k, v in sums.items()}
+        metrics = {k: v / n for k, v in sums.items()}
+        metrics["val_score"] = tuning_score(metrics, self.spec)
+        return metrics
 
     def _validate_and_checkpoint(self) -> None:
         metrics = self.validate()
