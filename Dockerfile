@@ -60,6 +60,7 @@ RUN /opt/venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("
 COPY README.md ./
 COPY model_code/ model_code/
 COPY auroraops/ auroraops/
+COPY pipelines/ pipelines/
 RUN /opt/venv/bin/python -m pip install --no-cache-dir --disable-pip-version-check \
         ${TORCH_INDEX_URL:+"--extra-index-url=${TORCH_INDEX_URL}"} \
         -c requirements.lock . \

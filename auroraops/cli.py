@@ -7,10 +7,10 @@ import sys
 import traceback
 from importlib.metadata import version
 
-from auroraops.commands import data, demo, forecast, train
+from auroraops.commands import data, demo, forecast, train, tune
 from model_code.errors import DataError
 
-COMMANDS = (forecast, data, demo, train)
+COMMANDS = (forecast, data, demo, train, tune)
 
 
 def build_parser() -> argparse.ArgumentParser:
