@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import BROKEN, ERA5_USA, EUROPE, FORMATS, GFS, GFS_WAVE, IFS_8_STEPS, OPENDATA_0P4, SAMPLES, SOIL_TYPE, SWELL_PERIOD
+from conftest import BROKEN, ERA5_HOURLY, ERA5_USA, EUROPE, FORMATS, GFS, GFS_WAVE, IFS_8_STEPS, OPENDATA_0P4, SAMPLES, SOIL_TYPE, SWELL_PERIOD
 from model_code.data.canonical import canonicalise
 from model_code.data.ingest import read_fields
 from model_code.data.readers import detect_format, open_datasets
@@ -23,6 +23,7 @@ def fields_of(*paths):
         (IFS_8_STEPS, {"z", "t", "u", "v", "q"}),
         (OPENDATA_0P4, {"z"}),
         (ERA5_USA, {"t2m", "u10", "v10"}),
+        (ERA5_HOURLY, {"u10", "v10"}),  # d2m: not an Aurora variable
         (GFS_WAVE, {"swh"}),
         (SWELL_PERIOD, {"mpts"}),
         (SOIL_TYPE, {"slt", "t2m"}),
@@ -45,9 +46,17 @@ def test_every_real_sample_converts_to_canonical_fields(path, expected):
 
 
 def test_every_shipped_sample_is_covered_by_a_test():
-    tested = {GFS, IFS_8_STEPS, OPENDATA_0P4, ERA5_USA, GFS_WAVE, SWELL_PERIOD, SOIL_TYPE, *EUROPE}
+    tested = {GFS, IFS_8_STEPS, OPENDATA_0P4, ERA5_USA, ERA5_HOURLY, GFS_WAVE, SWELL_PERIOD, SOIL_TYPE, *EUROPE}
     shipped = {p for p in SAMPLES.iterdir() if p.is_file() and p.suffix in (".grib", ".grib2", ".nc")}
     assert shipped == tested
+
+
+def test_the_hourly_era5_sample_is_25_consecutive_hours():
+    fields, prov = fields_of(ERA5_HOURLY)
+    times = fields["u10"].data.time.values
+    assert len(times) == 25 and np.all(np.diff(times) == np.timedelta64(1, "h"))
+    assert str(times[0])[:13] == "2018-01-02T06"
+    assert any("d2m" in item for item in prov.ignored)
 
 
 def test_the_same_data_in_grib_netcdf_and_zarr_gives_the_same_fields():
