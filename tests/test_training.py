@@ -40,6 +40,7 @@ from model_code.training import (
     train,
 )
 from model_code.training import trainer as trainer_module
+from model_code.training.__main__ import main as train_main
 from model_code.training.config import config_from_dict
 from model_code.training.data import EpochSampler, open_data
 from model_code.training.losses import AURORA_SURFACE_WEIGHTS
@@ -135,6 +136,16 @@ def test_activation_checkpointing_changes_no_number_and_bf16_autocast_trains(hou
     assert runs["checkpointed"]["grad_norm"] == pytest.approx(runs["fp32"]["grad_norm"], rel=1e-4)
     assert np.isfinite(runs["bf16"]["loss"]) and np.isfinite(runs["bf16"]["val_loss"])
     assert runs["bf16"]["loss"] == pytest.approx(runs["fp32"]["loss"], rel=0.05)
+
+
+def test_early_stopping_ends_the_run_when_validation_stops_improving(hourly, tmp_path):
+    # min_delta so large that no validation after the first counts as an improvement
+    result = train(make_config(hourly, tmp_path / "run", {
+        "train.val_every": 2, "early_stopping.patience": 2, "early_stopping.min_delta": 1e9,
+        "data.validate": False}))
+    assert result.stop_reason == "early_stopping"
+    assert result.steps == 4 and result.best_step == 0
+    assert [h["step"] for h in result.history if "val_loss" in h] == [0, 2, 4]
 
 
 # --------------------------------------------------------------------------------------
@@ -363,6 +374,8 @@ def test_auroraops_train_runs_resumes_and_exits_1_on_a_bad_value(hourly, tmp_pat
 
     assert main([*argv, "--set", "optim.lr=-1"]) == 1
     assert "optim.lr" in capsys.readouterr().err
+    assert train_main(["--config", str(config), "--data", str(tmp_path / "absent.nc")]) == 1
+    assert "file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--set"])
     assert exit_.value.code == 2
