@@ -95,3 +95,20 @@ def test_unknown_names_list_the_choices():
     with pytest.raises(DataError, match="unknown profile 'huge'"):
         build_model("wave", "huge")
     assert PROFILES == ("full", "tiny")
+
+
+@pytest.mark.parametrize("shape", [(32, 64), (64, 64), (120, 84), (100, 100)])
+def test_tiny_model_runs_on_regional_grids_that_fit_the_patch(shape):
+    import numpy as np
+
+    from model_code.data.batch import window_to_batch
+    from model_code.data.synthetic import synthetic_window
+
+    spec = get_variant("medium-range")
+    h, w = shape
+    lat, lon = np.linspace(50.0, 50.0 - 0.25 * (h - 1), h), np.linspace(250.0, 250.0 + 0.25 * (w - 1), w)
+    times = np.datetime64("2024-01-01T00", "ns") + np.arange(2) * np.timedelta64(6, "h")
+    batch = window_to_batch(synthetic_window(spec, lat, lon, times, levels=(500, 850)), spec)
+    with torch.no_grad():
+        pred = build_model(spec, "tiny")(batch)
+    assert pred.surf_vars["2t"].shape[-2:] == shape and torch.isfinite(pred.surf_vars["2t"]).all()
