@@ -6,7 +6,7 @@
 
 The doc is written whole from this file, so the figures, the machine they were measured
 on and the command that produced them never drift apart. For the same reason `--write`
-always runs every section (about 15 minutes on 2 cores): `--only` prints, it never writes,
+always runs every section (about 20 minutes on 2 cores): `--only` prints, it never writes,
 so a partial run cannot leave the doc with figures from different runs or machines.
 The validation and loader benchmarks build their synthetic data once, in `outputs/bench/`
 (git-ignored); delete that folder to rebuild it.
@@ -29,9 +29,10 @@ import torch
 import bench_forward
 import bench_ingest
 import bench_loader
+import bench_training
 import bench_validate
 
-SECTIONS = ("ingest", "forward", "validate", "loader")
+SECTIONS = ("ingest", "forward", "validate", "loader", "training")
 
 
 def machine() -> dict[str, str]:
@@ -136,7 +137,8 @@ prints some sections without writing). Every time is the median of {repeat} runs
 {long_repeat} for the validation and loader benchmarks, whose runs take seconds to
 minutes. The ingest and validation figures are compared with baselines timed in the same
 run, alternating with them; the forward figures are checked by ratios from the same run;
-the loader is compared with the training step it feeds, measured in the same run.
+the loader is compared with the training step it feeds, measured in the same run; the
+trainer is compared with a bare PyTorch loop timed in the same run, alternating with it.
 
 ```sh
 {command}
@@ -151,7 +153,9 @@ This is a shared machine, so the run measures the work of others too:
 - during the ingest benchmark, {other_ingest};
 - during the forward benchmark, {other_forward};
 - during the validation benchmark, {other_validate};
-- during the loader benchmark, {other_loader}.
+- during the loader benchmark, {other_loader};
+- during the training harness benchmark, {other_training_harness};
+- during the training skill run, {other_training_skill}.
 
 The spread column of each table says how steady the runs were. Other work competing for
 the 2 cores slows a 2-thread torch forward many times over (spreads of 10x and more), and
@@ -312,6 +316,86 @@ any model is built:
 the times):
 
 {loader_profile_table}
+
+## (e) Training: the harness against a bare loop, skill on real data, a GPU step
+
+`.venv/bin/python benchmarks/run.py --only training` runs this section alone (about five
+minutes on 2 cores) and prints it.
+
+### Harness overhead
+
+The tiny medium-range model (`build_model(spec, "tiny")`, seeded) on a synthetic window of
+every input on the {harness_grid}° global grid, written once by the project's writer and
+cached (git-ignored); torch uses {training_threads} threads. Both sides train the same
+seeded model on the same batch (the trainer's own first batch, of {harness_batch}, kept in
+memory) with the same loss, `build_loss` of the variant's default `LossConfig`:
+
+- **ours**: `Trainer(cfg).fit()`, its training data replaced by that one batch repeated in
+  memory, so that a step is the harness's own work and not the loader's: `aurora.rollout`
+  through the module DDP would wrap, the loss, backward, gradient clipping (norm 1),
+  AdamW with parameter groups (no weight decay on norms and biases), the warmup-cosine
+  schedule, accumulation and NaN bookkeeping, the history and the callbacks (the
+  JSON-lines log writes a line per step; the progress bar is off). A callback notes when
+  each step ends and stops the run after the last timed step, before the validation and
+  checkpoints that `fit` does every `val_every` steps.
+- **bare**: the plainest loop over the same batch: `list(aurora.rollout(model, batch.inputs,
+  steps=1))`, the loss of `pair_predictions`, `backward()`, `torch.optim.AdamW.step()`.
+
+The two alternate step by step in one process: a callback of the trainer runs one bare
+step after each of the trainer's, and each step is timed on its own (a trainer step from
+the end of the bare step before it to the trainer's next `on_step_end`, after its own
+callbacks), so a busy moment of the machine slows both alike. Each run builds both
+models afresh, warms up for {harness_warmup} steps and times the next {harness_steps} of each. A time is the
+median over {repeat} runs of the mean time per step; ours / bare is the median of the runs'
+ratios (the two sides of a run saw the same moments of the machine). The target is at
+most {harness_target}x.
+
+{training_harness_table}
+
+{training_harness_summary}
+
+### Skill on a real hourly ERA5 series
+
+The data: `data/samples/era5_d2m_u10_v10_usa_2018-01-02_hourly.nc`, real ERA5 10 m wind
+(u10, v10; its d2m is not a medium-range variable) every hour from 2018-01-02 06 UTC to
+2018-01-03 06 UTC on a 0.2° grid over the central USA (121x86), of which the benchmark
+uses the northern {skill_rows} rows and every column, cached as a file in
+`outputs/bench/`: the tiny backbone's Swin windows fail on the whole grid (a reshape in
+Aurora's attention layers; the trainer's `data.crop` then makes it 64x84). The tiny
+medium-range model trains at a 1 h step (`timestep_hours: 1`) from seeded random weights,
+with the trainer's own config: the variant's other inputs filled with zeros
+(`fill_missing` for the statics, `fill_missing_dynamic` for 2t, msl and the atmospheric
+variables, on one pressure level) and their targets NaN, so only 10u and 10v are trained
+and scored; the variant's default loss; AdamW at lr {skill_lr} with {skill_warmup} warmup steps
+and a cosine decay; one-step rollouts; batches of {skill_batch}; {skill_steps} steps. The last
+{skill_hold_out} of the time span is held out by the trainer's own split (`data.val_fraction`;
+no training sample touches it), and the final weights (no checkpoint is chosen on the
+held-out hours) forecast every window in it: +1 h in one step, +6 h as a 6-step rollout.
+Scores are RMSE weighted by latitude as in WeatherBench 2 (cell areas, ∝ cos(latitude),
+normalised to mean 1 over the grid: `losses.latitude_weights`), the square root of the
+mean over forecasts of the weighted mean squared error, against:
+
+- **persistence**: the last input hour, unchanged;
+- **climatology**: the mean of the training hours at each grid point. With one day of
+  data this is a daily mean of those hours, not a climatology of many years: it knows
+  nothing of the diurnal cycle or the weather of the held-out hours.
+
+{training_skill_table}
+
+{training_skill_summary}
+
+### One training step of the full model on a GPU
+
+`benchmarks/gpu_training_step.py` times one training step of the full medium-range model
+(about 1.3 B parameters) at 0.25° (721x1440, 13 levels) on synthetic data from
+`synthetic_window`, through the same `Trainer` (bf16 autocast of the backbone, activation
+checkpointing, batch of 1, the batch kept on the GPU): seconds per step (median of a few
+steps after one warm-up) and peak GPU memory, printed as a Markdown table. It is one short
+prepared script: `python benchmarks/gpu_training_step.py --write
+benchmarks/gpu_training_step.md` on a CUDA machine records the table, which this page then
+shows.
+
+{training_gpu}
 """
 
 
@@ -395,6 +479,32 @@ def main() -> int:
                       loader_batches=-(-samples // bench_loader.BATCH), loader_batch=bench_loader.BATCH,
                       loader_threads=bench_loader.THREADS,
                       loader_profile_case=loader.profile_case[0].upper() + loader.profile_case[1:])
+
+    if "training" in only:
+        print("\n## (e) Training\n", flush=True)
+        other = OtherWork()
+        harness = bench_training.run_harness(args.repeat)
+        fields["other_training_harness"] = other.report()
+        other = OtherWork()
+        skill = bench_training.run_skill()
+        fields["other_training_skill"] = other.report()
+        torch.set_num_threads(bench_forward.THREADS)
+        text = {
+            "training_harness_table": bench_training.harness_table(harness),
+            "training_harness_summary": bench_training.harness_summary(harness),
+            "training_skill_table": bench_training.skill_table(skill),
+            "training_skill_summary": bench_training.skill_summary(skill),
+            "training_gpu": bench_training.gpu_result(),
+        }
+        print("\n\n".join(text.values()), flush=True)
+        print(f"\nDuring the harness benchmark, {fields['other_training_harness']}; during the skill run, "
+              f"{fields['other_training_skill']}.", flush=True)
+        fields.update(text, harness_grid=f"{bench_training.HARNESS_GRID:g}", training_threads=bench_training.THREADS,
+                      harness_batch=bench_training.HARNESS_BATCH, harness_warmup=bench_training.WARMUP,
+                      harness_steps=bench_training.STEPS, harness_target=bench_training.TARGET,
+                      skill_lr=f"{bench_training.SKILL_LR:g}", skill_warmup=bench_training.SKILL_WARMUP,
+                      skill_batch=bench_training.SKILL_BATCH, skill_steps=bench_training.SKILL_STEPS,
+                      skill_hold_out=f"{100 * bench_training.HOLD_OUT:g}%", skill_rows=bench_training.SKILL_ROWS)
 
     if args.write:
         text = DOC.format(
