@@ -358,10 +358,8 @@ most {harness_target}x.
 
 The data: `data/samples/era5_d2m_u10_v10_usa_2018-01-02_hourly.nc`, real ERA5 10 m wind
 (u10, v10; its d2m is not a medium-range variable) every hour from 2018-01-02 06 UTC to
-2018-01-03 06 UTC on a 0.2° grid over the central USA (121x86), of which the benchmark
-uses the northern {skill_rows} rows and every column, cached as a file in
-`outputs/bench/`: the tiny backbone's Swin windows fail on the whole grid (a reshape in
-Aurora's attention layers; the trainer's `data.crop` then makes it 64x84). The tiny
+2018-01-03 06 UTC on a 0.2° grid over the central USA (121x86; the trainer's `data.crop`
+drops two columns to fit the patch size, and Aurora drops the last row). The tiny
 medium-range model trains at a 1 h step (`timestep_hours: 1`) from seeded random weights,
 with the trainer's own config: the variant's other inputs filled with zeros
 (`fill_missing` for the statics, `fill_missing_dynamic` for 2t, msl and the atmospheric
@@ -504,7 +502,7 @@ def main() -> int:
                       harness_steps=bench_training.STEPS, harness_target=bench_training.TARGET,
                       skill_lr=f"{bench_training.SKILL_LR:g}", skill_warmup=bench_training.SKILL_WARMUP,
                       skill_batch=bench_training.SKILL_BATCH, skill_steps=bench_training.SKILL_STEPS,
-                      skill_hold_out=f"{100 * bench_training.HOLD_OUT:g}%", skill_rows=bench_training.SKILL_ROWS)
+                      skill_hold_out=f"{100 * bench_training.HOLD_OUT:g}%")
 
     if args.write:
         text = DOC.format(
