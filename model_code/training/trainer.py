@@ -50,8 +50,9 @@ logger = logging.getLogger(__name__)
 class TrainResult:
     out_dir: str
     history: list[dict[str, float]]
-    """One entry per optimiser step (`step`, `loss`, `loss/<var>`, `lr`, `grad_norm`, ...), with the
-    validation metrics (`val_loss`, ...) merged into the steps they were taken at; step 0 is the start."""
+    """One entry per optimiser step (`step`, `loss`, `loss/<var>`, `lr`, `grad_norm` when clipping or
+    logging that step, ...), with the validation metrics (`val_loss`, ...) merged into the steps
+    they were taken at; step 0 is the start."""
     best_metric: float | None
     best_step: int | None
     best_checkpoint: str | None
@@ -105,6 +106,7 @@ class Trainer:
         self.model = self._build_model(resume)
         self.loss_fn = build_loss(self.spec, cfg.loss)
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, total_steps=cfg.train.max_steps)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.precision == "fp16")
         self.rollout = RolloutModule(self.model)
@@ -215,16 +217,18 @@ class Trainer:
                     (f"loss/{k}", v) for k, v in result.per_variable.items())]:
                 sums[key] = sums.get(key, 0.0) + value / cfg.accumulate
         self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        max_norm = cfg.clip_grad_norm if cfg.clip_grad_norm is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        if not math.isfinite(grad_norm) and not self.scaler.is_enabled():  # fp16 skips such steps itself
-            self._diverged(f"the gradient norm is {grad_norm} with a finite loss", "gradients", None)
+        logs = self.dist.mean(sums)
+        # The norm costs a pass over every gradient: taken when clipping, or for a logged step.
+        if cfg.clip_grad_norm is not None or (self.step + 1) % cfg.log_every == 0:
+            max_norm = cfg.clip_grad_norm if cfg.clip_grad_norm is not None else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self._trainable, max_norm))
+            if not math.isfinite(grad_norm) and not self.scaler.is_enabled():  # fp16 skips such steps itself
+                self._diverged(f"the gradient norm is {grad_norm} with a finite loss", "gradients", None)
+            logs["grad_norm"] = grad_norm
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        logs = self.dist.mean(sums)
-        return {**logs, "lr": lr, "grad_norm": grad_norm, "rollout_steps": steps, "epoch": self.epoch}
+        return {**logs, "lr": lr, "rollout_steps": steps, "epoch": self.epoch}
 
     def _next(self, batches: Iterator[Sample]) -> Sample:
         """The next batch on the device; a batch that breaks the input contract stops the run here."""
