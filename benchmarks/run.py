@@ -339,7 +339,9 @@ memory) with the same loss, `build_loss` of the variant's default `LossConfig`:
   each step ends and stops the run after the last timed step, before the validation and
   checkpoints that `fit` does every `val_every` steps.
 - **bare**: the plainest loop over the same batch: `list(aurora.rollout(model, batch.inputs,
-  steps=1))`, the loss of `pair_predictions`, `backward()`, `torch.optim.AdamW.step()`.
+  steps=1))`, the loss of `pair_predictions`, `backward()`, the same gradient clipping
+  (`clip_grad_norm_` at norm 1: the training's math, not the harness's),
+  `torch.optim.AdamW.step()`.
 
 The two alternate step by step in one process: a callback of the trainer runs one bare
 step after each of the trainer's, and each step is timed on its own (a trainer step from
