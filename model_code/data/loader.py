@@ -471,9 +471,9 @@ class WindowDataset(Dataset):
         names = [v.dataset_name for v in self.filled_dynamic]
         for name in names:
             self.provenance.filled[name] = f"{self.fill_missing_dynamic} (inputs only; targets NaN)"
-        note = (f"{len(names)} time-dependent variable(s) not in the data filled with "
-                f"{self.fill_missing_dynamic} values in the inputs only, their targets NaN (not trained on): "
-                + ", ".join(names))
+        how = "zeros" if self.fill_missing_dynamic == "zeros" else "synthetic values"
+        note = (f"{len(names)} time-dependent variable(s) not in the data filled with {how} "
+                "in the inputs only, their targets NaN (not trained on): " + ", ".join(names))
         if note not in self.provenance.notes:  # datasets sharing one provenance say it once
             self.provenance.notes.append(note)
             logger.warning(note)
