@@ -339,6 +339,20 @@ def test_a_rollout_longer_than_the_data_is_refused_from_the_time_axis_alone(hour
     assert err.value.field == "rollout.curriculum"
 
 
+def test_variables_sharing_no_time_are_refused_naming_each_file_and_span(hourly, tmp_path):
+    with xr.open_dataset(hourly) as ds:
+        ds[["u10"]].to_netcdf(tmp_path / "u10.nc")
+        later = ds[["v10"]].assign_coords(time=ds.time + np.timedelta64(365, "D"))
+        later.to_netcdf(tmp_path / "v10_next_year.nc")
+    cfg = config_from_dict(BASE, {"data.paths": [str(tmp_path / "u10.nc"), str(tmp_path / "v10_next_year.nc")],
+                                  "checkpoint.out_dir": str(tmp_path / "run")})
+    with pytest.raises(DataError, match="share no time") as err:
+        Trainer(cfg)
+    message = str(err.value)
+    assert "u10.nc): 25 time(s) from 2018-01-02T06:00" in message
+    assert "v10_next_year.nc): 25 time(s) from 2019-01-02T06:00" in message
+
+
 def test_configs_layer_defaults_file_and_overrides_and_read_back_equal(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("variant: medium-range\noptim:\n  lr: 3e-4\nloss:\n  surface_weights: {10u: 2.0}\n")

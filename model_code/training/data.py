@@ -52,6 +52,12 @@ def open_data(cfg: TrainConfig) -> TrainData:
     spec, d = cfg.spec, cfg.data
     fields, prov = open_fields(d.paths, regrid_to=d.regrid)
     times = common_times(fields, spec)
+    if not len(times):
+        raise DataError(
+            f"the time-dependent variables of the {spec.name} variant share no time in the data",
+            problems=[f"{key} ({f.source}): {len(f.data.time)} time(s) from {_show(f.data.time.values[0])} "
+                      f"to {_show(f.data.time.values[-1])}"
+                      for key, f in fields.items() if "time" in f.data.dims and len(f.data.time)])
     history = d.history or spec.max_history
     _check_span(times, spec, history, cfg.rollout.longest, "rollout.curriculum", "a rollout")
     _check_span(times, spec, history, max(cfg.early_stopping.lead_steps), "early_stopping.lead_steps",
@@ -88,8 +94,6 @@ def _span_hours(spec: VariantSpec, history: int, lead: int) -> float:
 
 def _check_span(times: np.ndarray, spec: VariantSpec, history: int, lead: int, field: str, what: str) -> None:
     """A rollout longer than the data is a config error, found from the time axis alone."""
-    if not len(times):
-        raise DataError(f"the time-dependent variables of the {spec.name} variant share no time in the data")
     need = _span_hours(spec, history, lead)
     have = _hours(times[-1] - times[0])
     if need > have:
