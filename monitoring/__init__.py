@@ -1,0 +1,1 @@
+"""Monitoring: drift of incoming fields, live skill of served forecasts, the retrain trigger."""

@@ -1,0 +1,1 @@
+"""Serving: the KServe predictor of every variant, tensor codecs, forecast jobs by reference, the client."""
