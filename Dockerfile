@@ -61,6 +61,9 @@ COPY README.md ./
 COPY model_code/ model_code/
 COPY auroraops/ auroraops/
 COPY pipelines/ pipelines/
+COPY components/ components/
+COPY serving/ serving/
+COPY monitoring/ monitoring/
 RUN /opt/venv/bin/python -m pip install --no-cache-dir --disable-pip-version-check \
         ${TORCH_INDEX_URL:+"--extra-index-url=${TORCH_INDEX_URL}"} \
         -c requirements.lock . \
