@@ -1,0 +1,407 @@
+"""An evaluation report: machine-readable metrics, lead-time curves, scorecards and one HTML page.
+
+`write_report(scores, out_dir)` writes, into a directory that appears whole or not at all:
+
+- `metrics.json`: `Scores.to_json` (every record and exclusion); the pipeline gates read it;
+- `curves/<variable>[_<level>]_<metric>.png`: the metric against lead time, the model and
+  every baseline on the same axes, one panel per region;
+- `scorecard.json`, `scorecard.md` and `scorecard_<baseline>.png`: the model against each
+  baseline per variable, level, region, metric and lead time, as the relative improvement
+  (positive: the model is better) and the share of targets improved;
+- `report.html`: all of it on one self-contained page (images embedded as base64), plus the
+  explainability figures and summary when given.
+
+Relative improvement, for a model value m and a baseline value b:
+`(c(b) - c(m)) / c(b)` for scores where lower is better, with cost c(x) = x for RMSE, MAE,
+CRPS and FAR, |x| for bias and |1 - x| for the spread-skill ratio; `(m - b) / |b|` for scores
+where higher is better (ACC, hit rate, CSI, ETS). A baseline whose cost is 0 (perfect) or a
+missing value leaves the target out of the scorecard, and the scorecard lists it as such.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from model_code.evaluation.score import ABS_LOWER_IS_BETTER, CLOSER_TO_ONE, HIGHER_IS_BETTER, LOWER_IS_BETTER
+from model_code.storage import is_s3, write_atomic
+from model_code.variables import by_key
+
+__all__ = ["Report", "improvement", "scorecard", "write_report"]
+
+def improvement(metric: str, model: float, baseline: float) -> float | None:
+    """Relative improvement of `model` over `baseline` for `metric` (positive: model better);
+    None when it is undefined (a missing value, or a perfect baseline cost of 0)."""
+    if model is None or baseline is None or not (math.isfinite(model) and math.isfinite(baseline)):
+        return None
+    if metric in HIGHER_IS_BETTER:
+        return None if baseline == 0 else (model - baseline) / abs(baseline)
+    if metric in ABS_LOWER_IS_BETTER:
+        cb, cm = abs(baseline), abs(model)
+    elif metric in CLOSER_TO_ONE:
+        cb, cm = abs(1.0 - baseline), abs(1.0 - model)
+    elif metric in LOWER_IS_BETTER:
+        cb, cm = baseline, model
+    else:
+        raise ValueError(f"no ordering known for metric '{metric}'")
+    return None if cb == 0 else (cb - cm) / abs(cb)
+
+
+def _key(r: Mapping[str, Any]) -> tuple:
+    """(variable, level, region, metric, lead) of a record; a threshold metric's name carries
+    its threshold (`csi >=q0.9`) so that two thresholds are two targets."""
+    metric = r["metric"] + (f" {r['threshold']}" if r.get("threshold") else "")
+    return (r["variable"], r.get("level"), r.get("region", "global"), metric, float(r["lead_hours"]))
+
+
+def _target_label(variable: str, level: float | None, region: str, metric: str, regions: int) -> str:
+    text = f"{variable}" + (f" {level:g} hPa" if level is not None else "") + f" {metric}"
+    return text + (f" [{region}]" if regions > 1 else "")
+
+
+def scorecard(records: Sequence[Mapping[str, Any]], model: str) -> dict:
+    """The model against every other forecast in `records`, target by target.
+
+    Returns `{"model", "baselines": {name: {"improved", "compared", "share_improved",
+    "rows": [...], "skipped": [...]}}, "overall": {...}}`; a row is `{variable, level,
+    region, metric, lead_hours, model, baseline, improvement, better}`.
+    """
+    by_forecast: dict[str, dict[tuple, float]] = defaultdict(dict)
+    for r in records:
+        by_forecast[r["forecast"]][_key(r)] = r["value"]
+    if model not in by_forecast:
+        raise ValueError(f"no record of forecast '{model}'; forecasts: {sorted(by_forecast)}")
+    ours = by_forecast[model]
+    out: dict = {"model": model, "baselines": {}}
+    total_improved = total_compared = 0
+    for name, theirs in by_forecast.items():
+        if name == model:
+            continue
+        rows, skipped = [], []
+        for key in sorted(set(ours) & set(theirs), key=lambda k: (k[0], -1 if k[1] is None else k[1], *k[2:])):
+            variable, level, region, metric, lead = key
+            m, b = ours[key], theirs[key]
+            gain = improvement(metric.split(" ")[0], m, b)
+            target = {"variable": variable, "level": level, "region": region, "metric": metric, "lead_hours": lead}
+            if gain is None:
+                skipped.append({**target, "model": _finite(m), "baseline": _finite(b),
+                                "reason": "missing value" if m is None or b is None or not
+                                (math.isfinite(m) and math.isfinite(b)) else "baseline is perfect (cost 0)"})
+                continue
+            rows.append({**target, "model": m, "baseline": b, "improvement": gain, "better": gain > 0})
+        only = sorted({(k[0], k[1], k[3]) for k in set(ours) ^ set(theirs)}, key=str)
+        improved = sum(r["better"] for r in rows)
+        out["baselines"][name] = {
+            "improved": improved,
+            "compared": len(rows),
+            "share_improved": improved / len(rows) if rows else None,
+            "rows": rows,
+            "skipped": skipped,
+            "unmatched_targets": [{"variable": v, "level": lv, "metric": mt} for v, lv, mt in only],
+        }
+        total_improved += improved
+        total_compared += len(rows)
+    out["overall"] = {"improved": total_improved, "compared": total_compared,
+                      "share_improved": total_improved / total_compared if total_compared else None}
+    return out
+
+
+@dataclass
+class Report:
+    """Where `write_report` put everything (final locations)."""
+
+    out_dir: str
+    metrics: str
+    scorecard_json: str
+    scorecard_md: str
+    html: str
+    curves: list[str] = field(default_factory=list)
+    scorecards: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+    card: dict = field(default_factory=dict, repr=False)
+
+
+def _units(variable: str) -> str:
+    try:
+        return by_key(variable).units
+    except KeyError:
+        return ""
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text)
+
+
+def _level_slug(level: float | None) -> str:
+    return "" if level is None else f"_{level:g}"
+
+
+def _plot_curves(records: Sequence[Mapping[str, Any]], model: str, out: Path, plt) -> list[tuple[str, Path]]:
+    """One PNG per (variable, level, metric): value against lead time, a panel per region."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for r in records:
+        variable, level, _, metric, _ = _key(r)
+        groups[(variable, level, metric)].append(r)
+    forecasts = list(dict.fromkeys(r["forecast"] for r in records))
+    colours = {name: f"C{i}" for i, name in enumerate(forecasts)}
+    made = []
+    for (variable, level, metric), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1, kv[0][2])):
+        regions = list(dict.fromkeys(r.get("region", "global") for r in rs))
+        fig, axes = plt.subplots(1, len(regions), figsize=(4.6 * len(regions), 3.4), squeeze=False)
+        for ax, region in zip(axes[0], regions):
+            for name in forecasts:
+                pts = sorted((float(r["lead_hours"]), r["value"]) for r in rs
+                             if r["forecast"] == name and r.get("region", "global") == region)
+                if not pts:
+                    continue
+                x, y = zip(*pts)
+                y = [np.nan if v is None else v for v in y]
+                ax.plot(x, y, marker="o", ms=3.5, color=colours[name], label=name,
+                        lw=2.4 if name == model else 1.3, ls="-" if name == model else "--")
+            units = _units(variable) if metric in ("rmse", "mae", "bias", "crps") else ""
+            ax.set_xlabel("lead time (h)")
+            ax.set_ylabel(metric + (f" ({units})" if units else ""))
+            ax.set_title(f"{variable}" + (f" {level:g} hPa" if level is not None else "") + f" — {region}", fontsize=10)
+            if metric.startswith("bias"):
+                ax.axhline(0, color="0.6", lw=0.8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        name = f"curves/{_slug(variable)}{_level_slug(level)}_{_slug(metric)}.png"
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        made.append((f"{variable}" + (f" {level:g} hPa" if level is not None else "") + f" {metric} by lead time", path))
+    return made
+
+
+def _plot_scorecard(card: dict, baseline: str, out: Path, plt) -> Path | None:
+    """A colour table: targets as rows, lead times as columns, blue where the model is better."""
+    rows = card["baselines"][baseline]["rows"]
+    if not rows:
+        return None
+    n_regions = len({r["region"] for r in rows})
+    targets = list(dict.fromkeys(_target_label(r["variable"], r["level"], r["region"], r["metric"], n_regions)
+                                 for r in rows))
+    leads = sorted({r["lead_hours"] for r in rows})
+    grid = np.full((len(targets), len(leads)), np.nan)
+    for r in rows:
+        label = _target_label(r["variable"], r["level"], r["region"], r["metric"], n_regions)
+        grid[targets.index(label), leads.index(r["lead_hours"])] = 100 * r["improvement"]
+    limit = max(1.0, min(100.0, float(np.nanmax(np.abs(grid)))))
+    fig, ax = plt.subplots(figsize=(1.6 + 0.75 * len(leads), 1.0 + 0.38 * len(targets)))
+    im = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    for i in range(len(targets)):
+        for j in range(len(leads)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:+.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if abs(grid[i, j]) > 0.6 * limit else "black")
+    ax.set_xticks(range(len(leads)), [f"{h:g}" for h in leads])
+    ax.set_yticks(range(len(targets)), targets)
+    ax.set_xlabel("lead time (h)")
+    share = card["baselines"][baseline]["share_improved"]
+    ax.set_title(f"{card['model']} vs {baseline}: % improvement (blue better); "
+                 f"{card['baselines'][baseline]['improved']}/{card['baselines'][baseline]['compared']} improved"
+                 + (f" ({100 * share:.0f}%)" if share is not None else ""), fontsize=9)
+    fig.colorbar(im, ax=ax, label="% improvement", shrink=0.8)
+    path = out / f"scorecard_{_slug(baseline)}.png"
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _share(entry: dict) -> str:
+    share = entry["share_improved"]
+    return f"{entry['improved']} of {entry['compared']}" + (f" ({100 * share:.0f}%)" if share is not None else "")
+
+
+def _markdown(card: dict) -> str:
+    lines = [f"# Scorecard: {card['model']}", "",
+             "Relative improvement of the model over each baseline (positive: the model is better).", ""]
+    for name, entry in card["baselines"].items():
+        lines += [f"## vs {name}", "", f"Targets improved: {_share(entry)}.", ""]
+        rows = entry["rows"]
+        if rows:
+            n_regions = len({r["region"] for r in rows})
+            leads = sorted({r["lead_hours"] for r in rows})
+            table: dict[str, dict[float, str]] = {}
+            for r in rows:
+                label = _target_label(r["variable"], r["level"], r["region"], r["metric"], n_regions)
+                table.setdefault(label, {})[r["lead_hours"]] = f"{100 * r['improvement']:+.1f}%"
+            lines.append("| target | " + " | ".join(f"+{h:g} h" for h in leads) + " |")
+            lines.append("|---|" + "---:|" * len(leads))
+            for label, cells in table.items():
+                lines.append(f"| {label} | " + " | ".join(cells.get(h, "") for h in leads) + " |")
+            lines.append("")
+        for s in entry["skipped"]:
+            lines.append(f"- not compared: {_target_label(s['variable'], s['level'], s['region'], s['metric'], 2)} "
+                         f"+{s['lead_hours']:g} h ({s['reason']})")
+        for u in entry["unmatched_targets"]:
+            lines.append(f"- scored for only one of the two: {u['variable']}"
+                         + (f" {u['level']:g} hPa" if u["level"] is not None else "") + f" {u['metric']}")
+        if entry["skipped"] or entry["unmatched_targets"]:
+            lines.append("")
+    overall = card["overall"]
+    lines += [f"Overall: the model is better on {_share(overall)} targets.", ""]
+    return "\n".join(lines)
+
+
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}" '
+            f'data-file="{html.escape(path.name)}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+figure{display:inline-block;margin:0.5em;vertical-align:top}figure img{max-width:100%}
+figcaption{font-size:0.85em;color:#555}table{border-collapse:collapse;margin:0.5em 0}
+td,th{border:1px solid #ccc;padding:2px 6px;font-size:0.85em;text-align:right}
+td.better{background:#d6e6f5}td.worse{background:#f5d6d6}th:first-child,td:first-child{text-align:left}
+code{background:#f4f4f4;padding:0 3px}"""
+
+
+def _html_table(entry: dict) -> str:
+    rows = entry["rows"]
+    if not rows:
+        return "<p>No target could be compared.</p>"
+    n_regions = len({r["region"] for r in rows})
+    leads = sorted({r["lead_hours"] for r in rows})
+    table: dict[str, dict[float, dict]] = {}
+    for r in rows:
+        table.setdefault(_target_label(r["variable"], r["level"], r["region"], r["metric"], n_regions), {})[
+            r["lead_hours"]] = r
+    out = ["<table><tr><th>target</th>" + "".join(f"<th>+{h:g} h</th>" for h in leads) + "</tr>"]
+    for label, cells in table.items():
+        tds = []
+        for h in leads:
+            r = cells.get(h)
+            if r is None:
+                tds.append("<td></td>")
+            else:
+                tds.append(f'<td class="{"better" if r["better"] else "worse"}" title="model {r["model"]:.4g}, '
+                           f'baseline {r["baseline"]:.4g}">{100 * r["improvement"]:+.1f}%</td>')
+        out.append(f"<tr><td>{html.escape(label)}</td>{''.join(tds)}</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _html(title: str, card: dict, excluded: Sequence, curves, scorecards, figures, explanation: dict | None,
+          notes: Sequence[str]) -> str:
+    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts += [f"<p>{html.escape(n)}</p>" for n in notes]
+    parts.append("<h2>Scorecard</h2><p>Relative improvement of the model over each baseline; positive (blue) means "
+                 "the model is better. Machine-readable numbers: <code>metrics.json</code>, "
+                 "<code>scorecard.json</code>.</p>")
+    parts.append(f"<p>Overall: the model is better on {_share(card['overall'])} targets.</p>")
+    pngs = dict(scorecards)
+    for name, entry in card["baselines"].items():
+        parts.append(f"<h3>vs {html.escape(name)}: {_share(entry)} targets improved</h3>")
+        parts.append(_html_table(entry))
+        if name in pngs:
+            parts.append(_img(pngs[name], f"{card['model']} vs {name}"))
+    parts.append("<h2>Lead-time curves</h2>")
+    parts += [_img(path, caption) for caption, path in curves]
+    if figures or explanation:
+        parts.append("<h2>Explainability</h2>")
+        if explanation:
+            parts.append(f"<p>Objective: {html.escape(str(explanation.get('objective', '')))}</p>")
+            inputs = explanation.get("inputs", {})
+            if inputs:
+                parts.append("<table><tr><th>input</th><th>occlusion (mean over outputs)</th>"
+                             "<th>gradient x input</th></tr>")
+                for k, v in inputs.items():
+                    parts.append(f"<tr><td>{html.escape(k)}</td><td>{v['occlusion']:.4g}</td>"
+                                 f"<td>{v['gradient_x_input']:.4g}</td></tr>")
+                parts.append("</table>")
+        parts += [_img(path, caption) for caption, path in figures]
+    if excluded:
+        parts.append("<h2>Excluded from scoring</h2><ul>")
+        parts += [f"<li>{html.escape(json.dumps(e) if not isinstance(e, str) else e)}</li>" for e in excluded]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(
+    scores,
+    out_dir: str | Path,
+    *,
+    model: str | None = None,
+    title: str | None = None,
+    figures: Iterable[tuple[str, str | Path]] = (),
+    explanation: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
+) -> Report:
+    """Write the report of `scores` (a `Scores`) to `out_dir` (path or s3://), replacing it.
+
+    `model` is the forecast judged (default: the first forecast of the records); every other
+    forecast is a baseline. `figures` are extra (caption, PNG path) pairs, e.g. from
+    `explain.save_figures`, copied into `explain/` and shown with `explanation` (a dict like
+    `Explanation.summary()`, also written as `explain.json`). `notes` are lines shown under
+    the title. The directory is built in a temporary place and moved into `out_dir` whole.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = list(scores.records)
+    if not records:
+        raise ValueError("no score records to report: every target was excluded"
+                         + "".join(f"\n  - {e}" for e in getattr(scores, "excluded", [])[:10]))
+    model = model or records[0]["forecast"]
+    card = scorecard(records, model)
+    figures = [(caption, Path(p)) for caption, p in figures]
+    excluded = list(getattr(scores, "excluded", []) or [])
+    title = title or f"Evaluation of {model}" + (f" ({scores.variant})" if getattr(scores, "variant", None) else "")
+    made: dict[str, list[str]] = {"curves": [], "scorecards": [], "figures": []}
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        scores.to_json(str(tmp / "metrics.json"))
+        (tmp / "scorecard.json").write_text(json.dumps(card, indent=1, allow_nan=False, default=_json_default))
+        (tmp / "scorecard.md").write_text(_markdown(card))
+        curves = _plot_curves(records, model, tmp, plt)
+        scorecards = [(name, p) for name in card["baselines"] if (p := _plot_scorecard(card, name, tmp, plt))]
+        copied = []
+        for caption, src in figures:
+            dest = tmp / "explain" / src.name
+            dest.parent.mkdir(exist_ok=True)
+            dest.write_bytes(src.read_bytes())
+            copied.append((caption, dest))
+        if explanation is not None:
+            (tmp / "explain.json").write_text(json.dumps(explanation, indent=1, default=_json_default))
+        (tmp / "report.html").write_text(_html(title, card, excluded, curves, scorecards, copied, explanation, notes))
+        made["curves"] = [p.relative_to(tmp).as_posix() for _, p in curves]
+        made["scorecards"] = [p.relative_to(tmp).as_posix() for _, p in scorecards]
+        made["figures"] = [p.relative_to(tmp).as_posix() for _, p in copied]
+
+    root = write_atomic(out_dir, write)
+    join = (lambda rel: f"{root.rstrip('/')}/{rel}") if is_s3(root) else (lambda rel: str(Path(root) / rel))
+    return Report(
+        out_dir=root, metrics=join("metrics.json"), scorecard_json=join("scorecard.json"),
+        scorecard_md=join("scorecard.md"), html=join("report.html"),
+        curves=[join(c) for c in made["curves"]], scorecards=[join(c) for c in made["scorecards"]],
+        figures=[join(c) for c in made["figures"]], card=card,
+    )
+
+
+def _finite(x) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
