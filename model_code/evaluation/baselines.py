@@ -1,0 +1,137 @@
+"""Reference forecasts every model is shown beside: persistence, climatology, other models.
+
+- `persistence`: the truth at the initialisation time, repeated over every lead time.
+- `climatology`: the mean of a training period by day of year and hour of day when the
+  period covers a whole year, else (documented fallback) by hour of day only; the
+  dataset's ``climatology`` attribute says which. `climatology_forecast` turns it into a
+  forecast for given init and lead times; `evaluate` uses it for ACC anomalies too.
+- `user_baseline`: another model's output (NetCDF/Zarr: GraphCast, Pangu, IFS, CAMS,
+  WAVEWATCH III ...) at the model's init and lead times, on the same grid.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from model_code.errors import DataError
+from model_code.evaluation.forecasts import INIT, LEAD, TIME, check_leads, open_forecasts
+
+DAYOFYEAR_HOUR = "dayofyear-hour"
+HOUR = "hour"
+
+
+def _times(values) -> np.ndarray:
+    return np.asarray(values, dtype="datetime64[ns]")
+
+
+def _leads(values) -> np.ndarray:
+    out = np.asarray(values)
+    if not np.issubdtype(out.dtype, np.timedelta64):
+        out = np.asarray(values, dtype="float64") * np.timedelta64(3600, "s")
+    return out.astype("timedelta64[ns]")
+
+
+def persistence(truth: xr.Dataset, inits, lead_times) -> xr.Dataset:
+    """``f(t0 + τ) = o(t0)`` for every lead ``τ``: dims (init_time, lead_time, ...).
+
+    `lead_times` are timedeltas or hours. Raises when the truth lacks an init time.
+    """
+    inits, leads = _times(inits), _leads(lead_times)
+    absent = inits[~np.isin(inits, truth[TIME].values)]
+    if len(absent):
+        raise DataError(f"persistence needs the truth at its init times; it lacks {[str(t)[:16] for t in absent[:10]]}")
+    dynamic = [v for v in truth.data_vars if TIME in truth[v].dims]
+    at_init = truth[dynamic].sel({TIME: inits}).rename({TIME: INIT})
+    out = at_init.expand_dims({LEAD: leads}, axis=1)
+    return out.assign_attrs(forecast="persistence").transpose(INIT, LEAD, ...)
+
+
+def climatology(truth: xr.Dataset, *, period: tuple | None = None, kind: str = "auto") -> xr.Dataset:
+    """Mean of `truth` over `period` (start, end inclusive) by day of year and hour.
+
+    `kind`: ``dayofyear-hour`` (the WeatherBench 2 climatology: one mean per calendar day
+    and hour of day, no smoothing), ``hour`` (one mean per hour of day) or ``auto``:
+    ``dayofyear-hour`` when the period spans at least 365 days, else ``hour``, since a
+    shorter period has no value for most days of the year. Day 366 of leap years is
+    looked up as day 365. The result's ``climatology`` attribute names the kind used.
+    """
+    ds = truth[[v for v in truth.data_vars if TIME in truth[v].dims]]
+    if period is not None:
+        ds = ds.sel({TIME: slice(*period)})
+    if not ds.sizes.get(TIME):
+        raise DataError(f"no truth time inside the climatology period {period}")
+    times = pd.DatetimeIndex(ds[TIME].values)
+    span_days = (times.max() - times.min()) / pd.Timedelta(days=1)
+    if kind == "auto":
+        kind = DAYOFYEAR_HOUR if span_days >= 365 else HOUR
+    if kind == DAYOFYEAR_HOUR:
+        doy = np.minimum(times.dayofyear.values, 365)
+        key = xr.DataArray(doy * 24 + times.hour.values, dims=TIME, name="key")
+        clim = ds.groupby(key).mean(TIME)
+        clim = clim.assign_coords(dayofyear=("key", clim["key"].values // 24), hour=("key", clim["key"].values % 24))
+        clim = clim.set_index(key=["dayofyear", "hour"]).unstack("key")
+        note = f"mean by day of year and hour over {times.min():%Y-%m-%d} .. {times.max():%Y-%m-%d}"
+    elif kind == HOUR:
+        clim = ds.groupby(xr.DataArray(times.hour.values, dims=TIME, name=HOUR)).mean(TIME)
+        note = (f"mean by hour of day over {times.min():%Y-%m-%d %H}h .. {times.max():%Y-%m-%d %H}h "
+                f"({span_days:.1f} days: shorter than a year, so no day-of-year cycle)"
+                if span_days < 365 else f"mean by hour of day over {times.min():%Y-%m-%d} .. {times.max():%Y-%m-%d}")
+    else:
+        raise DataError(f"unknown climatology kind '{kind}'; expected auto, {DAYOFYEAR_HOUR} or {HOUR}")
+    for v in clim.data_vars:
+        clim[v].attrs = dict(truth[v].attrs)
+    return clim.assign_attrs(climatology=kind, climatology_note=note, samples=int(ds.sizes[TIME]))
+
+
+def climatology_values(clim: xr.DataArray, valid_times) -> np.ndarray:
+    """The climatology at each valid time: (n, ...) numpy array in `clim`'s other dims' order."""
+    times = pd.DatetimeIndex(_times(valid_times))
+    hours = times.hour.values
+    if "hour" not in clim.dims:
+        raise DataError(f"climatology '{clim.name}' has no 'hour' dimension; build it with baselines.climatology")
+    have_hours = clim["hour"].values
+    lost = sorted(set(hours) - set(have_hours))
+    if lost:
+        raise DataError(f"climatology '{clim.name}' has no value for hour(s) {lost} of the valid times; "
+                        f"it has hours {sorted(have_hours.tolist())}")
+    sel = {"hour": xr.DataArray(hours, dims="valid")}
+    if "dayofyear" in clim.dims:
+        doy = np.minimum(times.dayofyear.values, 365)
+        lost_days = sorted(set(doy) - set(clim["dayofyear"].values))
+        if lost_days:
+            raise DataError(f"climatology '{clim.name}' has no value for day(s) of year {lost_days[:10]}")
+        sel["dayofyear"] = xr.DataArray(doy, dims="valid")
+    return clim.sel(sel).transpose("valid", ...).values
+
+
+def climatology_forecast(clim: xr.Dataset, inits, lead_times) -> xr.Dataset:
+    """The climatology at every valid time init + lead, as a forecast (init_time, lead_time, ...)."""
+    inits, leads = _times(inits), _leads(lead_times)
+    valid = (inits[:, None] + leads[None, :]).ravel()
+    data = {}
+    for v, da in clim.data_vars.items():
+        values = climatology_values(da, valid)
+        other = [d for d in da.dims if d not in ("hour", "dayofyear")]
+        data[v] = xr.DataArray(values.reshape(len(inits), len(leads), *values.shape[1:]),
+                               dims=(INIT, LEAD, *other), attrs=da.attrs)
+    coords = {INIT: inits, LEAD: leads, **{d: clim[d].values for d in clim.dims if d not in ("hour", "dayofyear")}}
+    return xr.Dataset(data, coords=coords, attrs={"forecast": "climatology", **clim.attrs})
+
+
+def user_baseline(uris: Sequence[str] | xr.Dataset, model: xr.Dataset, name: str, *,
+                  regrid: bool = False) -> xr.Dataset:
+    """Another model's forecast (files or dataset) at `model`'s init and lead times and grid.
+
+    Grids must match (`forecasts.GRID_TOLERANCE`) unless `regrid` is set, which
+    interpolates linearly onto the model's grid and says so in the ``regridded`` attribute.
+    """
+    ds = uris if isinstance(uris, xr.Dataset) else open_forecasts(list(uris))
+    if regrid:
+        lon = model["longitude"].values
+        ds = ds.interp(latitude=model["latitude"].values, longitude=lon, method="linear")
+        ds.attrs["regridded"] = "interpolated linearly onto the model's grid"
+    return check_leads(ds, model, name)

@@ -1,0 +1,355 @@
+"""Score forecasts against a truth: every metric, region and lead time in one pass per chunk.
+
+`evaluate` takes the model's forecast and its baselines (persistence, climatology, a
+champion, another model's output) in the stacked layout, checks each against the truth
+(`forecasts.align`), and reads every variable in chunks of lead times: the error of a
+chunk is formed once and feeds all metrics and regions (`metrics.deterministic_np`), so
+memory stays bounded by the chunk, not by the whole forecast.
+
+What cannot be scored is never a silent number: a variable the truth lacks, a region or
+lead time without a valid point, a threshold no event reaches — each is an entry of
+`Scores.excluded` with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from model_code.errors import DataError
+from model_code.evaluation import metrics as m
+from model_code.evaluation.baselines import climatology_values
+from model_code.evaluation.forecasts import INIT, LEAD, MEMBER, _on_grid_of, align, check_leads, truth_like
+from model_code.evaluation.regions import region_masks, sea_from_data
+from model_code.storage import local_copy, write_atomic
+
+DEFAULT_METRICS = ("rmse", "mae", "bias", "acc", "crps", "spread_skill")
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "crps", "far", "rmse_log", "mae_log"})
+ABS_LOWER_IS_BETTER = frozenset({"bias", "bias_log"})
+HIGHER_IS_BETTER = frozenset({"acc", "csi", "ets", "hit_rate"})
+CLOSER_TO_ONE = frozenset({"spread_skill"})
+CHUNK_BYTES = 256 * 2**20
+"""Float64 bytes of one chunk of forecast values (lead times of one variable) held at once."""
+
+
+def better(metric: str, a: float, b: float) -> bool:
+    """True when score `a` is strictly better than `b` for `metric`.
+
+    Lower is better for rmse, mae, crps, far (and their log-space forms); smaller |bias|
+    is better; higher is better for acc, csi, ets, hit_rate; a spread-skill ratio closer
+    to 1 is better. A NaN is never better.
+    """
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return math.isfinite(a) and not math.isfinite(b)
+    if metric in LOWER_IS_BETTER:
+        return a < b
+    if metric in ABS_LOWER_IS_BETTER:
+        return abs(a) < abs(b)
+    if metric in HIGHER_IS_BETTER:
+        return a > b
+    if metric in CLOSER_TO_ONE:
+        return abs(a - 1) < abs(b - 1)
+    raise DataError(f"no ordering known for metric '{metric}'")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Events ``x >= value`` (``<=`` when `below`); `quantile` instead takes the truth's local quantile.
+
+    A quantile threshold is the `quantile` of the truth at each grid point over its time
+    axis (local extremes). `level` restricts it to one pressure level (hPa).
+    """
+
+    variable: str
+    value: float | None = None
+    quantile: float | None = None
+    below: bool = False
+    level: float | None = None
+
+    def __post_init__(self):
+        if (self.value is None) == (self.quantile is None):
+            raise DataError(f"threshold for '{self.variable}': give exactly one of value or quantile")
+
+    @property
+    def label(self) -> str:
+        op = "<=" if self.below else ">="
+        return f"{op}q{self.quantile:g}" if self.quantile is not None else f"{op}{self.value:g}"
+
+
+@dataclass
+class Scores:
+    """Score records of one evaluation and what was left out (with reasons).
+
+    A record: ``{"forecast", "variable", "level" (hPa or None), "region", "lead_hours",
+    "metric", "value"}``, plus ``"threshold"`` for threshold metrics.
+    """
+
+    records: list[dict]
+    excluded: list[dict] = field(default_factory=list)
+    variant: str | None = None
+    truth: str | None = None
+
+    def to_json(self, uri: str) -> str:
+        """Write ``{"variant", "truth", "records", "excluded"}`` atomically (local or s3://)."""
+        text = json.dumps({"variant": self.variant, "truth": self.truth, "records": self.records,
+                           "excluded": self.excluded}, indent=1, allow_nan=False)
+        return write_atomic(uri, lambda path: Path(path).write_text(text))
+
+    @classmethod
+    def from_json(cls, uri: str) -> Scores:
+        with local_copy(uri) as path:
+            try:
+                doc = json.loads(Path(path).read_text())
+                return cls(list(doc["records"]), list(doc.get("excluded", [])), doc.get("variant"), doc.get("truth"))
+            except (ValueError, KeyError, TypeError) as err:
+                raise DataError(f"not a scores file ({err})", source=str(uri)) from err
+
+    def select(self, **where) -> list[dict]:
+        """Records whose fields equal the given values (e.g. ``forecast="model", metric="rmse"``)."""
+        return [r for r in self.records if all(r.get(k) == v for k, v in where.items())]
+
+    def value(self, forecast: str, variable: str, metric: str, lead_hours: float, level: float | None = None,
+              region: str = "global", threshold: str | None = None) -> float:
+        """The one value of a (forecast, variable, level, region, lead, metric[, threshold]) cell."""
+        where = dict(forecast=forecast, variable=variable, metric=metric, lead_hours=float(lead_hours),
+                     level=None if level is None else float(level), region=region)
+        if threshold is not None:
+            where["threshold"] = threshold
+        found = self.select(**where)
+        if len(found) != 1:
+            reasons = [e["reason"] for e in self.excluded
+                       if e["forecast"] == forecast and e["variable"] == variable and e["region"] == region]
+            raise DataError(f"{len(found)} score(s) for {where}" + (f"; excluded: {reasons[0]}" if reasons else ""))
+        return found[0]["value"]
+
+    def forecasts(self) -> list[str]:
+        return list(dict.fromkeys(r["forecast"] for r in self.records))
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+
+def _level(v) -> float | None:
+    return None if v is None else float(v)
+
+
+class _Collector:
+    """Turns metric arrays (lead, [level], region) into records and exclusions."""
+
+    def __init__(self, regions: Sequence[str]):
+        self.regions = list(regions)
+        self.records: list[dict] = []
+        self.excluded: list[dict] = []
+
+    def exclude(self, forecast, variable, reason, *, level=None, region=None, lead_hours=None, metric=None):
+        self.excluded.append({"forecast": forecast, "variable": variable, "level": _level(level), "region": region,
+                              "lead_hours": lead_hours, "metric": metric, "reason": reason})
+
+    def add(self, forecast: str, variable: str, levels, lead_hours, values: Mapping[str, np.ndarray],
+            extra: dict | None = None):
+        """`values[metric]` has shape (lead, level, region); NaN cells become exclusions."""
+        for metric, arr in values.items():
+            for k, lev in enumerate(levels):
+                for r, region in enumerate(self.regions):
+                    cells = arr[:, k, r]
+                    if not np.isfinite(cells).any():
+                        self.exclude(forecast, variable, "no valid value at any lead time (all NaN, no valid "
+                                     "point in the region, or no event)", level=lev, region=region, metric=metric)
+                        continue
+                    for i, lead in enumerate(lead_hours):
+                        if np.isfinite(cells[i]):
+                            self.records.append({"forecast": forecast, "variable": variable, "level": _level(lev),
+                                                 "region": region, "lead_hours": float(lead), "metric": metric,
+                                                 "value": float(cells[i]), **(extra or {})})
+                        else:
+                            self.exclude(forecast, variable, "no valid value at this lead time", level=lev,
+                                         region=region, lead_hours=float(lead), metric=metric)
+
+
+def _with_derived(ds: xr.Dataset) -> xr.Dataset:
+    """Adds ``wind10`` = sqrt(u10² + v10²) (m s-1) where both components are present."""
+    if "u10" in ds and "v10" in ds and "wind10" not in ds:
+        ds = ds.assign(wind10=np.hypot(ds["u10"], ds["v10"]).assign_attrs(
+            units=ds["u10"].attrs.get("units", "m s-1"), long_name="10 metre wind speed"))
+    return ds
+
+
+def _lead_chunks(da: xr.DataArray, budget: int) -> list[slice]:
+    per_lead = 8 * da.size // max(da.sizes[LEAD], 1)
+    step = max(1, budget // max(per_lead, 1))
+    return [slice(i, i + step) for i in range(0, da.sizes[LEAD], step)]
+
+
+def _log(x: np.ndarray, floor: float) -> np.ndarray:
+    return np.log(np.maximum(x, 0.0) + floor)
+
+
+def _levels_axis(x: np.ndarray, has_level: bool) -> np.ndarray:
+    """Insert a level axis of size 1 for surface fields: (T, L, [M], Y, X) -> (T, L, [M], 1, Y, X)."""
+    return x if has_level else np.expand_dims(x, -3)
+
+
+def _score_variable(col: _Collector, name: str, var: str, fc: xr.DataArray, truth: xr.DataArray, wm: np.ndarray,
+                    metric_set: set[str], clim: xr.DataArray | None, log_floor: float | None,
+                    thresholds: Sequence[tuple[Threshold, np.ndarray | float]], chunk_bytes: int) -> None:
+    member = MEMBER in fc.dims
+    has_level = "level" in fc.dims
+    order = [INIT, LEAD] + ([MEMBER] if member else []) + (["level"] if has_level else []) + ["latitude", "longitude"]
+    fc = fc.transpose(*order)
+    levels = list(fc["level"].values) if has_level else [None]
+    inits, leads = fc[INIT].values, fc[LEAD].values
+    lead_hours = leads / np.timedelta64(1, "h")
+    det = [k for k in ("rmse", "mae", "bias", "acc") if k in metric_set and (k != "acc" or clim is not None)]
+    ens = [k for k in ("crps", "spread_skill") if k in metric_set and member]
+    logm = [k for k in ("rmse", "bias") if log_floor is not None and k in metric_set]
+    results: dict[str, list[np.ndarray]] = {}
+    cats: dict[str, dict[str, list[np.ndarray]]] = {t.label: {} for t, _ in thresholds}
+
+    for sl in _lead_chunks(fc, chunk_bytes):
+        f = _levels_axis(fc.isel({LEAD: sl}).values.astype("float64"), has_level)
+        o = _levels_axis(truth_like(truth, inits, leads[sl]).astype("float64"), has_level)
+        fd = f.mean(axis=2) if member else f  # deterministic scores of an ensemble: its mean
+        c = None
+        if "acc" in det:
+            valid = (inits[:, None] + leads[sl][None, :]).ravel()
+            c = climatology_values(clim, valid)
+            c = _levels_axis(c.reshape(len(inits), -1, *c.shape[1:]), has_level)
+        parts = m.deterministic_np(fd, o, wm, det, c) if det else {}
+        if ens:
+            parts.update(m.ensemble_np(np.moveaxis(f, 2, 1), o, wm, ens))
+        if logm:
+            logs = m.deterministic_np(_log(fd, log_floor), _log(o, log_floor), wm, logm)
+            parts.update({f"{k}_log": logs[k] for k in logm})
+        for k, v in parts.items():
+            if k != "valid_weight":
+                results.setdefault(k, []).append(v)
+        for t, thr in thresholds:  # counts summed over inits: (lead, level, region)
+            out = m.contingency_np(fd, o, wm, thr, below=t.below)
+            for k in m.CATEGORICAL:
+                cats[t.label].setdefault(k, []).append(out[k])
+    col.add(name, var, levels, lead_hours, {k: np.concatenate(v, axis=0) for k, v in results.items()})
+    for label, vals in cats.items():
+        col.add(name, var, levels, lead_hours, {k: np.concatenate(v, axis=0) for k, v in vals.items()},
+                extra={"threshold": label})
+
+
+def _threshold_fields(thresholds: Iterable[Threshold], truth: xr.Dataset, var: str, fc: xr.DataArray):
+    """(Threshold, value or (level, lat, lon) field) pairs that apply to `var`."""
+    out = []
+    for t in thresholds:
+        if t.variable != var:
+            continue
+        if t.quantile is None:
+            out.append((t, float(t.value)))
+            continue
+        q = m.quantile_threshold(truth[var], t.quantile)
+        q = q.transpose(*(["level"] if "level" in q.dims else []), "latitude", "longitude").values
+        out.append((t, q if q.ndim == 3 else q[None]))
+    return out
+
+
+def _climatology_on(clim: xr.Dataset, model: xr.Dataset) -> xr.Dataset:
+    """`clim` on the model's grid and levels; raises naming what differs."""
+    clim = _on_grid_of(clim, model, "the model")
+    if "level" in clim.dims and "level" in model.dims:
+        lost = [float(x) for x in model["level"].values if x not in clim["level"].values]
+        if lost:
+            raise DataError(f"the climatology lacks level(s) {lost} hPa; it has {clim['level'].values.tolist()}")
+        clim = clim.sel(level=model["level"].values)
+    return clim
+
+
+def evaluate(
+    forecasts: Mapping[str, xr.Dataset],
+    truth: xr.Dataset,
+    *,
+    climatology: xr.Dataset | None = None,
+    regions: Sequence[str] = ("global",),
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    thresholds: Sequence[Threshold] | None = None,
+    variables: Sequence[str] | None = None,
+    lsm: xr.DataArray | None = None,
+    log_floors: Mapping[str, float] | None = None,
+    variant: str | None = None,
+    truth_name: str | None = None,
+    derived: bool = True,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Scores:
+    """Score each forecast of `forecasts` (the first is the model) against `truth`.
+
+    - `forecasts`: name -> stacked dataset (init_time, lead_time, [member], [level], lat, lon);
+      a per-init `forecast()` output is accepted too. Baselines must cover the model's
+      init and lead times.
+    - `truth`: dataset with a ``time`` axis of valid times, on the forecasts' grid.
+    - `climatology`: from `baselines.climatology`; needed for ``acc`` (else ACC is excluded).
+    - `regions`: names understood by `regions.region_mask`; land/sea/coastal regions use
+      `lsm`, else an ``lsm`` variable of the truth, else (waves) the truth's NaN pattern.
+    - `metrics`: any of rmse, mae, bias, acc, crps, spread_skill (ensemble metrics apply to
+      forecasts with a ``member`` dim; deterministic ones use the ensemble mean).
+    - `thresholds`: `Threshold`s giving hit_rate, far, csi and ets records.
+    - `log_floors`: variable -> floor ``ε``; adds rmse_log and bias_log on ``ln(max(x, 0) + ε)``.
+    - `derived`: add ``wind10`` (10 m wind speed) when u10 and v10 are present.
+    """
+    if not forecasts:
+        raise DataError("no forecast to evaluate")
+    unknown = [k for k in metrics if k not in m.DETERMINISTIC + m.ENSEMBLE]
+    if unknown:
+        raise DataError(f"unknown metric(s) {unknown}; expected some of {m.DETERMINISTIC + m.ENSEMBLE} "
+                        "(threshold metrics come from thresholds=)")
+    metric_set = set(metrics)
+    truth = _with_derived(truth) if derived else truth
+    names = list(forecasts)
+    aligned: dict[str, tuple[xr.Dataset, xr.Dataset, list[str]]] = {}
+    model = None
+    for name in names:
+        fc = _with_derived(forecasts[name]) if derived else forecasts[name]
+        fc, tr, missing = align(fc, truth, name=name, variables=[v for v in (variables or fc.data_vars) if v in fc])
+        if model is None:
+            model = fc
+        else:
+            fc = check_leads(fc, model, name)
+        aligned[name] = (fc, tr, missing)
+
+    ref = aligned[names[0]][1]
+    if climatology is not None:
+        climatology = _climatology_on(climatology, aligned[names[0]][0])
+    lat, lon = ref["latitude"].values, ref["longitude"].values
+    if lsm is None and "lsm" in truth:
+        lsm = truth["lsm"].isel(time=0, drop=True) if "time" in truth["lsm"].dims else truth["lsm"]
+    needs_lsm = any(r.split(":")[0] in ("land", "sea", "coastal", "coastal-land") for r in regions)
+    if needs_lsm and lsm is None:
+        nan_vars = [v for v in ref.data_vars if np.isnan(ref[v].values).any()]
+        if nan_vars:
+            lsm = sea_from_data(ref[nan_vars[0]])
+    if lsm is not None:
+        lsm = lsm.sortby("latitude").reindex(latitude=lat, longitude=lon, method="nearest", tolerance=1e-3) \
+            if lsm.sizes.get("latitude") == len(lat) else lsm
+    masks = region_masks(regions, lat, lon, lsm=lsm)
+    wm = m._weight_matrix(masks, lat)
+    col = _Collector(regions)
+    for r, region in enumerate(regions):
+        if not masks.values[r].any():
+            raise DataError(f"region '{region}' holds no point of the {len(lat)}x{len(lon)} grid "
+                            f"(latitudes {lat.min():g}..{lat.max():g}, longitudes {lon.min():g}..{lon.max():g})")
+
+    for name in names:
+        fc, tr, missing = aligned[name]
+        for var in missing:
+            col.exclude(name, var, "the truth has no such variable")
+        for var in fc.data_vars:
+            clim = None
+            if climatology is not None and var in climatology:
+                clim = climatology[var]
+            elif "acc" in metric_set and climatology is not None:
+                col.exclude(name, var, "the climatology has no such variable", metric="acc")
+            thr = _threshold_fields(thresholds or (), tr, var, fc[var])
+            floor = (log_floors or {}).get(var)
+            _score_variable(col, name, var, fc[var], tr[var], wm, metric_set, clim, floor, thr, chunk_bytes)
+    if "acc" in metric_set and climatology is None:
+        col.exclude(names[0], "*", "no climatology given, so no ACC", metric="acc")
+    return Scores(col.records, col.excluded, variant, truth_name)
