@@ -7,10 +7,10 @@ import sys
 import traceback
 from importlib.metadata import version
 
-from auroraops.commands import data, demo, forecast, train, tune
+from auroraops.commands import data, demo, forecast, predict, rollout, serve, train, tune
 from model_code.errors import DataError
 
-COMMANDS = (forecast, data, demo, train, tune)
+COMMANDS = (forecast, data, demo, train, tune, serve, predict, rollout)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,55 @@
+"""`auroraops serve`: one variant behind KServe (v1 REST, v2 REST, v2 gRPC) plus forecast jobs."""
+
+from __future__ import annotations
+
+import argparse
+
+from model_code.variants import VARIANTS
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a variant over REST/gRPC (KServe) with forecast jobs by reference",
+        description=(
+            "Load a checkpoint once, warm up, and answer the open inference protocol (v1 and v2 REST, "
+            "v2 gRPC) as model aurora-<variant>; global forecasts run as jobs by reference "
+            "(docs/serving.md). Binds 127.0.0.1 unless --host says otherwise."
+        ),
+    )
+    p.add_argument("--variant", required=True, choices=list(VARIANTS))
+    p.add_argument("--model", required=True, metavar="URI",
+                   help="checkpoint path, s3:// URI, or models:/aurora-<variant>@champion")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
+    p.add_argument("--http-port", type=int, default=8080)
+    p.add_argument("--grpc-port", type=int, default=8081)
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--autocast", action="store_true", help="bf16 autocast of the backbone (mixed precision)")
+    p.add_argument("--max-steps", type=int, default=20, help="most rollout steps of one inline request")
+    p.add_argument("--max-request-bytes", type=int, metavar="N",
+                   help="most tensor bytes of one inline request (default: a full window of the native grid)")
+    p.add_argument("--max-batch", type=int, default=8, help="most concurrent requests merged into one forward")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a request waits for batch mates")
+    p.add_argument("--static", metavar="URI", help="NetCDF/Zarr of static fields requests may then omit")
+    p.add_argument("--jobs-dir", default="aurora-jobs", metavar="URI",
+                   help="where job ids point to their outputs (path or s3:// prefix)")
+    p.add_argument("--job-max-steps", type=int, default=120, help="most rollout steps of one job")
+    p.add_argument("--job-attempts", type=int, default=3,
+                   help="runs of a job interrupted by restarts before it is marked failed")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from serving.predictor import AuroraPredictor
+    from serving.server import serve
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    predictor = AuroraPredictor(
+        args.variant, args.model, device=device, autocast=args.autocast, max_steps=args.max_steps,
+        max_request_bytes=args.max_request_bytes, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+        static_uri=args.static)
+    serve(predictor, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, jobs_dir=args.jobs_dir,
+          job_attempts=args.job_attempts, job_max_steps=args.job_max_steps)
+    return 0

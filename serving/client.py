@@ -1,0 +1,176 @@
+"""Client of the predictor: a window in, a forecast dataset out, over gRPC, REST or a job.
+
+gRPC sends every tensor as `raw_input_contents` (no per-value encoding); REST sends the
+binary-data extension (`binary=True`) or plain JSON. Jobs go through the REST jobs routes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Mapping
+
+import httpx
+import numpy as np
+import xarray as xr
+
+from model_code.errors import DataError
+from model_code.variants import VariantSpec
+from serving.codec import forecast_dataset
+
+INFERENCE_HEADER = "inference-header-content-length"
+
+
+def request_tensors(window: xr.Dataset, spec: VariantSpec) -> dict[str, np.ndarray]:
+    """The request tensors of a window: coordinates, then every input variable as FP32."""
+    tensors = {"latitude": window.latitude.values.astype(np.float64),
+               "longitude": window.longitude.values.astype(np.float64)}
+    for v in spec.inputs():
+        tensors[v.dataset_name] = np.ascontiguousarray(window[v.dataset_name].values, dtype=np.float32)
+    return tensors
+
+
+def request_parameters(window: xr.Dataset, steps: int) -> dict[str, str | int]:
+    return {"init_time": str(window.time.values[-1])[:19] + "Z", "steps": int(steps),
+            "levels": ",".join(f"{lv:g}" for lv in window.level.values)}
+
+
+def split_outputs(named: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[int]]:
+    """`{"t2m+6h": (lat, lon), ...}` -> `{"t2m": (steps, lat, lon)}` and the sorted lead hours."""
+    by_var: dict[str, dict[int, np.ndarray]] = {}
+    for name, values in named.items():
+        var, _, lead = name.rpartition("+")
+        by_var.setdefault(var, {})[int(lead.rstrip("h"))] = values
+    hours = sorted(next(iter(by_var.values())))
+    return {var: np.stack([steps[h] for h in hours]) for var, steps in by_var.items()}, hours
+
+
+def _datatype(a: np.ndarray) -> str:
+    return "FP64" if a.dtype == np.float64 else "FP32"
+
+
+class GrpcClient:
+    """v2 gRPC with raw tensors; `target` is `host:port` (a `grpc://` prefix is accepted)."""
+
+    def __init__(self, target: str, max_message_bytes: int = 2**31 - 1):
+        import grpc
+        from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+        from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+        self._pb = pb
+        target = target.removeprefix("grpc://")
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes)])
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def ready(self, model: str) -> bool:
+        return self._stub.ModelReady(self._pb.ModelReadyRequest(name=model)).ready
+
+    def infer(self, model: str, tensors: Mapping[str, np.ndarray], parameters: Mapping[str, str | int],
+              timeout: float | None = None) -> dict[str, np.ndarray]:
+        pb = self._pb
+        request = pb.ModelInferRequest(model_name=model)
+        for key, value in parameters.items():
+            param = request.parameters[key]
+            if isinstance(value, int):
+                param.int64_param = value
+            else:
+                param.string_param = str(value)
+        for name, values in tensors.items():
+            request.inputs.add(name=name, datatype=_datatype(values), shape=list(values.shape))
+            request.raw_input_contents.append(np.ascontiguousarray(values).tobytes())
+        response = self._stub.ModelInfer(request, timeout=timeout)
+        return {o.name: np.frombuffer(raw, dtype=np.float32).reshape(list(o.shape))
+                for o, raw in zip(response.outputs, response.raw_output_contents)}
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class RestClient:
+    """v2 REST (binary-data extension or JSON) and the jobs routes; `url` is `http://host:port`."""
+
+    def __init__(self, url: str, timeout: float = 600.0):
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(timeout=timeout)
+
+    def ready(self, model: str) -> bool:
+        r = self._http.get(f"{self.url}/v2/models/{model}/ready")
+        return r.status_code == 200 and r.json().get("ready", False)
+
+    def infer(self, model: str, tensors: Mapping[str, np.ndarray], parameters: Mapping[str, str | int],
+              *, binary: bool = True) -> dict[str, np.ndarray]:
+        url = f"{self.url}/v2/models/{model}/infer"
+        if binary:
+            inputs = [{"name": n, "datatype": _datatype(a), "shape": list(a.shape),
+                       "parameters": {"binary_data_size": a.nbytes}} for n, a in tensors.items()]
+            header = json.dumps({"inputs": inputs, "parameters": {**parameters, "binary_data_output": True}}).encode()
+            body = b"".join([header] + [np.ascontiguousarray(a).tobytes() for a in tensors.values()])
+            r = self._http.post(url, content=body, headers={
+                INFERENCE_HEADER: str(len(header)), "content-type": "application/octet-stream"})
+        else:
+            inputs = [{"name": n, "datatype": _datatype(a), "shape": list(a.shape), "data": a.ravel().tolist()}
+                      for n, a in tensors.items()]
+            r = self._http.post(url, json={"inputs": inputs, "parameters": dict(parameters)})
+        _raise_for(r)
+        if INFERENCE_HEADER in r.headers:
+            n = int(r.headers[INFERENCE_HEADER])
+            meta, offset, out = json.loads(r.content[:n]), n, {}
+            for o in meta["outputs"]:
+                size = o["parameters"]["binary_data_size"]
+                out[o["name"]] = np.frombuffer(r.content[offset:offset + size], np.float32).reshape(o["shape"])
+                offset += size
+            return out
+        return {o["name"]: np.asarray(o["data"], np.float32).reshape(o["shape"]) for o in r.json()["outputs"]}
+
+    # ---- jobs -------------------------------------------------------------------------
+
+    def submit_job(self, model: str, body: Mapping) -> dict:
+        r = self._http.post(f"{self.url}/v1/models/{model}/jobs", json=dict(body))
+        _raise_for(r)
+        return r.json()
+
+    def job(self, model: str, job_id: str) -> dict:
+        r = self._http.get(f"{self.url}/v1/models/{model}/jobs/{job_id}")
+        _raise_for(r)
+        return r.json()
+
+    def cancel_job(self, model: str, job_id: str) -> dict:
+        r = self._http.delete(f"{self.url}/v1/models/{model}/jobs/{job_id}")
+        _raise_for(r)
+        return r.json()
+
+    def wait_job(self, model: str, job_id: str, *, timeout: float = 3600, poll_s: float = 0.5,
+                 progress=None) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.job(model, job_id)
+            if progress is not None:
+                progress(state)
+            if state["status"] in ("succeeded", "failed", "cancelled"):
+                return state
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {state['status']} after {timeout:g} s")
+            time.sleep(poll_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _raise_for(r: httpx.Response) -> None:
+    if r.status_code >= 400:
+        try:
+            message = r.json().get("error", r.text)
+        except ValueError:
+            message = r.text
+        raise DataError(f"server answered {r.status_code}: {message}")
+
+
+def predict(client: GrpcClient | RestClient, spec: VariantSpec, window: xr.Dataset, steps: int,
+            **options) -> xr.Dataset:
+    """Send `window`, get a `steps`-step forecast back as a CF dataset."""
+    named = client.infer(f"aurora-{spec.name}", request_tensors(window, spec), request_parameters(window, steps),
+                         **options)
+    outputs, hours = split_outputs(named)
+    return forecast_dataset(outputs, spec, window, hours)

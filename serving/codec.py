@@ -1,0 +1,437 @@
+"""The request schema of the predictor: open-inference tensors <-> input windows and forecasts.
+
+A request carries one FP32 tensor per input variable, named by its dataset name (`t2m`,
+`z`, `lsm`, ...; docs/variables.md), shaped (history, lat, lon) for surface variables,
+(history, level, lat, lon) for atmospheric ones and (lat, lon) for static ones, plus the
+`latitude` (lat,) and `longitude` (lon,) tensors (FP32 or FP64) and parameters:
+`init_time` (ISO 8601, the time of the last history step), `steps` (rollout length) and
+`levels` (hPa, comma-separated; default: the variant's 13). The response carries one
+tensor per output variable and lead time, named `<variable>+<hours>h` (e.g. `t2m+6h`),
+shaped (lat, lon) or (level, lat, lon).
+
+Every problem raises `RequestError`, a `kserve.errors.InvalidInput` that KServe answers
+as HTTP 400 or gRPC INVALID_ARGUMENT; its message starts with the offending field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, to_http_parameters
+
+from model_code.data.contract import check_window
+from model_code.errors import DataError
+from model_code.variables import Variable
+from model_code.variants import VariantSpec
+
+COORDINATES = ("latitude", "longitude")
+_FLOAT_TYPES = {"FP32": np.float32, "FP64": np.float64}
+_SLACK_BYTES = 4 * 2**20
+_GRPC_MAX_BYTES = 2**31 - 1
+"""gRPC cannot carry a message of 2 GiB or more."""
+
+
+class RequestError(InvalidInput):
+    """A bad request, answered 400 / INVALID_ARGUMENT; `field` names the tensor or parameter."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one inline request may hold; larger forecasts go through jobs by reference."""
+
+    max_steps: int
+    max_request_bytes: int
+    """Tensor bytes of one request (all inputs together)."""
+    max_response_bytes: int
+    """Tensor bytes of one response (all lead times together)."""
+
+    @classmethod
+    def for_variant(cls, spec: VariantSpec, max_steps: int, max_request_bytes: int | None = None) -> "Limits":
+        """Room for the variant's native grid: a whole input window in, `max_steps` out (below 2 GiB)."""
+        request = max_request_bytes or native_input_bytes(spec)
+        response = min(_GRPC_MAX_BYTES - _SLACK_BYTES, max_steps * native_output_step_bytes(spec))
+        return cls(max_steps=max_steps, max_request_bytes=request, max_response_bytes=response)
+
+    @property
+    def grpc_receive_bytes(self) -> int:
+        """Twice the tensor limit, so an oversized payload reaches the codec and is named there."""
+        return min(_GRPC_MAX_BYTES, 2 * self.max_request_bytes + _SLACK_BYTES)
+
+    @property
+    def grpc_send_bytes(self) -> int:
+        return min(_GRPC_MAX_BYTES, self.max_response_bytes + _SLACK_BYTES)
+
+
+def native_input_bytes(spec: VariantSpec) -> int:
+    """FP32 bytes of a full input window on the variant's native grid (~586 MB at 0.25°)."""
+    h, w = spec.grid.shape
+    dynamic = len(spec.surf_vars) + len(spec.atmos_vars) * len(spec.levels)
+    return 4 * h * w * (spec.max_history * dynamic + len(spec.static_vars))
+
+
+def native_output_step_bytes(spec: VariantSpec) -> int:
+    """FP32 bytes of one predicted step on the native grid (~287 MB at 0.25°)."""
+    h, w = spec.grid.shape
+    return 4 * h * w * (len(spec.output_surf_vars) + len(spec.output_atmos_vars) * len(spec.levels))
+
+
+@dataclass(frozen=True)
+class ForecastRequest:
+    """One decoded, contract-checked request: the input window and the rollout length."""
+
+    window: xr.Dataset
+    steps: int
+
+    @property
+    def batch_key(self) -> tuple:
+        """Requests with equal keys share grid, levels, history, statics and steps: one batch."""
+        w = self.window
+        digest = hashlib.blake2b(digest_size=16)
+        for name in ("latitude", "longitude"):
+            digest.update(np.ascontiguousarray(w[name].values).tobytes())
+        for name, da in sorted(w.data_vars.items()):
+            if "time" not in da.dims:
+                digest.update(name.encode())
+                digest.update(np.ascontiguousarray(da.values).tobytes())
+        return (digest.hexdigest(), tuple(w.level.values.tolist()), w.sizes["time"], self.steps)
+
+
+class StaticCache:
+    """Static fields by grid, so clients may leave them out after the first request on a grid."""
+
+    def __init__(self, capacity: int = 8):
+        self.capacity = capacity
+        self._fields: dict[str, dict[str, np.ndarray]] = {}
+
+    @staticmethod
+    def grid_key(lat: np.ndarray, lon: np.ndarray) -> str:
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(np.asarray(lat, np.float64).tobytes())
+        digest.update(np.asarray(lon, np.float64).tobytes())
+        return digest.hexdigest()
+
+    def get(self, key: str) -> dict[str, np.ndarray]:
+        return self._fields.get(key, {})
+
+    def put(self, key: str, fields: Mapping[str, np.ndarray]) -> None:
+        merged = {**self._fields.pop(key, {}), **fields}
+        self._fields[key] = merged  # most recent last
+        while len(self._fields) > self.capacity:
+            self._fields.pop(next(iter(self._fields)))
+
+    def load(self, ds: xr.Dataset, spec: VariantSpec) -> None:
+        """Cache the static fields of `ds` (dataset names) on its grid."""
+        fields = {v.dataset_name: ds[v.dataset_name].values.astype(np.float32)
+                  for v in spec.inputs() if v.kind == "static" and v.dataset_name in ds}
+        if not fields:
+            raise DataError(f"no static variable of the {spec.name} variant in the static file; expected "
+                            + ", ".join(v.dataset_name for v in spec.inputs() if v.kind == "static"))
+        self.put(self.grid_key(ds.latitude.values, ds.longitude.values), fields)
+
+
+# ---- parameters --------------------------------------------------------------------------
+
+
+def parse_init_time(value: Any) -> np.datetime64:
+    """ISO 8601 (`2024-06-01T12:00`, `...Z`, `...+00:00`) to a naive UTC datetime64."""
+    if not isinstance(value, str):
+        raise RequestError("init_time", f"must be an ISO 8601 string such as 2024-06-01T12:00Z; got {value!r}")
+    try:
+        t = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise RequestError("init_time", f"'{value}' is not ISO 8601; expected e.g. 2024-06-01T12:00Z") from None
+    if t.tzinfo is not None:
+        t = t.astimezone(timezone.utc).replace(tzinfo=None)
+    return np.datetime64(t, "ns")
+
+
+def parse_steps(value: Any, limits: Limits, step_bytes: int) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError("steps", f"must be an integer; got {value!r}")
+    if not 1 <= value <= limits.max_steps:
+        raise RequestError("steps", f"must lie within 1..{limits.max_steps} on this server; got {value}")
+    if value * step_bytes > limits.max_response_bytes:
+        raise RequestError(
+            "steps", f"{value} steps of {step_bytes / 2**20:.1f} MiB exceed the response limit of "
+            f"{limits.max_response_bytes / 2**20:.0f} MiB; submit a forecast job by reference instead")
+    return value
+
+
+def parse_levels(value: Any, spec: VariantSpec, n_levels: int) -> tuple[float, ...]:
+    if value is None:
+        if n_levels != len(spec.levels):
+            raise RequestError("levels", f"the atmospheric tensors have {n_levels} level(s), so the parameter "
+                               f"'levels' (hPa, comma-separated) is required; known: {list(spec.levels)}")
+        return tuple(float(lv) for lv in spec.levels)
+    try:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        levels = tuple(float(lv) for lv in items)
+    except (TypeError, ValueError):
+        raise RequestError("levels", f"must be pressure levels in hPa, e.g. '500,850,1000'; got {value!r}") from None
+    if len(levels) != n_levels:
+        raise RequestError("levels", f"{len(levels)} level(s) given but the atmospheric tensors have {n_levels}")
+    unknown = [lv for lv in levels if lv not in spec.levels]
+    if unknown:
+        raise RequestError("levels", f"{unknown} hPa have no normalisation statistics; known: {list(spec.levels)}")
+    return levels
+
+
+# ---- tensors -----------------------------------------------------------------------------
+
+
+def _coordinate(name: str, values: np.ndarray) -> np.ndarray:
+    if values.ndim != 1 or values.size < 2:
+        raise RequestError(name, f"must be a 1-D tensor of at least 2 values; got shape {list(values.shape)}")
+    if not np.all(np.isfinite(values)):
+        raise RequestError(name, "contains NaN or inf")
+    if name == "latitude":
+        if np.any(np.abs(values) > 90):
+            raise RequestError(name, f"must lie within [-90, 90]; found {values.min():g} to {values.max():g}")
+        if not np.all(np.diff(values) < 0):
+            raise RequestError(name, "must be strictly decreasing (north to south)")
+    else:
+        if np.any(values < 0) or np.any(values >= 360):
+            raise RequestError(name, f"must lie within [0, 360); found {values.min():g} to {values.max():g}")
+        if not np.all(np.diff(values) > 0):
+            raise RequestError(name, "must be strictly increasing")
+    return values.astype(np.float64)
+
+
+def _finite(name: str, values: np.ndarray, var: Variable) -> None:
+    bad = np.isinf(values) if var.nan_by_design else ~np.isfinite(values)
+    if bad.any():
+        first = np.unravel_index(int(np.argmax(bad)), values.shape)
+        what = "inf" if var.nan_by_design else "NaN or inf"
+        raise RequestError(name, f"{int(bad.sum())} {what} value(s), first at index {list(map(int, first))}; "
+                                 "one NaN input pixel turns the whole output field to NaN")
+
+
+def build_window(
+    tensors: Mapping[str, np.ndarray],
+    parameters: Mapping[str, Any],
+    spec: VariantSpec,
+    limits: Limits,
+    statics: StaticCache | None = None,
+) -> ForecastRequest:
+    """Check decoded tensors and parameters field by field, then the whole window contract."""
+    expected = {v.dataset_name: v for v in spec.inputs()}
+    unknown = sorted(set(tensors) - set(expected) - set(COORDINATES))
+    if unknown:
+        raise RequestError(unknown[0], f"unknown input of the {spec.name} variant; expected "
+                           + ", ".join(list(COORDINATES) + list(expected)))
+    payload = sum(a.nbytes for a in tensors.values())
+    if payload > limits.max_request_bytes:
+        raise RequestError("payload", f"{payload / 2**20:.1f} MiB of tensors exceed this server's limit of "
+                           f"{limits.max_request_bytes / 2**20:.1f} MiB; submit a forecast job by reference")
+    for name in COORDINATES:
+        if name not in tensors:
+            raise RequestError(name, f"missing coordinate tensor ({'lat' if name == 'latitude' else 'lon'},)")
+    lat = _coordinate("latitude", np.asarray(tensors["latitude"]))
+    lon = _coordinate("longitude", np.asarray(tensors["longitude"]))
+    grid = (lat.size, lon.size)
+
+    cached = statics.get(statics.grid_key(lat, lon)) if statics is not None else {}
+    dynamic = [v for v in expected.values() if v.kind != "static"]
+    for v in expected.values():
+        if v.dataset_name not in tensors and not (v.kind == "static" and v.dataset_name in cached):
+            raise RequestError(v.dataset_name, f"missing {v.kind} variable ({v.long_name}, {v.units})")
+    history = tensors[dynamic[0].dataset_name].shape[0] if tensors[dynamic[0].dataset_name].ndim else 0
+    if not spec.min_history <= history <= spec.max_history:
+        raise RequestError(dynamic[0].dataset_name, f"history of {history} step(s); the {spec.name} variant "
+                           f"takes {spec.min_history} to {spec.max_history} (first axis)")
+    atmos = [v for v in dynamic if v.kind == "atmos"]
+    n_levels = tensors[atmos[0].dataset_name].shape[1] if atmos and tensors[atmos[0].dataset_name].ndim > 1 else 0
+
+    supplied_statics = {}
+    data_vars = {}
+    for v in expected.values():
+        name = v.dataset_name
+        values = tensors[name] if name in tensors else cached[name]
+        shape = {"surface": (history, *grid), "atmos": (history, n_levels, *grid), "static": grid}[v.kind]
+        dims = {"surface": ("time", "latitude", "longitude"), "atmos": ("time", "level", "latitude", "longitude"),
+                "static": ("latitude", "longitude")}[v.kind]
+        if values.shape != shape:
+            raise RequestError(name, f"shape {list(values.shape)}; expected {list(shape)} = "
+                               f"({', '.join(dims)})")
+        if values.dtype != np.float32:
+            raise RequestError(name, f"datatype {values.dtype}; expected FP32")
+        _finite(name, values, v)
+        if v.kind == "static" and name in tensors:
+            supplied_statics[name] = values
+        data_vars[name] = (dims, values)
+
+    params = dict(parameters)
+    unknown_params = sorted(set(params) - {"init_time", "steps", "levels", "binary_data_output"})
+    if unknown_params:
+        raise RequestError(unknown_params[0], "unknown parameter; expected init_time, steps, levels")
+    if "init_time" not in params:
+        raise RequestError("init_time", "missing parameter (ISO 8601 time of the last history step)")
+    init = parse_init_time(params["init_time"])
+    levels = parse_levels(params.get("levels"), spec, n_levels)
+    step = np.timedelta64(int(spec.timestep.total_seconds()), "s")
+    times = np.array([init - (history - 1 - k) * step for k in range(history)])
+    steps = parse_steps(params.get("steps", 1), limits, 4 * lat.size * lon.size * output_channels(spec, len(levels)))
+
+    window = xr.Dataset(data_vars, coords={"time": times, "level": np.asarray(levels), "latitude": lat,
+                                           "longitude": lon})
+    try:
+        check_window(window, spec)
+    except DataError as e:
+        raise RequestError("window", str(e)) from None
+    if statics is not None and supplied_statics:
+        statics.put(statics.grid_key(lat, lon), supplied_statics)
+    return ForecastRequest(window=window, steps=steps)
+
+
+def output_channels(spec: VariantSpec, n_levels: int) -> int:
+    return len(spec.output_surf_vars) + len(spec.output_atmos_vars) * n_levels
+
+
+# ---- v2 (REST and gRPC) ------------------------------------------------------------------
+
+
+def _tensor(inp, limits: Limits) -> np.ndarray:
+    name = inp.name
+    dtype = _FLOAT_TYPES.get(inp.datatype)
+    if dtype is None:
+        raise RequestError(name, f"datatype {inp.datatype}; expected FP32 (FP64 allowed for latitude/longitude)")
+    if dtype is np.float64 and name not in COORDINATES:
+        raise RequestError(name, "datatype FP64; expected FP32")
+    shape = [int(s) for s in inp.shape]
+    if any(s < 0 for s in shape):
+        raise RequestError(name, f"negative dimension in shape {shape}")
+    count = int(np.prod(shape, dtype=np.int64))
+    if count * np.dtype(dtype).itemsize > limits.max_request_bytes:
+        raise RequestError("payload", f"tensor '{name}' of shape {shape} exceeds this server's limit of "
+                           f"{limits.max_request_bytes / 2**20:.1f} MiB; submit a forecast job by reference")
+    raw = inp._raw_data
+    if raw is not None:
+        if len(raw) != count * np.dtype(dtype).itemsize:
+            raise RequestError(name, f"{len(raw)} bytes do not match shape {shape} of {inp.datatype}")
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    data = inp.data
+    try:
+        values = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError):
+        raise RequestError(name, f"data are not {inp.datatype} numbers") from None
+    if values.size != count:
+        raise RequestError(name, f"{values.size} values do not match shape {shape}")
+    return values.reshape(shape)
+
+
+def request_parameters(request: InferRequest) -> dict[str, Any]:
+    """Request parameters as plain values, from REST (dict) or gRPC (InferParameter map)."""
+    return to_http_parameters(request.parameters) if request.parameters else {}
+
+
+def decode_v2(request: InferRequest, spec: VariantSpec, limits: Limits, statics: StaticCache | None) -> ForecastRequest:
+    tensors: dict[str, np.ndarray] = {}
+    for inp in request.inputs:
+        if inp.name in tensors:
+            raise RequestError(inp.name, "given twice")
+        tensors[inp.name] = _tensor(inp, limits)
+    return build_window(tensors, request_parameters(request), spec, limits, statics)
+
+
+def lead_hours(window: xr.Dataset, valid_times: Sequence[np.datetime64]) -> list[int]:
+    init = window.time.values[-1]
+    return [int((np.datetime64(t, "ns") - init) // np.timedelta64(1, "h")) for t in valid_times]
+
+
+def output_name(dataset_name: str, hours: int) -> str:
+    return f"{dataset_name}+{hours}h"
+
+
+def encode_v2(
+    request: InferRequest, forecast: Mapping[str, np.ndarray], hours: Sequence[int], model_name: str,
+    window: xr.Dataset,
+) -> InferResponse:
+    """One FP32 tensor per variable and lead time; `forecast` maps names to (steps, ...) arrays."""
+    init = window.time.values[-1]
+    outputs = []
+    for name, values in forecast.items():
+        for k, h in enumerate(hours):
+            out = InferOutput(name=output_name(name, h), shape=list(values.shape[1:]), datatype="FP32",
+                              parameters={"lead_hours": h, "variable": name})
+            out.set_data_from_numpy(np.ascontiguousarray(values[k], dtype=np.float32), binary_data=True)
+            outputs.append(out)
+    return InferResponse(
+        response_id=request.id or "", model_name=model_name, infer_outputs=outputs,
+        use_binary_outputs=request.use_binary_outputs,
+        parameters={"init_time": str(init)[:19] + "Z", "lead_hours": ",".join(map(str, hours)),
+                    "levels": ",".join(f"{lv:g}" for lv in window.level.values)},
+    )
+
+
+# ---- v1 REST -----------------------------------------------------------------------------
+
+
+def decode_v1(body: Any, spec: VariantSpec, limits: Limits, statics: StaticCache | None) -> list[ForecastRequest]:
+    """`{"instances": [{name: nested lists, ...}], "parameters": {...}}`: one forecast per instance."""
+    if not isinstance(body, dict) or not isinstance(body.get("instances"), list) or not body["instances"]:
+        raise RequestError("instances", "expected a JSON object with a non-empty list 'instances'")
+    parameters = body.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise RequestError("parameters", "must be a JSON object")
+    requests = []
+    for i, instance in enumerate(body["instances"]):
+        if not isinstance(instance, dict):
+            raise RequestError(f"instances[{i}]", "must be an object of tensors by variable name")
+        tensors = {}
+        for name, data in instance.items():
+            dtype = np.float64 if name in COORDINATES else np.float32
+            try:
+                tensors[name] = np.asarray(data, dtype=dtype)
+            except (TypeError, ValueError):
+                raise RequestError(name, "must be a nested list of numbers of one rectangular shape") from None
+        requests.append(build_window(tensors, parameters, spec, limits, statics))
+    return requests
+
+
+def encode_v1(forecast: Mapping[str, np.ndarray], hours: Sequence[int], window: xr.Dataset) -> dict:
+    return {
+        "init_time": str(window.time.values[-1])[:19] + "Z",
+        "lead_hours": list(hours),
+        "levels": [float(lv) for lv in window.level.values],
+        "outputs": {name: values.tolist() for name, values in forecast.items()},
+    }
+
+
+# ---- forecasts as datasets (client side) -------------------------------------------------
+
+
+def forecast_dataset(
+    outputs: Mapping[str, np.ndarray], spec: VariantSpec, window: xr.Dataset, hours: Sequence[int],
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """A CF forecast dataset like `model_code.forecast.forecast` writes, from response tensors."""
+    init = np.datetime64(window.time.values[-1], "ns")
+    leads = np.array([np.timedelta64(timedelta(hours=h)) for h in hours]).astype("timedelta64[ns]")
+    data_vars = {}
+    for v in spec.outputs():
+        dims = ("time", "latitude", "longitude") if v.kind == "surface" else ("time", "level", "latitude", "longitude")
+        data_vars[v.dataset_name] = xr.DataArray(
+            np.asarray(outputs[v.dataset_name], dtype=np.float32), dims=dims,
+            attrs={"units": v.units, "long_name": v.long_name, "aurora_name": v.name})
+    ds = xr.Dataset(data_vars, coords={
+        "time": ("time", init + leads, {"long_name": "valid time"}),
+        "lead_time": ("time", leads, {"standard_name": "forecast_period"}),
+        "forecast_reference_time": ((), init),
+        "level": ("level", window.level.values.astype("float64"), {"units": "hPa"}),
+        "latitude": ("latitude", window.latitude.values.astype("float64"), {"units": "degrees_north"}),
+        "longitude": ("longitude", window.longitude.values.astype("float64"), {"units": "degrees_east"}),
+    })
+    ds.attrs.update(Conventions="CF-1.10", aurora_variant=spec.name, **(attrs or {}))
+    return ds

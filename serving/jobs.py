@@ -1,0 +1,399 @@
+"""Forecast jobs by reference: input URIs in, one file per lead time out, state beside the outputs.
+
+A global 0.25° input (~586 MB) and its outputs (~287 MB per step) do not belong in a request,
+so a job names input files (NetCDF/Zarr/GRIB, paths or s3://) and an output URI, and the
+predictor writes
+
+    <output_uri>/step_001.nc ... step_NNN.nc   one file per lead time, each written atomically
+    <output_uri>/job.json                      status, steps done, error (rewritten atomically)
+    <output_uri>/_SUCCESS                      only after every step is written
+
+The job id is derived from the variant and the client's idempotency key, so a retried submit
+finds the same job. `<jobs_dir>/<job_id>.json` points from the id to the output URI; on start
+the predictor reads every pointer and re-runs jobs left queued or running by a crash (from the
+first step: steps are deterministic and each file is replaced atomically) until `max_attempts`,
+after which the job is marked failed with the reason. A failed or cancelled job never has a
+`_SUCCESS` marker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+import traceback
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from model_code.data.batch import forecast_to_dataset, window_to_batch
+from model_code.data.ingest import FILL_MODES, load_window
+from model_code.errors import DataError
+from model_code.forecast import forecast_steps
+from model_code.storage import is_s3, s3_client, split_s3, write_atomic
+from model_code.data.writers import write_dataset
+from serving import metrics
+from serving.codec import RequestError
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL = ("succeeded", "failed", "cancelled")
+MARKER = "_SUCCESS"
+FORMATS = {"nc": ".nc", "zarr": ".zarr"}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ---- storage: small text objects, local or s3 -------------------------------------------
+
+
+def join(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/{name}"
+
+
+def read_text(uri: str) -> str | None:
+    """The text at `uri`, or None when there is none."""
+    if not is_s3(uri):
+        path = Path(uri).expanduser()
+        return path.read_text() if path.is_file() else None
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3(uri)
+    try:
+        return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            return None
+        raise
+
+
+def write_text(uri: str, text: str) -> None:
+    write_atomic(uri, lambda p: p.write_text(text))
+
+
+def delete(uri: str) -> None:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        s3_client().delete_object(Bucket=bucket, Key=key)
+    else:
+        Path(uri).expanduser().unlink(missing_ok=True)
+
+
+def list_json(prefix: str) -> list[str]:
+    """URIs of the `*.json` objects directly under `prefix`."""
+    if not is_s3(prefix):
+        root = Path(prefix).expanduser()
+        return sorted(str(p) for p in root.glob("*.json")) if root.is_dir() else []
+    bucket, key = split_s3(prefix)
+    paginator = s3_client().get_paginator("list_objects_v2")
+    uris = []
+    for page in paginator.paginate(Bucket=bucket, Prefix=key + "/", Delimiter="/"):
+        uris += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", []) if o["Key"].endswith(".json")]
+    return sorted(uris)
+
+
+# ---- the job ------------------------------------------------------------------------------
+
+
+def _check_uri(field_name: str, uri: Any) -> str:
+    if not isinstance(uri, str) or not uri.strip():
+        raise RequestError(field_name, f"must be a path or s3://bucket/key URI; got {uri!r}")
+    uri = uri.strip()
+    if "://" in uri and not uri.startswith(("s3://", "file://")):
+        raise RequestError(field_name, f"'{uri}': only local paths, file:// and s3:// URIs are supported")
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    if is_s3(uri):
+        bucket, key = uri[5:].partition("/")[::2]
+        if not bucket or not key.strip("/"):
+            raise RequestError(field_name, f"'{uri}' must name a bucket and a key: s3://bucket/key")
+    return uri
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a client submits (the JSON body of POST .../jobs), checked field by field."""
+
+    inputs: tuple[str, ...]
+    output_uri: str
+    steps: int
+    init_time: str | None = None
+    history: int | None = None
+    levels: tuple[float, ...] | None = None
+    fill_missing: str | None = None
+    format: str = "nc"
+    idempotency_key: str | None = None
+
+    @classmethod
+    def from_json(cls, body: Any, max_steps: int) -> "JobRequest":
+        if not isinstance(body, dict):
+            raise RequestError("body", "expected a JSON object")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise RequestError(unknown[0], f"unknown field; expected {', '.join(sorted(known))}")
+        inputs = body.get("inputs")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs:
+            raise RequestError("inputs", "must be a non-empty list of paths or s3:// URIs")
+        inputs = tuple(_check_uri(f"inputs[{i}]", u) for i, u in enumerate(inputs))
+        for i, uri in enumerate(inputs):
+            if not is_s3(uri) and not Path(uri).expanduser().exists():
+                raise RequestError(f"inputs[{i}]", f"'{uri}' does not exist on the server")
+        if "output_uri" not in body:
+            raise RequestError("output_uri", "missing (a directory path or s3:// prefix for the step files)")
+        output_uri = _check_uri("output_uri", body["output_uri"]).rstrip("/")
+        steps = body.get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= max_steps:
+            raise RequestError("steps", f"must be an integer within 1..{max_steps}; got {steps!r}")
+        fmt = body.get("format", "nc")
+        if fmt not in FORMATS:
+            raise RequestError("format", f"must be one of {', '.join(FORMATS)}; got {fmt!r}")
+        fill = body.get("fill_missing")
+        if fill is not None and fill not in FILL_MODES:
+            raise RequestError("fill_missing", f"must be one of {', '.join(FILL_MODES)}; got {fill!r}")
+        init_time = body.get("init_time")
+        if init_time is not None:
+            from serving.codec import parse_init_time
+
+            parse_init_time(init_time)
+        history = body.get("history")
+        if history is not None and (isinstance(history, bool) or not isinstance(history, int) or history < 1):
+            raise RequestError("history", f"must be a positive integer; got {history!r}")
+        levels = body.get("levels")
+        if levels is not None:
+            try:
+                levels = tuple(float(lv) for lv in levels)
+            except (TypeError, ValueError):
+                raise RequestError("levels", f"must be a list of pressure levels in hPa; got {levels!r}") from None
+        key = body.get("idempotency_key")
+        if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
+            raise RequestError("idempotency_key", "must be a string of 1 to 200 characters")
+        return cls(inputs, output_uri, steps, init_time, history, levels, fill, fmt, key)
+
+
+def job_id_for(variant: str, key: str | None) -> str:
+    """Deterministic for a client key (a retried submit finds its job), random without one."""
+    if key is None:
+        return uuid.uuid4().hex[:20]
+    return hashlib.sha256(f"{variant}\0{key}".encode()).hexdigest()[:20]
+
+
+@dataclass
+class JobState:
+    """The content of `<output_uri>/job.json`."""
+
+    job_id: str
+    variant: str
+    request: dict
+    status: str = "queued"
+    steps_done: int = 0
+    files: list[str] = field(default_factory=list)
+    error: str | None = None
+    attempts: int = 0
+    created: str = field(default_factory=_now)
+    updated: str = field(default_factory=_now)
+    model_uri: str | None = None
+    note: str | None = None
+
+    @property
+    def output_uri(self) -> str:
+        return self.request["output_uri"]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobState":
+        return cls(**json.loads(text))
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job when a client cancelled it."""
+
+
+class JobManager:
+    """Queue, run and track the jobs of one predictor; one job runs at a time, in a thread.
+
+    `forward` gives the model for a step (`forward(batch, steps)` yields per-step batches);
+    the predictor passes a function that holds its model lock per step, so inline requests
+    keep being answered while a job runs.
+    """
+
+    def __init__(self, spec, jobs_dir: str, forward: Callable, *, max_steps: int, model_uri: str,
+                 max_attempts: int = 3):
+        self.spec = spec
+        self.jobs_dir = jobs_dir.rstrip("/")
+        self.forward = forward
+        self.max_steps = max_steps
+        self.model_uri = model_uri
+        self.max_attempts = max_attempts
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._status: dict[str, str] = {}
+        """Last known status of every job, for the `aurora_jobs` gauge."""
+
+    # ---- index and state ----------------------------------------------------------------
+
+    def _pointer(self, job_id: str) -> str:
+        return join(self.jobs_dir, f"{job_id}.json")
+
+    def state(self, job_id: str) -> JobState | None:
+        text = read_text(self._pointer(job_id))
+        if text is None:
+            return None
+        output_uri = json.loads(text)["output_uri"]
+        state_text = read_text(join(output_uri, "job.json"))
+        return JobState.from_json(state_text) if state_text else None
+
+    def _save(self, state: JobState) -> None:
+        state.updated = _now()
+        write_text(join(state.output_uri, "job.json"), state.to_json())
+        self._status[state.job_id] = state.status
+        for s in STATES:
+            metrics.JOBS.labels(variant=self.spec.name, state=s).set(
+                sum(1 for v in self._status.values() if v == s))
+
+    # ---- API --------------------------------------------------------------------------
+
+    def submit(self, body: Any) -> tuple[JobState, bool]:
+        """The job for `body` and whether it is new; conflicting reuse raises `JobConflict`."""
+        request = JobRequest.from_json(body, self.max_steps)
+        job_id = job_id_for(self.spec.name, request.idempotency_key)
+        with self._lock:
+            existing = self.state(job_id)
+            if existing is not None:
+                if existing.request != _plain(request):
+                    raise JobConflict("idempotency_key", f"'{request.idempotency_key}' was used for job {job_id} "
+                                      "with a different request")
+                return existing, False
+            other_text = read_text(join(request.output_uri, "job.json"))
+            if other_text is not None:
+                other = JobState.from_json(other_text)
+                if other.status not in ("failed", "cancelled"):
+                    raise JobConflict("output_uri", f"'{request.output_uri}' belongs to job {other.job_id} "
+                                      f"({other.status}); choose another output URI")
+            if read_text(join(request.output_uri, MARKER)) is not None:
+                raise JobConflict("output_uri", f"'{request.output_uri}' already holds a complete forecast "
+                                  f"({MARKER}); choose another output URI")
+            state = JobState(job_id=job_id, variant=self.spec.name, request=_plain(request),
+                             model_uri=self.model_uri)
+            self._save(state)
+            write_text(self._pointer(job_id), json.dumps({"job_id": job_id, "output_uri": request.output_uri}))
+        self._queue.put(job_id)
+        return state, True
+
+    def cancel(self, job_id: str) -> JobState | None:
+        state = self.state(job_id)
+        if state is None or state.status in FINAL:
+            return state
+        self._cancelled.add(job_id)
+        if state.status == "queued":  # the runner skips it when it comes up
+            state.status = "cancelled"
+            self._save(state)
+        return state
+
+    def start(self) -> None:
+        """Recover jobs a previous process left unfinished, then start the runner thread."""
+        for uri in list_json(self.jobs_dir):
+            pointer = json.loads(read_text(uri) or "{}")
+            state = self.state(pointer.get("job_id", ""))
+            if state is None:
+                continue
+            self._status[state.job_id] = state.status
+            if state.status in FINAL:
+                continue
+            if read_text(join(state.output_uri, MARKER)) is not None:
+                state.status, state.note = "succeeded", "completed before a restart"
+                self._save(state)
+            elif state.attempts >= self.max_attempts:
+                state.status = "failed"
+                state.error = (f"interrupted {state.attempts} time(s) (the server stopped during the job, e.g. "
+                               "out of memory); not retried again; resubmit with a new idempotency key")
+                self._save(state)
+            else:
+                state.status = "queued"
+                state.note = f"resumed after a server restart at step {state.steps_done}; recomputing from step 1"
+                self._save(state)
+                self._queue.put(state.job_id)
+        self._thread = threading.Thread(target=self._loop, name=f"jobs-{self.spec.name}", daemon=True)
+        self._thread.start()
+
+    # ---- runner -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            state = self.state(job_id)
+            if state is None or state.status in FINAL:
+                continue
+            self.run(state)
+
+    def run(self, state: JobState) -> None:
+        state.status, state.attempts, state.error = "running", state.attempts + 1, None
+        state.steps_done, state.files = 0, []
+        self._save(state)
+        try:
+            self._run(state)
+        except JobCancelled:
+            state.status, state.error = "cancelled", f"cancelled by a client after {state.steps_done} step(s)"
+        except DataError as e:
+            state.status, state.error = "failed", str(e)
+        except Exception as e:  # the job fails, the server keeps serving
+            state.status = "failed"
+            state.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+        self._cancelled.discard(state.job_id)
+        self._save(state)
+
+    def _run(self, state: JobState) -> None:
+        r = state.request
+        window, _ = load_window(r["inputs"], self.spec, history=r["history"], init_time=r["init_time"],
+                                levels=r["levels"], fill_missing=r["fill_missing"])
+        batch = window_to_batch(window, self.spec)
+        init = window.time.values[-1]
+        suffix = FORMATS[r["format"]]
+        for k, prediction in enumerate(self.forward(batch, r["steps"]), start=1):
+            if state.job_id in self._cancelled:
+                raise JobCancelled()
+            ds = forecast_to_dataset([prediction], self.spec, init, {"aurora_job": state.job_id})
+            name = f"step_{k:03d}{suffix}"
+            write_dataset(ds, join(state.output_uri, name))
+            state.steps_done, state.files = k, state.files + [name]
+            self._save(state)
+        write_text(join(state.output_uri, MARKER), "")
+        state.status = "succeeded"
+
+
+class JobConflict(RequestError):
+    """A submit that clashes with an existing job (HTTP 409)."""
+
+
+def _plain(request: JobRequest) -> dict:
+    d = asdict(request)
+    d["inputs"] = list(d["inputs"])
+    d["levels"] = list(d["levels"]) if d["levels"] is not None else None
+    return d
+
+
+def job_forward(predictor) -> Callable:
+    """Steps of a job through the predictor's model, holding its lock one step at a time."""
+
+    def forward(batch, steps):
+        batch = batch.to(predictor.device)
+        generator = forecast_steps(predictor.model, batch, steps)
+        while True:
+            with predictor.model_lock:
+                try:
+                    prediction = next(generator)
+                except StopIteration:
+                    return
+            yield prediction
+
+    return forward

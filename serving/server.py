@@ -1,0 +1,173 @@
+"""The KServe ModelServer of one predictor: a chosen bind address, gRPC limits, the jobs routes.
+
+KServe 0.21 binds REST to 0.0.0.0 and gRPC to [::] with gRPC message limits from its own
+command line (8 MiB by default). `AuroraModelServer` binds both to `host` (loopback by
+default) and sizes gRPC messages to the variant's grid. The jobs routes are added to
+KServe's FastAPI app (`kserve.model_server.app`), so they share its port, middleware and
+exception handlers:
+
+    POST   /v1/models/aurora-<variant>/jobs            submit (JSON body, see serving.jobs.JobRequest)
+    GET    /v1/models/aurora-<variant>/jobs/<job_id>   poll
+    DELETE /v1/models/aurora-<variant>/jobs/<job_id>   cancel
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent import futures
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from grpc import aio
+from kserve import ModelServer
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.errors import InvalidInput
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
+from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.rest.server import RESTServer
+
+from serving import metrics
+from serving.jobs import JobConflict, JobManager
+from serving.predictor import AuroraPredictor
+
+
+class _GRPCServer(GRPCServer):
+    """KServe's gRPC server on a chosen address, with our message limits and no port sharing."""
+
+    def __init__(self, host: str, port: int, send_bytes: int, receive_bytes: int, *args, **kwargs):
+        super().__init__(port, *args, kwargs={}, **kwargs)
+        self._host = host
+        self._options = [
+            ("grpc.max_send_message_length", send_bytes),
+            ("grpc.max_receive_message_length", receive_bytes),
+            ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+        ]
+
+    async def start(self, max_workers):
+        self._server = aio.server(futures.ThreadPoolExecutor(max_workers=max_workers),
+                                  interceptors=(ExceptionToStatusInterceptor(),), options=self._options)
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self._data_plane, self._model_repository_extension), self._server)
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._server.add_insecure_port(f"{host}:{self._port}")
+        await self._server.start()
+        await self._server.wait_for_termination()
+
+
+class AuroraModelServer(ModelServer):
+    """`ModelServer` bound to `host`, with gRPC limits that fit the predictor's variant."""
+
+    def __init__(self, predictor: AuroraPredictor, *, host: str, http_port: int, grpc_port: int, **kwargs):
+        super().__init__(http_port=http_port, grpc_port=grpc_port, **kwargs)
+        self.host = host
+        self.predictor = predictor
+
+    def start(self, models) -> None:
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = RESTServer(
+            FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
+            grace_period=self.grace_period, event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive)
+        self._rest_server.config.host = self.host
+        self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            limits = self.predictor.limits
+            self._grpc_server = _GRPCServer(
+                self.host, self.grpc_port, limits.grpc_send_bytes, limits.grpc_receive_bytes,
+                self.dataplane, self.model_repository_extension, grace_period=self.grace_period)
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
+
+
+def add_body_limit(app: FastAPI, max_bytes: int) -> None:
+    """Refuse request bodies over `max_bytes` (413) before reading them."""
+
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            return JSONResponse(status_code=413, content={
+                "error": f"payload: request body of {int(length) / 2**20:.1f} MiB exceeds this server's limit of "
+                         f"{max_bytes / 2**20:.1f} MiB; submit a forecast job by reference"})
+        return await call_next(request)
+
+
+def add_job_routes(app: FastAPI, predictor: AuroraPredictor, jobs: JobManager) -> None:
+    router = APIRouter(prefix=f"/v1/models/{predictor.name}/jobs", tags=["jobs"])
+    variant = predictor.spec.name
+
+    def count(endpoint: str, code: int, start: float) -> None:
+        labels = dict(variant=variant, protocol="jobs", endpoint=endpoint)
+        metrics.REQUEST_SECONDS.labels(**labels).observe(time.perf_counter() - start)
+        metrics.REQUESTS.labels(**labels, code=str(code)).inc()
+        if code >= 400:
+            metrics.REQUEST_ERRORS.labels(**labels, code=str(code)).inc()
+
+    @router.post("")
+    async def submit(request: Request):
+        start = time.perf_counter()
+        try:
+            body = await request.json()
+        except ValueError:
+            count("submit", 400, start)
+            raise InvalidInput("body: not valid JSON") from None
+        try:
+            state, new = await run_in_threadpool(jobs.submit, body)
+        except JobConflict as e:
+            count("submit", 409, start)
+            return JSONResponse(status_code=409, content={"error": str(e)})
+        except InvalidInput:
+            count("submit", 400, start)
+            raise
+        count("submit", 201 if new else 200, start)
+        return JSONResponse(status_code=201 if new else 200, content=_public(state))
+
+    @router.get("/{job_id}")
+    async def poll(job_id: str):
+        start = time.perf_counter()
+        state = await run_in_threadpool(jobs.state, job_id)
+        if state is None:
+            count("poll", 404, start)
+            return JSONResponse(status_code=404, content={"error": f"job_id: no job '{job_id}'"})
+        count("poll", 200, start)
+        return _public(state)
+
+    @router.delete("/{job_id}")
+    async def cancel(job_id: str):
+        start = time.perf_counter()
+        state = await run_in_threadpool(jobs.cancel, job_id)
+        if state is None:
+            count("cancel", 404, start)
+            return JSONResponse(status_code=404, content={"error": f"job_id: no job '{job_id}'"})
+        count("cancel", 200, start)
+        return _public(state)
+
+    app.include_router(router)
+
+
+def _public(state) -> dict:
+    from dataclasses import asdict
+
+    return {**asdict(state), "output_uri": state.output_uri}
+
+
+def serve(predictor: AuroraPredictor, *, host: str = "127.0.0.1", http_port: int = 8080, grpc_port: int = 8081,
+          jobs_dir: str | None = None, job_attempts: int = 3, job_max_steps: int = 120) -> None:
+    """Load the predictor, recover its jobs and serve until SIGTERM/SIGINT."""
+    from kserve.model_server import app
+    from serving.jobs import job_forward
+
+    predictor.load()
+    add_body_limit(app, 8 * predictor.limits.max_request_bytes)  # JSON text takes several bytes per value
+    if jobs_dir is not None:
+        jobs = JobManager(predictor.spec, jobs_dir, job_forward(predictor), max_steps=job_max_steps,
+                          model_uri=predictor.model_uri, max_attempts=job_attempts)
+        add_job_routes(app, predictor, jobs)
+        jobs.start()
+    AuroraModelServer(predictor, host=host, http_port=http_port, grpc_port=grpc_port).start([predictor])
