@@ -353,3 +353,94 @@ def evaluate(
     if "acc" in metric_set and climatology is None:
         col.exclude(names[0], "*", "no climatology given, so no ACC", metric="acc")
     return Scores(col.records, col.excluded, variant, truth_name)
+
+
+# ---- variant targets ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    """One headline score of a variant: what promotion gates and scorecards compare.
+
+    `lead_hours` None means every scored lead time; `threshold` is a `Threshold.label`.
+    """
+
+    variable: str
+    metric: str
+    level: float | None = None
+    lead_hours: tuple[float, ...] | None = None
+    region: str = "global"
+    threshold: str | None = None
+
+    @property
+    def label(self) -> str:
+        lev = f"{self.level:g}" if self.level is not None else ""
+        thr = f" {self.threshold}" if self.threshold else ""
+        return f"{self.variable}{lev} {self.metric}{thr} ({self.region})"
+
+
+_DAYS_3_TO_5 = (72.0, 96.0, 120.0)
+_SPECIES = ("pm1", "pm2p5", "pm10", "tcco", "tc_no", "tcno2", "gtco3", "tcso2")
+LOG_FLOORS = {"pm1": 1e-11, "pm2p5": 1e-11, "pm10": 1e-11, "tcco": 1e-6, "tc_no": 1e-10, "tcno2": 1e-9,
+              "gtco3": 1e-5, "tcso2": 1e-9}
+"""ε of the log-space scores, ``ln(x + ε)``: about 1/1000 of a typical background value of each
+species (kg m-3 for particulate matter, kg m-2 for total columns), so clean air does not
+dominate the log error."""
+
+_EXTREMES = (Threshold("wind10", quantile=0.99), Threshold("t2m", quantile=0.99),
+             Threshold("t2m", quantile=0.01, below=True))
+
+
+def targets(variant: str) -> tuple[Target, ...]:
+    """The target scores of `variant` (issue 5 item 3), in the order scorecards show them.
+
+    - medium-range: z500, t850, 2 m temperature and 10 m wind speed RMSE and ACC at days
+      3-5, and their CRPS when the forecast is an ensemble;
+    - high-res: CSI and ETS of local extremes (above the local 99th percentile of 10 m wind
+      speed and 2 m temperature, below the 1st percentile of 2 m temperature);
+    - air-pollution: RMSE and bias of every species in linear and log space;
+    - wave: MAE of significant wave height and mean wave period in the coastal band.
+    """
+    if variant == "medium-range":
+        fields = (("z", 500.0), ("t", 850.0), ("t2m", None), ("wind10", None))
+        return tuple(Target(v, k, lev, _DAYS_3_TO_5) for k in ("rmse", "acc", "crps") for v, lev in fields)
+    if variant == "high-res":
+        return tuple(Target(t.variable, k, threshold=t.label) for t in _EXTREMES for k in ("csi", "ets"))
+    if variant == "air-pollution":
+        return tuple(Target(v, k) for v in _SPECIES for k in ("rmse", "bias", "rmse_log", "bias_log"))
+    if variant == "wave":
+        return tuple(Target(v, "mae", region="coastal") for v in ("swh", "mwp"))
+    raise DataError(f"no targets for variant '{variant}'; expected medium-range, high-res, air-pollution or wave")
+
+
+def target_options(variant: str) -> dict:
+    """`evaluate` keyword arguments that make every target of `variant` scorable."""
+    ts = targets(variant)
+    regions = tuple(dict.fromkeys(("global", *(t.region for t in ts))))
+    options: dict = {"regions": regions}
+    if variant == "high-res":
+        options["thresholds"] = _EXTREMES
+    if variant == "air-pollution":
+        options["log_floors"] = LOG_FLOORS
+    return options
+
+
+def target_rows(scores: Scores, variant: str, baseline: str, model: str | None = None) -> list[dict]:
+    """Each target at each lead: model value, `baseline` value and whether the model is better.
+
+    Cells either side lacks (not forecast, excluded, lead not scored) have ``better`` None
+    and are not counted as improvements; the caller decides what an empty row means.
+    """
+    model = model or (scores.forecasts() or [None])[0]
+    rows = []
+    for t in targets(variant):
+        where = dict(variable=t.variable, metric=t.metric, level=t.level, region=t.region)
+        if t.threshold:
+            where["threshold"] = t.threshold
+        mine = {r["lead_hours"]: r["value"] for r in scores.select(forecast=model, **where)}
+        theirs = {r["lead_hours"]: r["value"] for r in scores.select(forecast=baseline, **where)}
+        leads = t.lead_hours if t.lead_hours is not None else sorted(set(mine) | set(theirs))
+        for lead in leads or [None]:
+            a, b = mine.get(lead), theirs.get(lead)
+            rows.append({"target": t.label, "lead_hours": lead, "model": a, "baseline": b,
+                         "better": None if a is None or b is None else better(t.metric, a, b)})
+    return rows
