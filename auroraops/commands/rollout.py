@@ -1,0 +1,123 @@
+"""`auroraops rollout`: canary rollouts of a predictor's InferenceService, and the skill-gated decision."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from model_code.variants import VARIANTS
+
+ACTIONS = ("status", "canary", "promote", "rollback", "decide")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "rollout",
+        help="canary rollouts of a KServe predictor (status, canary, promote, rollback, decide)",
+        description=(
+            "Change the InferenceService of a variant through the Kubernetes API of the kubeconfig "
+            "(or the pod's service account), as `kubectl patch --type merge` would. canary: serve "
+            "--model-uri on a new revision with --percent of the traffic (or move a running canary to "
+            "--percent); promote: all traffic to the canary; rollback: all traffic back to the stable "
+            "revision; decide: promote, hold or roll back from the forecast skill of both versions "
+            "(--skill) and their request figures (--ops), and with --apply do it. "
+            "See docs/runbooks/rollout.md."
+        ),
+    )
+    p.add_argument("action", choices=ACTIONS)
+    p.add_argument("--variant", required=True, choices=list(VARIANTS))
+    p.add_argument("--namespace", default="aurora", help="namespace (default: %(default)s)")
+    p.add_argument("--name", help="InferenceService name (default: aurora-VARIANT)")
+    p.add_argument("--context", help="kubeconfig context (default: the current one)")
+    p.add_argument("--model-uri", metavar="URI",
+                   help="canary: the new model (s3://..., models:/aurora-V/N); rollback: the model to go back "
+                        "to when no canary runs")
+    p.add_argument("--percent", type=int, help="canary: share of requests for the new revision, 1-99")
+    p.add_argument("--dry-run", action="store_true",
+                   help="server-side dry run: the API server checks the change and stores nothing")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    d = p.add_argument_group("decide")
+    d.add_argument("--skill", nargs="+", metavar="FILE.json",
+                   help="evaluation scores (Scores JSON) of both versions; one case per init_time or per file")
+    d.add_argument("--canary-forecast", default="model",
+                   help="forecast name of the canary in the scores (default: %(default)s)")
+    d.add_argument("--stable-forecast", default="champion",
+                   help="forecast name of the stable version in the scores (default: %(default)s)")
+    d.add_argument("--metric", default="rmse", help="skill metric (default: %(default)s)")
+    d.add_argument("--target", action="append", metavar="VAR[@LEVEL]:LEAD[:REGION]",
+                   help="headline target, e.g. z@500:120 (repeatable; default: every target scored)")
+    d.add_argument("--margin", type=float, default=0.02,
+                   help="largest relative loss of skill a promoted canary may have (default: %(default)s)")
+    d.add_argument("--min-cases", type=int, default=10,
+                   help="fewest verified forecasts per target (default: %(default)s)")
+    d.add_argument("--ops", metavar="FILE.json",
+                   help='request figures: {"canary": {"requests", "errors", "latency_p95_s"}, "stable": {...}}')
+    d.add_argument("--apply", action="store_true", help="perform the promote or rollback decided")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from model_code.errors import DataError
+
+    if args.action == "decide":
+        return _decide(args)
+    if args.action == "canary" and args.percent is None:
+        raise DataError("rollout canary needs --percent N (and --model-uri URI to start a canary)")
+    rollout = _rollout(args)
+    if args.action == "status":
+        state = rollout.status()
+    elif args.action == "canary":
+        state = rollout.canary(args.percent, args.model_uri)
+    elif args.action == "promote":
+        state = rollout.promote()
+    else:
+        state = rollout.rollback(args.model_uri)
+    _print_status(state, args)
+    return 0
+
+
+def _rollout(args: argparse.Namespace):
+    from kubernetes import client
+
+    from pipelines.cluster import api_client
+    from serving.rollout import Rollout
+
+    return Rollout(client.CustomObjectsApi(api_client(args.context)), args.variant, namespace=args.namespace,
+                   name=args.name, dry_run=args.dry_run)
+
+
+def _print_status(state, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(state.to_dict(), indent=2))
+        return
+    dry = " (dry run: nothing changed)" if args.dry_run else ""
+    print(f"InferenceService {state.namespace}/{state.name}: {state.phase}, ready: {state.ready}{dry}")
+    print(f"  model (spec):  {state.model_uri}")
+    if state.stable_uri:
+        print(f"  stable model:  {state.stable_uri}")
+    if state.canary_percent is not None:
+        print(f"  canary traffic: {state.canary_percent}%")
+    for t in state.traffic:
+        tag = f" [{t.tag}]" if t.tag else ""
+        print(f"  traffic: {t.percent:3d}% -> {t.revision or 'latest'}{tag}")
+
+
+def _decide(args: argparse.Namespace) -> int:
+    from model_code.errors import DataError
+    from serving.canary_decision import Rule, Target, decide, load_ops, load_skill, table
+
+    if not args.skill:
+        raise DataError("rollout decide needs --skill FILE.json ...")
+    rule = Rule(metric=args.metric, margin=args.margin, min_cases=args.min_cases)
+    canary_ops, stable_ops = load_ops(args.ops) if args.ops else (None, None)
+    targets = [Target.parse(t) for t in args.target] if args.target else None
+    decision = decide(load_skill(args.skill), rule, canary=args.canary_forecast, stable=args.stable_forecast,
+                      targets=targets, canary_ops=canary_ops, stable_ops=stable_ops)
+    print(json.dumps(decision.to_dict(), indent=2) if args.json else table(decision, rule.metric))
+    if args.apply and decision.action in ("promote", "rollback"):
+        rollout = _rollout(args)
+        state = rollout.promote() if decision.action == "promote" else rollout.rollback()
+        if not args.json:
+            print()
+            _print_status(state, args)
+    return 0
