@@ -1,0 +1,300 @@
+"""Promotion gates: does a challenger beat the champion and the baselines where it matters?
+
+A gate names a score (metric, variable, level, region) at some lead times and the forecasts
+the challenger must beat there. Scores come as the evaluation's JSON records
+
+    {"forecast": "model", "variable": "z", "level": 500.0, "region": "global",
+     "lead_hours": 72.0, "metric": "rmse", "value": 310.2}
+
+where `model` is the challenger and every other `forecast` a comparator (`champion`,
+`persistence`, `climatology`, or a user's baseline). A model record is compared with the
+comparator record that agrees on every other key (so records that carry more keys, e.g. a
+threshold, are compared like for like). Missing evidence fails: a gate whose records are
+absent, or NaN, does not pass. Only `champion` may be absent, and only while the variant has
+no champion yet.
+
+This module knows nothing of MLflow: `pipelines.registry.promote` applies its verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from model_code.errors import ConfigError, DataError
+from model_code.storage import local_copy
+from model_code.variants import get_variant
+
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "bias", "crps"})
+"""`bias` is compared by its magnitude: |bias| closer to 0 is better."""
+HIGHER_IS_BETTER = frozenset({"acc", "csi", "ets"})
+CHAMPION = "champion"
+MODEL = "model"
+ALL_LEADS = "all"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One condition a challenger must meet before it may become champion."""
+
+    metric: str
+    """`rmse`, `mae`, `bias` (by magnitude), `crps` (lower is better) or `acc`, `csi`, `ets`."""
+    variable: str
+    """Dataset name, e.g. `z`, `t2m`, `swh`."""
+    level: float | None = None
+    """Pressure level in hPa for atmospheric variables; None for surface variables."""
+    region: str = "global"
+    lead_hours: tuple[float, ...] | str = ALL_LEADS
+    """Lead times in hours, or `all`: every lead time the challenger was scored at."""
+    against: tuple[str, ...] = (CHAMPION, "persistence")
+    margin: float = 0.0
+    """Required improvement as a fraction of the comparator's score (0.02 = 2 % better)."""
+
+    def __post_init__(self) -> None:
+        if self.metric not in LOWER_IS_BETTER | HIGHER_IS_BETTER:
+            raise ConfigError(
+                f"metric '{self.metric}' has no direction; expected one of "
+                f"{sorted(LOWER_IS_BETTER | HIGHER_IS_BETTER)}", field="metric")
+        if not self.against:
+            raise ConfigError("a gate needs at least one forecast to beat", field="against")
+        if MODEL in self.against:
+            raise ConfigError(f"'{MODEL}' is the challenger itself, not a comparator", field="against")
+        if not 0.0 <= self.margin < 1.0:
+            raise ConfigError(f"margin must be in [0, 1); got {self.margin}", field="margin")
+        if isinstance(self.lead_hours, str) and self.lead_hours != ALL_LEADS:
+            raise ConfigError(f"lead_hours must be a list of hours or '{ALL_LEADS}'; "
+                              f"got '{self.lead_hours}'", field="lead_hours")
+
+    @property
+    def target(self) -> str:
+        """`rmse z500 (global)`: how results and messages name the score."""
+        level = "" if self.level is None else f"{self.level:g}"
+        return f"{self.metric} {self.variable}{level} ({self.region})"
+
+
+def _gates(metrics: Sequence[str], variables: Sequence[tuple[str, float | None]], leads, against,
+           region: str = "global") -> list[Gate]:
+    return [Gate(m, v, lvl, region, tuple(leads), tuple(against))
+            for m in metrics for v, lvl in variables]
+
+
+# The evaluation targets of each variant (docs/registry.md): skill at the lead times the
+# variant is used for, against the baselines that make sense for the metric (the ACC of a
+# climatology forecast is undefined, so ACC gates skip it).
+_MEDIUM_RANGE = [("z", 500.0), ("t", 850.0), ("t2m", None), ("u10", None), ("v10", None)]
+DEFAULT_GATES: dict[str, tuple[Gate, ...]] = {
+    "medium-range": tuple(
+        _gates(["rmse"], _MEDIUM_RANGE, (72, 96, 120), (CHAMPION, "persistence", "climatology"))
+        + _gates(["acc"], _MEDIUM_RANGE[:2], (72, 96, 120), (CHAMPION, "persistence"))),
+    "high-res": tuple(
+        _gates(["rmse"], [("t2m", None), ("u10", None), ("v10", None)], (6, 12, 24),
+               (CHAMPION, "persistence"))
+        + _gates(["csi", "ets"], [("t2m", None), ("u10", None)], (6, 12, 24), (CHAMPION, "persistence"))),
+    "air-pollution": tuple(
+        _gates(["rmse", "bias"], [("pm2p5", None), ("pm10", None), ("tcno2", None), ("gtco3", None)],
+               (12, 24, 48), (CHAMPION, "persistence"))),
+    "wave": tuple(
+        _gates(["mae"], [("swh", None), ("mwp", None)], (6, 24, 48), (CHAMPION, "persistence"),
+               region="coastal")),
+}
+
+
+def default_gates(variant: str) -> tuple[Gate, ...]:
+    return DEFAULT_GATES[get_variant(variant).name]
+
+
+_GATE_KEYS = {"metric", "variable", "level", "region", "lead_hours", "against", "margin"}
+
+
+def gate_from_dict(data: Mapping[str, Any], where: str = "gates[0]") -> Gate:
+    """A `Gate` from plain data, naming the offending key (`gates[2].margin`) on error."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"expected a mapping, got {type(data).__name__}", field=where)
+    unknown = sorted(set(data) - _GATE_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown}; expected {sorted(_GATE_KEYS)}", field=where)
+    for key in ("metric", "variable"):
+        if not isinstance(data.get(key), str):
+            raise ConfigError("required, a string", field=f"{where}.{key}")
+    kwargs: dict[str, Any] = {"metric": data["metric"], "variable": data["variable"]}
+    try:
+        if data.get("level") is not None:
+            kwargs["level"] = float(data["level"])
+        if "region" in data:
+            kwargs["region"] = str(data["region"])
+        if "lead_hours" in data:
+            leads = data["lead_hours"]
+            kwargs["lead_hours"] = leads if isinstance(leads, str) else tuple(float(h) for h in leads)
+        if "against" in data:
+            against = data["against"]
+            kwargs["against"] = (against,) if isinstance(against, str) else tuple(map(str, against))
+        if "margin" in data:
+            kwargs["margin"] = float(data["margin"])
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad value ({e})", field=where) from None
+    try:
+        return Gate(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(str(e).split(": ", 1)[-1], field=f"{where}.{e.field}") from None
+
+
+def load_gates(source: str | Path | Mapping[str, Any]) -> tuple[Gate, ...]:
+    """Gates from a YAML file (path or s3:// URI) or its parsed content: `{gates: [...]}`.
+
+    A gate file replaces the variant's defaults as a whole, so what is checked is exactly
+    what the file says.
+    """
+    name = None if isinstance(source, Mapping) else str(source)
+    if isinstance(source, Mapping):
+        data = source
+    else:
+        with local_copy(str(source)) as path:
+            try:
+                data = yaml.safe_load(Path(path).read_text())
+            except yaml.YAMLError as e:
+                raise ConfigError(f"not valid YAML ({e})", source=name) from None
+    if not isinstance(data, Mapping) or set(data) != {"gates"} or not isinstance(data["gates"], list):
+        raise ConfigError("a gate file holds one key, `gates`, a list of gates", source=name)
+    if not data["gates"]:
+        raise ConfigError("at least one gate is needed", field="gates", source=name)
+    try:
+        return tuple(gate_from_dict(g, f"gates[{i}]") for i, g in enumerate(data["gates"]))
+    except ConfigError as e:
+        raise ConfigError(str(e).split(": ", 1)[-1], field=e.field, source=name) from None
+
+
+def read_scores(scores: str | Path | Mapping[str, Any] | Any) -> dict[str, Any]:
+    """The evaluation's scores as `{"variant": ..., "records": [...]}`.
+
+    Accepts the JSON file `Scores.to_json` writes (path or s3:// URI), its parsed content,
+    or any object with a `records` list (a `Scores`).
+    """
+    if hasattr(scores, "records"):
+        return {"variant": getattr(scores, "variant", None), "records": list(scores.records)}
+    if isinstance(scores, Mapping):
+        data, name = scores, "scores"
+    else:
+        name = str(scores)
+        with local_copy(name) as path:
+            try:
+                data = json.loads(Path(path).read_text())
+            except json.JSONDecodeError as e:
+                raise DataError(f"scores are not valid JSON ({e})", source=name) from None
+    records = data.get("records") if isinstance(data, Mapping) else None
+    if not isinstance(records, list):
+        raise DataError("scores hold no `records` list (expected the evaluation's metrics JSON)",
+                        source=name)
+    needed = {"forecast", "variable", "region", "lead_hours", "metric", "value"}
+    for i, r in enumerate(records):
+        if not isinstance(r, Mapping) or not needed <= set(r):
+            raise DataError(f"record {i} lacks {sorted(needed - set(r or {}))}", source=name)
+    return {"variant": data.get("variant"), "records": records}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The challenger against one comparator at one lead time of one gate."""
+
+    gate: str
+    against: str
+    lead_hours: float
+    model: float | None
+    other: float | None
+    passed: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """Every comparison made, and the verdict: passed only if none failed."""
+
+    passed: bool
+    comparisons: tuple[Comparison, ...] = field(default_factory=tuple)
+
+    @property
+    def reasons(self) -> list[str]:
+        """One line per failed comparison, e.g. `rmse z500 (global) at 72h: 312 vs persistence 298`."""
+        return [c.note for c in self.comparisons if not c.passed]
+
+    def to_json(self) -> str:
+        return json.dumps({"passed": self.passed, "comparisons": [asdict(c) for c in self.comparisons]},
+                          separators=(",", ":"))
+
+
+def beats(metric: str, model: float, other: float, margin: float = 0.0) -> bool:
+    """Whether `model` is strictly better than `other` by at least `margin` of |other|."""
+    if metric == "bias":
+        model, other = abs(model), abs(other)
+    gain = other - model if metric in LOWER_IS_BETTER else model - other
+    return gain > 0 and gain >= margin * abs(other)
+
+
+def _matches(record: Mapping[str, Any], gate: Gate) -> bool:
+    level = record.get("level")
+    return (record["metric"] == gate.metric and record["variable"] == gate.variable
+            and record["region"] == gate.region
+            and (level is None if gate.level is None else level is not None and float(level) == gate.level))
+
+
+def _key(record: Mapping[str, Any]) -> tuple:
+    """Everything that says what was scored: every key but the forecast and the value."""
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in record.items()
+                        if k not in ("forecast", "value")))
+
+
+def _value(record: Mapping[str, Any] | None) -> float | None:
+    if record is None or record["value"] is None:
+        return None
+    value = float(record["value"])
+    return None if math.isnan(value) else value
+
+
+def check_gates(records: Iterable[Mapping[str, Any]], gates: Sequence[Gate], *, has_champion: bool) -> GateReport:
+    """Judge the challenger (`forecast == "model"`) on every gate; nothing short-circuits."""
+    by_forecast: dict[str, dict[tuple, Mapping[str, Any]]] = {}
+    for r in records:
+        by_forecast.setdefault(str(r["forecast"]), {})[_key(r)] = r
+    model = by_forecast.get(MODEL, {})
+    comparisons: list[Comparison] = []
+    for gate in gates:
+        mine = [r for r in model.values() if _matches(r, gate)]
+        leads = (sorted({float(r["lead_hours"]) for r in mine}) if gate.lead_hours == ALL_LEADS
+                 else list(gate.lead_hours))
+        if not leads:
+            comparisons.append(Comparison(gate.target, ",".join(gate.against), math.nan, None, None, False,
+                                          f"{gate.target}: the challenger has no scores"))
+        for lead in leads:
+            at_lead = [r for r in mine if float(r["lead_hours"]) == lead]
+            if not at_lead:
+                comparisons.append(Comparison(gate.target, ",".join(gate.against), lead, None, None, False,
+                                              f"{gate.target} at {lead:g}h: the challenger has no score"))
+            for against in gate.against:
+                for r in at_lead:
+                    comparisons.append(_compare(gate, lead, against, r, by_forecast, has_champion))
+    return GateReport(all(c.passed for c in comparisons), tuple(comparisons))
+
+
+def _compare(gate: Gate, lead: float, against: str, record: Mapping[str, Any],
+             by_forecast: Mapping[str, Mapping[tuple, Mapping[str, Any]]], has_champion: bool) -> Comparison:
+    where = f"{gate.target} at {lead:g}h"
+    if against == CHAMPION and not has_champion:
+        return Comparison(gate.target, against, lead, _value(record), None, True,
+                          f"{where}: no champion yet, nothing to beat")
+    if against not in by_forecast:
+        return Comparison(gate.target, against, lead, _value(record), None, False,
+                          f"{where}: no scores of '{against}' (evaluate against it, or drop it from the gate)")
+    mine, theirs = _value(record), _value(by_forecast[against].get(_key(record)))
+    if mine is None or theirs is None:
+        missing = "the challenger" if mine is None else f"'{against}'"
+        return Comparison(gate.target, against, lead, mine, theirs, False,
+                          f"{where}: no finite score of {missing}")
+    ok = beats(gate.metric, mine, theirs, gate.margin)
+    margin = f" by {gate.margin:.0%}" if gate.margin else ""
+    verdict = "beats" if ok else "does not beat"
+    return Comparison(gate.target, against, lead, mine, theirs, ok,
+                      f"{where}: {mine:.6g} {verdict} {against} {theirs:.6g}{margin}")
