@@ -217,9 +217,11 @@ def _check_pair(forecast: xr.DataArray, truth: xr.DataArray, time_dim: str, memb
 
 def _arrays(forecast, truth, time_dim, member=False):
     order = _check_pair(forecast, truth, time_dim, member)
-    f = forecast.transpose(*([order[0], MEMBER] + order[1:] if member else order)).values.astype("float64")
+    timed = time_dim in order
+    f_order = ([order[0], MEMBER, *order[1:]] if timed else [MEMBER, *order]) if member else order
+    f = forecast.transpose(*f_order).values.astype("float64")
     o = truth.transpose(*order).values.astype("float64")
-    if time_dim not in order:  # a single time: the time mean is that time
+    if not timed:  # a single time: the time mean is that time
         f, o = f[None], o[None]
     return order, f, o
 
