@@ -40,6 +40,8 @@ MODEL_ENV = "AURORA_MODEL_URI"
 S3_SECRET = "aurora-s3"
 MLFLOW_CONFIG = "aurora-mlflow"
 MODEL_BUCKET = "s3://aurora-models"
+JOBS_BUCKET = "s3://aurora-jobs"
+"""Where forecast jobs keep their records: on S3 they outlive the pod that ran them."""
 STABLE_ANNOTATION = "aurora-mlops.io/stable-model-uri"
 """Set during a canary: the URI the last rolled-out revision serves (see serving.rollout)."""
 CANARY_ANNOTATION = "aurora-mlops.io/canary-model-uri"
@@ -133,9 +135,13 @@ def _env(uri: str) -> list[dict]:
 
 
 def serve_args(variant: str) -> list[str]:
-    """Arguments of the image's `auroraops` entry point; Kubernetes expands $(AURORA_MODEL_URI)."""
-    return ["serve", "--variant", variant, "--model", f"$({MODEL_ENV})",
-            "--http-port", str(HTTP_PORT), "--grpc-port", str(GRPC_PORT)]
+    """Arguments of the image's `auroraops` entry point; Kubernetes expands $(AURORA_MODEL_URI).
+
+    All interfaces (the pod's network is its own), bf16 autocast of the backbone on the GPU,
+    and job records on S3."""
+    return ["serve", "--variant", variant, "--model", f"$({MODEL_ENV})", "--host", "0.0.0.0",
+            "--http-port", str(HTTP_PORT), "--grpc-port", str(GRPC_PORT), "--autocast",
+            "--jobs-dir", f"{JOBS_BUCKET}/{variant}"]
 
 
 def inference_service(variant: str, *, name: str | None = None, uri: str | None = None,

@@ -56,8 +56,9 @@ def test_predictor_pod_runs_the_serve_command_on_a_gpu_node_securely(variant):
     predictor = isvc["spec"]["predictor"]
     (c,) = predictor["containers"]
     assert c["name"] == "kserve-container" and c["image"] == "ghcr.io/aurora-mlops/aurora-mlops:0.1.0"
-    assert c["args"] == ["serve", "--variant", variant, "--model", "$(AURORA_MODEL_URI)",
-                         "--http-port", "8080", "--grpc-port", "8081"]
+    assert c["args"] == ["serve", "--variant", variant, "--model", "$(AURORA_MODEL_URI)", "--host", "0.0.0.0",
+                         "--http-port", "8080", "--grpc-port", "8081", "--autocast",
+                         "--jobs-dir", f"s3://aurora-jobs/{variant}"]
     assert c["env"][0] == {"name": "AURORA_MODEL_URI",
                            "value": f"s3://aurora-models/{variant}/v1/checkpoint.safetensors"}
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
@@ -84,6 +85,16 @@ def test_predictor_pod_runs_the_serve_command_on_a_gpu_node_securely(variant):
     assert predictor["scaleMetric"] == "concurrency"
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
     assert "canaryTrafficPercent" not in predictor
+
+
+def test_container_args_parse_as_the_serve_command():
+    from auroraops.cli import build_parser
+
+    args = manifests.serve_args("high-res")
+    args[args.index("$(AURORA_MODEL_URI)")] = "s3://aurora-models/high-res/v1/checkpoint.safetensors"
+    parsed = build_parser().parse_args(args)
+    assert (parsed.command, parsed.variant, parsed.host) == ("serve", "high-res", "0.0.0.0")
+    assert (parsed.http_port, parsed.grpc_port, parsed.autocast) == (8080, 8081, True)
 
 
 def test_sizing_follows_the_grid_and_variables_of_each_variant():

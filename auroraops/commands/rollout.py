@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--variant", required=True, choices=list(VARIANTS))
     p.add_argument("--namespace", default="aurora", help="namespace (default: %(default)s)")
     p.add_argument("--name", help="InferenceService name (default: aurora-VARIANT)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: the current one)")
     p.add_argument("--model-uri", metavar="URI",
                    help="canary: the new model (s3://..., models:/aurora-V/N); rollback: the model to go back "
@@ -77,12 +78,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rollout(args: argparse.Namespace):
-    from kubernetes import client
+    from kubernetes import client, config
 
     from pipelines.cluster import api_client
     from serving.rollout import Rollout
 
-    return Rollout(client.CustomObjectsApi(api_client(args.context)), args.variant, namespace=args.namespace,
+    if args.kubeconfig:
+        api = config.new_client_from_config(config_file=args.kubeconfig, context=args.context)
+    else:
+        api = api_client(args.context)
+    return Rollout(client.CustomObjectsApi(api), args.variant, namespace=args.namespace,
                    name=args.name, dry_run=args.dry_run)
 
 

@@ -1,0 +1,372 @@
+"""`auroraops rollout`: the merge patches sent through the Kubernetes client, checked by a small
+API server on 127.0.0.1 that applies them and validates the result against KServe's CRD, and
+the skill-gated canary decision."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import pytest
+
+from k8s_schemas import errors
+from kserve_schemas import isvc_validator, merge_patch
+from model_code.errors import DataError
+from serving import manifests
+from serving.canary_decision import Ops, Rule, Target, decide, load_skill
+from serving.rollout import Rollout, canary_patch, promote_patch, rollback_patch, status_of
+
+V1, V2, V3 = (manifests.model_uri("medium-range", v) for v in ("v1", "v2", "v3"))
+PATH = "/apis/serving.kserve.io/v1beta1/namespaces/aurora/inferenceservices/aurora-medium-range"
+STATUS = {
+    "conditions": [{"type": "Ready", "status": "True"}],
+    "components": {"predictor": {
+        "latestReadyRevision": "aurora-medium-range-predictor-00002",
+        "latestRolledoutRevision": "aurora-medium-range-predictor-00001",
+        "traffic": [
+            {"tag": "latest", "revisionName": "aurora-medium-range-predictor-00002", "latestRevision": True,
+             "percent": 10},
+            {"tag": "prev", "revisionName": "aurora-medium-range-predictor-00001", "latestRevision": False,
+             "percent": 90}]}},
+}
+
+
+class _KubeApi(BaseHTTPRequestHandler):
+    """GET and PATCH (merge patch) of InferenceServices; a patched object that fails the CRD's
+    strict schema is refused with 422, a stale resourceVersion with 409."""
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _status(self, code: int, message: str) -> None:
+        self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": message})
+
+    def do_GET(self):
+        store = self.server.store
+        path = urlsplit(self.path).path
+        self.server.requests.append(("GET", path, None, None))
+        if path not in store:
+            return self._status(404, "not found")
+        return self._send(200, store[path])
+
+    def do_PATCH(self):
+        store = self.server.store
+        url = urlsplit(self.path)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append(("PATCH", url.path, self.headers["Content-Type"], body,
+                                     parse_qs(url.query)))
+        if self.headers["Content-Type"] != "application/merge-patch+json":
+            return self._status(415, f"unsupported patch type {self.headers['Content-Type']}")
+        current = store.get(url.path)
+        if current is None:
+            return self._status(404, "not found")
+        wanted = body.get("metadata", {}).get("resourceVersion")
+        if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
+            return self._status(409, "the object has been modified")
+        patched = merge_patch(current, body)
+        problems = errors(isvc_validator(), patched)
+        if problems:
+            return self._status(422, "; ".join(problems))
+        patched["metadata"]["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 1)
+        if "All" not in parse_qs(url.query).get("dryRun", []):
+            store[url.path] = patched
+        return self._send(200, patched)
+
+
+@pytest.fixture
+def kube():
+    from kubernetes import client
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KubeApi)
+    isvc = manifests.inference_service("medium-range")
+    isvc["metadata"]["resourceVersion"] = "1"
+    server.store, server.requests = {PATH: isvc}, []
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    config = client.Configuration()
+    config.host = f"http://127.0.0.1:{server.server_address[1]}"
+    with client.ApiClient(config) as api:
+        yield client.CustomObjectsApi(api), server
+    server.shutdown()
+
+
+def _patches(server) -> list[dict]:
+    return [r[3] for r in server.requests if r[0] == "PATCH"]
+
+
+def test_canary_promote_cycle_sends_kserves_documented_changes(kube):
+    api, server = kube
+    rollout = Rollout(api, "medium-range")
+    base = copy.deepcopy(server.store[PATH])
+
+    state = rollout.canary(10, V2)
+    method, path, content_type, body, query = server.requests[-1]
+    assert (method, path, content_type) == ("PATCH", PATH, "application/merge-patch+json")
+    assert query == {"fieldManager": ["auroraops"]}
+    containers = copy.deepcopy(base["spec"]["predictor"]["containers"])
+    containers[0]["env"][0]["value"] = V2  # a merge patch replaces the list whole
+    assert body == {
+        "metadata": {"resourceVersion": "1", "annotations": {"aurora-mlops.io/stable-model-uri": V1,
+                                                              "aurora-mlops.io/canary-model-uri": V2}},
+        "spec": {"predictor": {"canaryTrafficPercent": 10, "containers": containers}},
+    }
+    stored = server.store[PATH]
+    assert errors(isvc_validator(), stored) == []
+    assert (state.phase, state.model_uri, state.stable_uri, state.canary_percent) == ("canary", V2, V1, 10)
+    # everything but the model, the traffic share and the notes is untouched
+    assert stored["spec"]["predictor"]["containers"][0]["args"] == base["spec"]["predictor"]["containers"][0]["args"]
+    assert {k: v for k, v in stored["spec"]["predictor"].items() if k not in ("canaryTrafficPercent", "containers")} \
+        == {k: v for k, v in base["spec"]["predictor"].items() if k != "containers"}
+
+    rollout.canary(50)  # the next step of the same canary: the share alone
+    assert _patches(server)[-1] == {"spec": {"predictor": {"canaryTrafficPercent": 50}}}
+
+    state = rollout.promote()
+    assert _patches(server)[-1] == {
+        "metadata": {"annotations": {"aurora-mlops.io/stable-model-uri": None, "aurora-mlops.io/canary-model-uri": None}},
+        "spec": {"predictor": {"canaryTrafficPercent": None}}}
+    stored = server.store[PATH]
+    assert "canaryTrafficPercent" not in stored["spec"]["predictor"]
+    assert not any(k.startswith("aurora-mlops.io/") for k in stored["metadata"]["annotations"])
+    assert (state.phase, state.model_uri, state.stable_uri) == ("stable", V2, None)
+    assert errors(isvc_validator(), stored) == []
+
+
+def test_rollback_during_a_canary_pins_the_stable_revision_and_restores_its_uri(kube):
+    api, server = kube
+    rollout = Rollout(api, "medium-range")
+    rollout.canary(20, V2)
+    state = rollout.rollback()
+    body = _patches(server)[-1]
+    assert body["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert body["spec"]["predictor"]["containers"][0]["env"][0] == {"name": "AURORA_MODEL_URI", "value": V1}
+    assert body["metadata"] == {"resourceVersion": "2", "annotations": {
+        "aurora-mlops.io/stable-model-uri": None, "aurora-mlops.io/canary-model-uri": None}}
+    assert (state.phase, state.model_uri, state.canary_percent) == ("pinned", V1, 0)
+    assert errors(isvc_validator(), server.store[PATH]) == []
+
+    # the next canary starts from the pinned state; promoting a pin gives the latest revision all traffic
+    state = rollout.canary(10, V3)
+    assert (state.stable_uri, state.model_uri, state.canary_percent) == (V1, V3, 10)
+
+
+def test_rollback_after_a_finished_rollout_is_a_rollout_of_the_given_uri(kube):
+    api, server = kube
+    rollout = Rollout(api, "medium-range")
+    with pytest.raises(DataError, match="no canary is running.*--model-uri"):
+        rollout.rollback()
+    state = rollout.rollback(V3)
+    body = _patches(server)[-1]
+    assert body["spec"]["predictor"]["canaryTrafficPercent"] is None
+    assert body["spec"]["predictor"]["containers"][0]["env"][0]["value"] == V3
+    assert (state.phase, state.model_uri) == ("stable", V3)
+
+
+def test_bad_requests_are_refused_before_anything_is_sent(kube):
+    api, server = kube
+    rollout = Rollout(api, "medium-range")
+    for percent in (0, 100, 150, -5):
+        with pytest.raises(DataError, match="--percent: canary traffic must be an integer from 1 to 99"):
+            rollout.canary(percent, V2)
+    with pytest.raises(DataError, match="already serves .*v1.* a canary needs a different model URI"):
+        rollout.canary(10, V1)
+    with pytest.raises(DataError, match="no canary is running; start one with --model-uri"):
+        rollout.canary(30)
+    with pytest.raises(DataError, match="no canary to promote"):
+        rollout.promote()
+    with pytest.raises(DataError, match="InferenceService aurora/aurora-nope not found"):
+        Rollout(api, "medium-range", name="aurora-nope").status()
+    assert _patches(server) == []
+
+
+def test_stale_objects_conflict_and_invalid_patches_are_refused_by_the_server(kube):
+    api, server = kube
+    rollout = Rollout(api, "medium-range")
+    stale = rollout.get()
+    rollout.canary(10, V2)  # resourceVersion 1 -> 2
+    with pytest.raises(DataError, match="changed while it was being patched"):
+        rollout.patch(rollback_patch(stale, V3))
+    with pytest.raises(DataError, match="refused the patch: .*'canaryTrafficPercnt' was unexpected"):
+        rollout.patch({"spec": {"predictor": {"canaryTrafficPercnt": 5}}})
+    assert server.store[PATH]["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+
+def test_dry_run_is_checked_by_the_server_and_changes_nothing(kube):
+    api, server = kube
+    before = copy.deepcopy(server.store[PATH])
+    state = Rollout(api, "medium-range", dry_run=True).canary(10, V2)
+    assert state.canary_percent == 10
+    assert server.requests[-1][4] == {"dryRun": ["All"], "fieldManager": ["auroraops"]}
+    assert server.store[PATH] == before
+
+
+def test_patches_applied_to_the_manifest_stay_valid_at_every_step():
+    isvc = manifests.inference_service("high-res")
+    steps = [lambda o: canary_patch(o, 10, "models:/aurora-high-res/7"), lambda o: canary_patch(o, 60),
+             rollback_patch, lambda o: canary_patch(o, 5, "models:/aurora-high-res/8"), promote_patch,
+             lambda o: rollback_patch(o, "models:/aurora-high-res/7")]
+    for step in steps:
+        isvc = merge_patch(isvc, step(isvc))
+        assert errors(isvc_validator(), isvc) == []
+    assert status_of(isvc).model_uri == "models:/aurora-high-res/7"
+
+
+def test_status_reads_kserves_revisions_and_traffic():
+    isvc = merge_patch(manifests.inference_service("medium-range"), canary_patch(
+        manifests.inference_service("medium-range"), 10, V2))
+    isvc["status"] = STATUS
+    assert errors(isvc_validator(), isvc) == []
+    state = status_of(isvc)
+    assert state.ready and state.phase == "canary"
+    assert state.latest_rolled_out_revision == "aurora-medium-range-predictor-00001"
+    assert [(t.percent, t.tag, t.latest) for t in state.traffic] == [(10, "latest", True), (90, "prev", False)]
+
+
+def _kubeconfig(tmp_path, server) -> str:
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+        "users": [{"name": "test", "user": {"token": "t"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}]}))
+    return str(path)
+
+
+def test_cli_rollout_goes_through_the_kubeconfigs_api_server(kube, tmp_path, capsys):
+    from auroraops.cli import main
+
+    _, server = kube
+    kubeconfig = ["--kubeconfig", _kubeconfig(tmp_path, server)]
+    assert main(["rollout", "canary", "--variant", "medium-range", "--model-uri", V2, "--percent", "10",
+                 *kubeconfig]) == 0
+    out = capsys.readouterr().out
+    assert "aurora/aurora-medium-range: canary" in out and "canary traffic: 10%" in out
+    server.store[PATH]["status"] = STATUS
+    assert main(["rollout", "status", "--variant", "medium-range", "--json", *kubeconfig]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["stable_uri"] == V1 and state["traffic"][1]["percent"] == 90
+    assert main(["rollout", "promote", "--variant", "medium-range", *kubeconfig]) == 0
+    assert "canaryTrafficPercent" not in server.store[PATH]["spec"]["predictor"]
+    assert main(["rollout", "canary", "--variant", "medium-range", *kubeconfig]) == 1
+    assert "needs --percent" in capsys.readouterr().err
+
+
+# --- the skill-gated decision ------------------------------------------------------------------
+
+TARGETS = (("z", 500.0, 120.0), ("t2m", None, 24.0))
+
+
+def _records(n: int, factor: float, noise: float = 0.01, seed: int = 1) -> list[dict]:
+    """Per-init RMSE records of `champion` and `model` (= champion x factor, with noise)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        for variable, level, lead in TARGETS:
+            stable = 1.0 + 0.3 * rng.random()  # skill varies from one init time to the next
+            canary = stable * factor * (1 + noise * rng.standard_normal())
+            for name, value in (("champion", stable), ("model", canary)):
+                rows.append({"forecast": name, "variable": variable, "level": level, "region": "global",
+                             "lead_hours": lead, "metric": "rmse", "value": value, "case": f"2024-01-{i + 1:02d}"})
+    return rows
+
+
+def test_a_canary_as_good_or_better_is_promoted():
+    decision = decide(_records(12, 0.97))
+    assert decision.action == "promote"
+    assert [e.verdict for e in decision.targets] == ["better", "better"]
+    assert decision.targets[0].change == pytest.approx(-0.03, abs=0.01)
+    assert "judged on skill alone" in decision.reasons[-1]
+    assert decide(_records(12, 1.005)).action == "promote"  # within the 2 % margin
+
+
+def test_a_canary_clearly_worse_is_rolled_back():
+    decision = decide(_records(12, 1.10))
+    assert decision.action == "rollback"
+    assert {e.verdict for e in decision.targets} == {"worse"}
+    assert "worse than the stable version by more than 2.0%" in decision.reasons[0]
+
+
+def test_too_few_cases_or_a_straddled_margin_hold():
+    few = decide(_records(5, 0.9))
+    assert few.action == "hold" and "5 verified forecasts, need 10" in few.reasons[0]
+    noisy = decide(_records(12, 1.02, noise=0.15, seed=3))
+    assert noisy.action == "hold"
+    assert any("straddle the 2.0% margin" in r for r in noisy.reasons)
+    missing = decide(_records(12, 0.9), targets=[Target("z", 500.0, 120.0), Target("msl", None, 72.0)])
+    assert missing.action == "hold" and any("msl +72h: 0 verified forecasts" in r for r in missing.reasons)
+
+
+def test_operational_figures_gate_promotion():
+    good = _records(12, 0.97)
+    stable = Ops(requests=5000, errors=5, latency_p95_s=2.0)
+    assert decide(good, canary_ops=Ops(600, 1, 2.1), stable_ops=stable).action == "promote"
+    errs = decide(good, canary_ops=Ops(600, 12, 2.1), stable_ops=stable)
+    assert errs.action == "rollback" and "error rate 2.00%" in errs.reasons[0]
+    slow = decide(good, canary_ops=Ops(600, 0, 3.0), stable_ops=stable)
+    assert slow.action == "rollback" and "1.50x" in slow.reasons[0]
+    early = decide(good, canary_ops=Ops(50, 0, 2.0), stable_ops=stable)
+    assert early.action == "hold" and "served 50 requests, need 200" in early.reasons[0]
+
+
+def test_higher_is_better_metrics_and_the_bootstrap_is_paired():
+    rows = [{**r, "metric": "acc", "value": 1 - r["value"] / 2} for r in _records(12, 1.10)]
+    assert decide(rows, Rule(metric="acc")).action == "rollback"
+    # Skill that varies a lot between init times but moves together: pairing sees the small change.
+    rows = _records(12, 0.99, noise=0.002)
+    for r in rows:
+        r["value"] *= 1 + 5 * (int(r["case"][-2:]) % 3)
+    assert decide(rows).action == "promote"
+
+
+def test_skill_files_pair_by_init_time_or_by_file(tmp_path):
+    rows = _records(10, 0.95)
+    by_init = tmp_path / "scores.json"
+    by_init.write_text(json.dumps({"variant": "medium-range", "records": [
+        {**{k: v for k, v in r.items() if k != "case"}, "init_time": r["case"]} for r in rows]}))
+    assert decide(load_skill([str(by_init)])).action == "promote"
+    files = []
+    for i in range(10):  # one file per verified init, records without init_time
+        path = tmp_path / f"day{i}.json"
+        path.write_text(json.dumps([{k: v for k, v in r.items() if k != "case"}
+                                    for r in rows if r["case"] == f"2024-01-{i + 1:02d}"]))
+        files.append(str(path))
+    decision = decide(load_skill(files))
+    assert decision.action == "promote" and decision.targets[0].cases == 10
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"records": [{"forecast": "model", "variable": "z"}]}))
+    with pytest.raises(DataError, match=r"bad.json: record 0 lacks \['lead_hours', 'metric', 'value'\]"):
+        load_skill([str(bad)])
+
+
+def test_cli_decide_prints_the_evidence_and_applies_the_decision(kube, tmp_path, capsys):
+    from auroraops.cli import main
+
+    _, server = kube
+    kubeconfig = ["--kubeconfig", _kubeconfig(tmp_path, server)]
+    assert main(["rollout", "canary", "--variant", "medium-range", "--model-uri", V2, "--percent", "10",
+                 *kubeconfig]) == 0
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"records": [{**{k: v for k, v in r.items() if k != "case"}, "init_time": r["case"]}
+                                               for r in _records(12, 1.1)]}))
+    ops = tmp_path / "ops.json"
+    ops.write_text(json.dumps({"canary": {"requests": 800, "errors": 0, "latency_p95_s": 2.0},
+                               "stable": {"requests": 7000, "errors": 3, "latency_p95_s": 2.0}}))
+    capsys.readouterr()
+    assert main(["rollout", "decide", "--variant", "medium-range", "--skill", str(scores), "--ops", str(ops),
+                 "--target", "z@500:120", "--apply", *kubeconfig]) == 0
+    out = capsys.readouterr().out
+    assert "decision: **rollback**" in out and "| z@500hPa +120h | 12 |" in out and "t2m" not in out
+    assert "aurora/aurora-medium-range: pinned" in out
+    assert server.store[PATH]["spec"]["predictor"]["canaryTrafficPercent"] == 0
