@@ -70,21 +70,45 @@ def climatology(truth: xr.Dataset, *, period: tuple | None = None, kind: str = "
         kind = DAYOFYEAR_HOUR if span_days >= 365 else HOUR
     if kind == DAYOFYEAR_HOUR:
         doy = np.minimum(times.dayofyear.values, 365)
-        key = xr.DataArray(doy * 24 + times.hour.values, dims=TIME, name="key")
-        clim = ds.groupby(key).mean(TIME)
-        clim = clim.assign_coords(dayofyear=("key", clim["key"].values // 24), hour=("key", clim["key"].values % 24))
-        clim = clim.set_index(key=["dayofyear", "hour"]).unstack("key")
+        keys = {"dayofyear": doy, "hour": times.hour.values}
         note = f"mean by day of year and hour over {times.min():%Y-%m-%d} .. {times.max():%Y-%m-%d}"
     elif kind == HOUR:
-        clim = ds.groupby(xr.DataArray(times.hour.values, dims=TIME, name=HOUR)).mean(TIME)
+        keys = {"hour": times.hour.values}
         note = (f"mean by hour of day over {times.min():%Y-%m-%d %H}h .. {times.max():%Y-%m-%d %H}h "
                 f"({span_days:.1f} days: shorter than a year, so no day-of-year cycle)"
                 if span_days < 365 else f"mean by hour of day over {times.min():%Y-%m-%d} .. {times.max():%Y-%m-%d}")
     else:
         raise DataError(f"unknown climatology kind '{kind}'; expected auto, {DAYOFYEAR_HOUR} or {HOUR}")
+    clim = _group_means(ds, keys)
     for v in clim.data_vars:
         clim[v].attrs = dict(truth[v].attrs)
     return clim.assign_attrs(climatology=kind, climatology_note=note, samples=int(ds.sizes[TIME]))
+
+
+def _group_means(ds: xr.Dataset, keys: dict[str, np.ndarray]) -> xr.Dataset:
+    """NaN-aware means of `ds` over time for each combination of `keys` (dims in `keys` order).
+
+    One sparse (groups x times) matrix product per variable: the sums and the counts of
+    finite values of every group in a single pass over the data.
+    """
+    from scipy import sparse
+
+    codes, uniques = zip(*(np.unique(k, return_inverse=True)[::-1] for k in keys.values()))
+    flat = np.ravel_multi_index(codes, [len(u) for u in uniques])
+    n_groups = int(np.prod([len(u) for u in uniques]))
+    member = sparse.csr_matrix((np.ones(len(flat)), (flat, np.arange(len(flat)))), shape=(n_groups, len(flat)))
+    out = {}
+    for v, da in ds.data_vars.items():
+        x = da.transpose(TIME, ...).values.astype("float64")
+        finite = np.isfinite(x).reshape(len(flat), -1)
+        sums = member @ np.where(finite, x.reshape(len(flat), -1), 0.0)
+        counts = member @ finite.astype("float64")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        other = [d for d in da.dims if d != TIME]
+        out[v] = xr.DataArray(mean.reshape(*[len(u) for u in uniques], *x.shape[1:]), dims=(*keys, *other))
+    coords = {**dict(zip(keys, uniques)), **{d: ds[d].values for d in ds.dims if d != TIME and d in ds.coords}}
+    return xr.Dataset(out, coords=coords)
 
 
 def climatology_values(clim: xr.DataArray, valid_times) -> np.ndarray:
