@@ -11,8 +11,9 @@ they carry one, else each file is one case (e.g. one file per verified init time
 Rule, for each headline target (variable, level, region, lead time) of the metric:
 
 - change = how much worse the canary is, relative to the stable version: for lower-is-better
-  metrics mean(canary) / mean(stable) - 1 (|bias| for bias), for higher-is-better ones
-  1 - mean(canary) / mean(stable); positive is worse.
+  metrics (rmse, mae, crps, |bias|) mean(canary) / mean(stable) - 1, for acc
+  1 - mean(canary) / mean(stable); positive is worse (the orderings of
+  `model_code.evaluation.score`).
 - A paired bootstrap over cases (the same cases resampled for both versions) gives one-sided
   `confidence` bounds [low, high] of the change.
 - Verdict: fewer than `min_cases` cases: insufficient; high <= margin: not worse by more than
@@ -36,10 +37,12 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from model_code.errors import DataError
+from model_code.evaluation.score import ABS_LOWER_IS_BETTER, HIGHER_IS_BETTER, LOWER_IS_BETTER
 from model_code.storage import local_copy
 
-LOWER_IS_BETTER = frozenset({"rmse", "mae", "bias", "crps"})
-HIGHER_IS_BETTER = frozenset({"acc", "csi", "ets"})
+METRICS = LOWER_IS_BETTER | ABS_LOWER_IS_BETTER | (HIGHER_IS_BETTER & {"acc"})
+"""Metrics the rule can gate on: one value per target and case. Threshold metrics (csi, ets,
+...) have one per threshold, and spread-skill has no worse direction, so they are left out."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,8 @@ class Rule:
     min_requests: int = 200
 
     def __post_init__(self) -> None:
-        if self.metric not in LOWER_IS_BETTER | HIGHER_IS_BETTER:
-            raise DataError(f"--metric: unknown metric {self.metric!r}; expected one of "
-                            f"{sorted(LOWER_IS_BETTER | HIGHER_IS_BETTER)}")
+        if self.metric not in METRICS:
+            raise DataError(f"--metric: cannot gate on {self.metric!r}; expected one of {sorted(METRICS)}")
         if not 0.5 < self.confidence < 1:
             raise DataError(f"confidence must be in (0.5, 1), got {self.confidence}")
         if self.min_cases < 2 or self.margin < 0:
@@ -174,7 +176,7 @@ def paired_cases(records: Iterable[Mapping], metric: str, canary: str, stable: s
         level = r.get("level")
         key = Target(r["variable"], float(level) if level is not None else None, float(r["lead_hours"]),
                      r.get("region") or "global")
-        values.setdefault((key, r["case"]), {})[r["forecast"]] = abs(value) if metric == "bias" else value
+        values.setdefault((key, r["case"]), {})[r["forecast"]] = abs(value) if metric in ABS_LOWER_IS_BETTER else value
     pairs: dict[Target, list[tuple[float, float]]] = {}
     for (target, _), both in sorted(values.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
         if canary in both and stable in both:
@@ -189,7 +191,7 @@ def relative_change(stable: np.ndarray, canary: np.ndarray, metric: str) -> np.n
     s, c = stable.mean(axis=-1), canary.mean(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = c / s
-    return ratio - 1 if metric in LOWER_IS_BETTER else 1 - ratio
+    return 1 - ratio if metric in HIGHER_IS_BETTER else ratio - 1
 
 
 def judge(pairs: np.ndarray, rule: Rule, target: Target) -> TargetEvidence:

@@ -185,6 +185,7 @@ def inference_service(variant: str, *, name: str | None = None, uri: str | None 
         "scaleMetric": "concurrency",
         "scaleTarget": 2,
         "timeout": 600,
+        "automountServiceAccountToken": False,  # the predictor never calls the Kubernetes API
         "containers": [container],
         "nodeSelector": {"nvidia.com/gpu.present": "true"},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],

@@ -330,6 +330,21 @@ def test_higher_is_better_metrics_and_the_bootstrap_is_paired():
     assert decide(rows).action == "promote"
 
 
+def test_scores_written_by_the_evaluation_are_read_one_file_per_verified_init(tmp_path):
+    from model_code.evaluation.score import Scores, better
+
+    files = []
+    for i, case in enumerate(sorted({r["case"] for r in _records(10, 1.08)})):
+        rows = [{k: v for k, v in r.items() if k != "case"} for r in _records(10, 1.08) if r["case"] == case]
+        files.append(Scores(rows, variant="medium-range", truth="era5").to_json(str(tmp_path / f"{i}/metrics.json")))
+    decision = decide(load_skill(files))
+    assert decision.action == "rollback" and decision.targets[0].cases == 10
+    # the rule's notion of "worse" is the evaluation's
+    assert all(better("rmse", e.stable, e.canary) for e in decision.targets)
+    with pytest.raises(DataError, match="cannot gate on 'csi'"):
+        Rule(metric="csi")
+
+
 def test_skill_files_pair_by_init_time_or_by_file(tmp_path):
     rows = _records(10, 0.95)
     by_init = tmp_path / "scores.json"
