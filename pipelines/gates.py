@@ -234,7 +234,8 @@ def beats(metric: str, model: float, other: float, margin: float = 0.0) -> bool:
     return gain > 0 and gain >= margin * abs(other)
 
 
-def _matches(record: Mapping[str, Any], gate: Gate) -> bool:
+def gate_matches(record: Mapping[str, Any], gate: Gate) -> bool:
+    """Whether `record` scores what `gate` names (any lead time, any forecast)."""
     level = record.get("level")
     return (record["metric"] == gate.metric and record["variable"] == gate.variable
             and record["region"] == gate.region
@@ -262,7 +263,7 @@ def check_gates(records: Iterable[Mapping[str, Any]], gates: Sequence[Gate], *, 
     model = by_forecast.get(MODEL, {})
     comparisons: list[Comparison] = []
     for gate in gates:
-        mine = [r for r in model.values() if _matches(r, gate)]
+        mine = [r for r in model.values() if gate_matches(r, gate)]
         leads = (sorted({float(r["lead_hours"]) for r in mine}) if gate.lead_hours == ALL_LEADS
                  else list(gate.lead_hours))
         if not leads:

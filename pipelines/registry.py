@@ -38,7 +38,7 @@ from model_code.storage import is_s3, local_copy, s3_client, split_s3
 from model_code.variants import get_variant
 from pipelines import pyfunc_model
 from pipelines.gates import (
-    MODEL, Gate, GateReport, check_gates as judge, default_gates, load_gates, read_scores,
+    ALL_LEADS, MODEL, Gate, GateReport, check_gates as judge, default_gates, gate_matches, load_gates, read_scores,
 )
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -160,11 +160,9 @@ def headline_metrics(records: Sequence[Mapping[str, Any]], gates: Sequence[Gate]
     for r in records:
         if r["forecast"] != MODEL or r["value"] is None:
             continue
-        for g in gates:
-            level = r.get("level")
-            if (r["metric"], r["variable"], r.get("region", "global")) == (g.metric, g.variable, g.region) \
-                    and (g.level is None) == (level is None) and (level is None or float(level) == g.level):
-                out[f"{_label(r)}.{float(r['lead_hours']):g}h"] = float(r["value"])
+        lead = float(r["lead_hours"])
+        if any(gate_matches(r, g) and (g.lead_hours == ALL_LEADS or lead in g.lead_hours) for g in gates):
+            out[f"{_label(r)}.{lead:g}h"] = float(r["value"])
     return out
 
 
