@@ -118,7 +118,8 @@ def _on_grid_of(truth: xr.Dataset, forecast: xr.Dataset, name: str) -> xr.Datase
     if truth.sizes[LAT] == forecast.sizes[LAT] and truth.sizes[LON] == forecast.sizes[LON]:
         lat_order = np.argsort(truth[LAT].values)[np.argsort(np.argsort(forecast[LAT].values))]
         lon_order = np.argsort(_lon360(truth[LON].values))[np.argsort(np.argsort(_lon360(forecast[LON].values)))]
-        truth = truth.isel({LAT: lat_order, LON: lon_order})
+        if (lat_order != np.arange(len(lat_order))).any() or (lon_order != np.arange(len(lon_order))).any():
+            truth = truth.isel({LAT: lat_order, LON: lon_order})  # only when needed: it reads lazy data
     _same_grid(forecast, truth, name, "the truth")
     return truth.assign_coords({LAT: forecast[LAT].values, LON: forecast[LON].values})
 
@@ -158,7 +159,8 @@ def align(forecast: xr.Dataset, truth: xr.Dataset, *, name: str = "forecast",
         lost = [float(x) for x in forecast["level"].values if not np.isclose(truth["level"].values, x).any()]
         if lost:
             raise DataError(f"the truth lacks level(s) {lost} hPa of {name}; it has {truth['level'].values.tolist()}")
-        truth = truth.sel(level=forecast["level"].values, method="nearest")
+        if truth.sizes["level"] != forecast.sizes["level"] or not np.allclose(truth["level"], forecast["level"]):
+            truth = truth.sel(level=forecast["level"].values, method="nearest")
         truth = truth.assign_coords(level=forecast["level"].values)
 
     valid = forecast[INIT].values[:, None] + forecast[LEAD].values[None, :]
@@ -192,5 +194,5 @@ def truth_like(truth: xr.DataArray, inits: np.ndarray, leads: np.ndarray) -> np.
     index = truth.get_index(TIME).get_indexer(valid)
     if (index < 0).any():
         raise DataError(f"the truth lacks valid time {_show(valid[index < 0][0])}")
-    values = truth.transpose(TIME, ...).values[index]
+    values = truth.isel({TIME: index}).transpose(TIME, ...).values  # reads only these times
     return values.reshape(len(inits), len(leads), *values.shape[1:])

@@ -21,6 +21,7 @@ once whatever the number of regions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -68,16 +69,45 @@ def global_region(latitude, longitude) -> xr.DataArray:
                         coords={"region": ["global"], LAT: np.asarray(latitude), LON: np.asarray(longitude)})
 
 
-def _weight_matrix(regions: xr.DataArray, latitude) -> np.ndarray:
-    """(Y·X, R) matrix of area weight × region mask, for `_wsum`."""
+@dataclass(frozen=True)
+class RegionWeights:
+    """Area weight × region mask of every region, split by shape for fast spatial sums.
+
+    A zonal region (a latitude band: global, tropics, extra-tropics) weights whole rows, so
+    its sum is a row sum over longitudes followed by a (Y, R) product; other regions
+    (boxes, land, coasts) take a (Y·X, R) matrix product.
+    """
+
+    zonal: np.ndarray  # (Y, Rz) weights of the zonal regions
+    zonal_at: np.ndarray  # their positions among all regions
+    general: np.ndarray  # (Y·X, Rg)
+    general_at: np.ndarray
+    total: np.ndarray  # (R,) Σ w of each region, for fields without NaN
+
+    @property
+    def n_regions(self) -> int:
+        return len(self.total)
+
+
+def _weight_matrix(regions: xr.DataArray, latitude) -> RegionWeights:
+    """The `RegionWeights` of `regions` (region, latitude, longitude) on `latitude`."""
     w = area_weights(latitude).values
     masks = regions.transpose("region", LAT, LON).values.astype("float64")
-    return (masks * w[None, :, None]).reshape(masks.shape[0], -1).T
+    zonal = np.array([bool((mk == mk[:, :1]).all()) for mk in masks], dtype=bool)
+    full = masks * w[None, :, None]
+    return RegionWeights(zonal=full[zonal][:, :, 0].T.copy(), zonal_at=np.flatnonzero(zonal),
+                         general=full[~zonal].reshape((~zonal).sum(), full[0].size).T.copy(), general_at=np.flatnonzero(~zonal),
+                         total=full.sum(axis=(1, 2)))
 
 
-def _wsum(x: np.ndarray, wm: np.ndarray) -> np.ndarray:
-    """Σ_yx w_r(y, x) x(..., y, x) for every region r: (..., Y, X) -> (..., R)."""
-    return x.reshape(*x.shape[:-2], -1) @ wm
+def _wsum(x: np.ndarray, wm: RegionWeights) -> np.ndarray:
+    """Σ_yx w_r(y, x) x(..., y, x) for every region r: (..., Y, X) -> (..., R), float64."""
+    out = np.empty(x.shape[:-2] + (wm.n_regions,))
+    if len(wm.zonal_at):
+        out[..., wm.zonal_at] = x.sum(axis=-1, dtype="float64") @ wm.zonal
+    if len(wm.general_at):
+        out[..., wm.general_at] = x.reshape(*x.shape[:-2], -1).astype("float64", copy=False) @ wm.general
+    return out
 
 
 def _over_inits(per_init: np.ndarray) -> np.ndarray:
@@ -116,20 +146,31 @@ def deterministic_np(f: np.ndarray, o: np.ndarray, wm: np.ndarray, metrics: Iter
         if clim is None:
             raise DataError("ACC needs a climatology; pass climatology= (see baselines.climatology)")
         valid &= np.isfinite(clim)
-    err = np.where(valid, err, 0.0)
-    n = _wsum(valid.astype(err.dtype), wm)
+    complete = bool(valid.all())
+    if complete:  # no NaN: every weight counts, and no masking pass is needed
+        n = np.broadcast_to(wm.total, err.shape[:-2] + wm.total.shape)
+    else:
+        err = np.where(valid, err, 0)
+        n = _wsum(valid.astype(err.dtype), wm)
     out: dict[str, np.ndarray] = {"valid_weight": n}
-    if "rmse" in metrics:
-        out["rmse"] = np.sqrt(_over_inits(_ratio(_wsum(err * err, wm), n)))
-    if "mae" in metrics:
-        out["mae"] = _over_inits(_ratio(_wsum(np.abs(err), wm), n))
     if "bias" in metrics:
         out["bias"] = _over_inits(_ratio(_wsum(err, wm), n))
+    if "mae" in metrics:
+        out["mae"] = _over_inits(_ratio(_wsum(np.abs(err), wm), n))
+    if "rmse" in metrics:
+        np.square(err, out=err)
+        out["rmse"] = np.sqrt(_over_inits(_ratio(_wsum(err, wm), n)))
+    del err
     if "acc" in metrics:
-        fa = np.where(valid, f - clim, 0.0)
-        oa = np.where(valid, o - clim, 0.0)
+        fa = f - clim
+        oa = o - clim
+        if not complete:
+            fa[~valid] = 0
+            oa[~valid] = 0
         cov = _wsum(fa * oa, wm)
-        den = np.sqrt(_wsum(fa * fa, wm) * _wsum(oa * oa, wm))
+        np.square(fa, out=fa)
+        np.square(oa, out=oa)
+        den = np.sqrt(_wsum(fa, wm) * _wsum(oa, wm))
         out["acc"] = _over_inits(_ratio(cov, den))
     return out
 
@@ -188,7 +229,7 @@ def contingency_np(f: np.ndarray, o: np.ndarray, wm: np.ndarray, threshold: np.n
     oe &= valid
 
     def total(x: np.ndarray) -> np.ndarray:
-        return _wsum(x.astype("float64"), wm).sum(axis=0)
+        return _wsum(x.astype("float32"), wm).sum(axis=0)
 
     a, fsum, osum, n = total(fe & oe), total(fe), total(oe), total(valid)
     b, c = fsum - a, osum - a

@@ -189,6 +189,11 @@ def _log(x: np.ndarray, floor: float) -> np.ndarray:
     return np.log(np.maximum(x, 0.0) + floor)
 
 
+def _floating(x: np.ndarray) -> np.ndarray:
+    """Float32 stays float32 (sums are still taken in float64), anything else becomes float64."""
+    return x if x.dtype in (np.float32, np.float64) else x.astype("float64")
+
+
 def _levels_axis(x: np.ndarray, has_level: bool) -> np.ndarray:
     """Insert a level axis of size 1 for surface fields: (T, L, [M], Y, X) -> (T, L, [M], 1, Y, X)."""
     return x if has_level else np.expand_dims(x, -3)
@@ -211,8 +216,8 @@ def _score_variable(col: _Collector, name: str, var: str, fc: xr.DataArray, trut
     cats: dict[str, dict[str, list[np.ndarray]]] = {t.label: {} for t, _ in thresholds}
 
     for sl in _lead_chunks(fc, chunk_bytes):
-        f = _levels_axis(fc.isel({LEAD: sl}).values.astype("float64"), has_level)
-        o = _levels_axis(truth_like(truth, inits, leads[sl]).astype("float64"), has_level)
+        f = _levels_axis(_floating(fc.isel({LEAD: sl}).values), has_level)
+        o = _levels_axis(_floating(truth_like(truth, inits, leads[sl])), has_level)
         fd = f.mean(axis=2) if member else f  # deterministic scores of an ensemble: its mean
         c = None
         if "acc" in det:
@@ -256,7 +261,8 @@ def _threshold_fields(thresholds: Iterable[Threshold], truth: xr.Dataset, var: s
 def _climatology_on(clim: xr.Dataset, model: xr.Dataset) -> xr.Dataset:
     """`clim` on the model's grid and levels; raises naming what differs."""
     clim = _on_grid_of(clim, model, "the model")
-    if "level" in clim.dims and "level" in model.dims:
+    if "level" in clim.dims and "level" in model.dims and not (
+            clim.sizes["level"] == model.sizes["level"] and np.allclose(clim["level"], model["level"])):
         lost = [float(x) for x in model["level"].values if x not in clim["level"].values]
         if lost:
             raise DataError(f"the climatology lacks level(s) {lost} hPa; it has {clim['level'].values.tolist()}")
