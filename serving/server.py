@@ -1,4 +1,4 @@
-"""The KServe ModelServer of one predictor: a chosen bind address, gRPC limits, the jobs routes.
+"""The KServe ModelServer of the predictors: a chosen bind address, gRPC limits, the jobs routes.
 
 KServe 0.21 binds REST to 0.0.0.0 and gRPC to [::] with gRPC message limits from its own
 command line (8 MiB by default). `AuroraModelServer` binds both to `host` (loopback by
@@ -59,12 +59,12 @@ class _GRPCServer(GRPCServer):
 
 
 class AuroraModelServer(ModelServer):
-    """`ModelServer` bound to `host`, with gRPC limits that fit the predictor's variant."""
+    """`ModelServer` bound to `host`, with gRPC limits that fit the largest variant served."""
 
-    def __init__(self, predictor: AuroraPredictor, *, host: str, http_port: int, grpc_port: int, **kwargs):
+    def __init__(self, predictors: list[AuroraPredictor], *, host: str, http_port: int, grpc_port: int, **kwargs):
         super().__init__(http_port=http_port, grpc_port=grpc_port, **kwargs)
         self.host = host
-        self.predictor = predictor
+        self.predictors = predictors
 
     def start(self, models) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)
@@ -75,9 +75,10 @@ class AuroraModelServer(ModelServer):
         self._rest_server.config.host = self.host
         self.servers.append(self._rest_server.start())
         if self.enable_grpc:
-            limits = self.predictor.limits
+            send = max(p.limits.grpc_send_bytes for p in self.predictors)
+            receive = max(p.limits.grpc_receive_bytes for p in self.predictors)
             self._grpc_server = _GRPCServer(
-                self.host, self.grpc_port, limits.grpc_send_bytes, limits.grpc_receive_bytes,
+                self.host, self.grpc_port, send, receive,
                 self.dataplane, self.model_repository_extension, grace_period=self.grace_period)
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()
@@ -157,17 +158,23 @@ def _public(state) -> dict:
     return {**asdict(state), "output_uri": state.output_uri}
 
 
-def serve(predictor: AuroraPredictor, *, host: str = "127.0.0.1", http_port: int = 8080, grpc_port: int = 8081,
-          jobs_dir: str | None = None, job_attempts: int = 3, job_max_steps: int = 120) -> None:
-    """Load the predictor, recover its jobs and serve until SIGTERM/SIGINT."""
-    from kserve.model_server import app
-    from serving.jobs import job_forward
+def serve(predictors: list[AuroraPredictor], *, host: str = "127.0.0.1", http_port: int = 8080,
+          grpc_port: int = 8081, jobs_dir: str | None = None, job_attempts: int = 3, job_max_steps: int = 120) -> None:
+    """Load the predictors (one per variant), recover their jobs and serve until SIGTERM/SIGINT.
 
-    predictor.load()
-    add_body_limit(app, 8 * predictor.limits.max_request_bytes)  # JSON text takes several bytes per value
+    Jobs of each variant are indexed under `<jobs_dir>/<variant>`.
+    """
+    from kserve.model_server import app
+    from serving.jobs import job_forward, join
+
+    for predictor in predictors:
+        predictor.load()
+    # JSON text takes several bytes per value, so the body limit is a multiple of the tensor limit
+    add_body_limit(app, 8 * max(p.limits.max_request_bytes for p in predictors))
     if jobs_dir is not None:
-        jobs = JobManager(predictor.spec, jobs_dir, job_forward(predictor), max_steps=job_max_steps,
-                          model_uri=predictor.model_uri, max_attempts=job_attempts)
-        add_job_routes(app, predictor, jobs)
-        jobs.start()
-    AuroraModelServer(predictor, host=host, http_port=http_port, grpc_port=grpc_port).start([predictor])
+        for predictor in predictors:
+            jobs = JobManager(predictor.spec, join(jobs_dir, predictor.spec.name), job_forward(predictor),
+                              max_steps=job_max_steps, model_uri=predictor.model_uri, max_attempts=job_attempts)
+            add_job_routes(app, predictor, jobs)
+            jobs.start()
+    AuroraModelServer(predictors, host=host, http_port=http_port, grpc_port=grpc_port).start(predictors)

@@ -17,8 +17,9 @@ def add_parser(sub) -> None:
             "(docs/serving.md). Binds 127.0.0.1 unless --host says otherwise."
         ),
     )
-    p.add_argument("--variant", required=True, choices=list(VARIANTS))
-    p.add_argument("--model", required=True, metavar="URI",
+    p.add_argument("--variant", required=True, choices=list(VARIANTS), action="append",
+                   help="variant to serve; repeat (with one --model each) to serve several from one process")
+    p.add_argument("--model", required=True, metavar="URI", action="append",
                    help="checkpoint path, s3:// URI, or models:/aurora-<variant>@champion")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
     p.add_argument("--http-port", type=int, default=8080)
@@ -42,14 +43,20 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from model_code.errors import DataError
     from serving.predictor import AuroraPredictor
     from serving.server import serve
 
+    if len(args.variant) != len(args.model) or len(set(args.variant)) != len(args.variant):
+        raise DataError(f"give one --model per --variant, each variant once; got variants {args.variant} "
+                        f"and {len(args.model)} model(s)")
+    if args.static and len(args.variant) > 1:
+        raise DataError("--static holds one variant's static fields: serve that variant alone")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    predictor = AuroraPredictor(
-        args.variant, args.model, device=device, autocast=args.autocast, max_steps=args.max_steps,
+    predictors = [AuroraPredictor(
+        variant, model, device=device, autocast=args.autocast, max_steps=args.max_steps,
         max_request_bytes=args.max_request_bytes, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
-        static_uri=args.static)
-    serve(predictor, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, jobs_dir=args.jobs_dir,
+        static_uri=args.static) for variant, model in zip(args.variant, args.model)]
+    serve(predictors, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, jobs_dir=args.jobs_dir,
           job_attempts=args.job_attempts, job_max_steps=args.job_max_steps)
     return 0
