@@ -1,0 +1,146 @@
+"""`check`: summarise the new window, test it for drift, apply the policy, maybe ask for a retrain.
+
+The submitter is injected: `local_submitter` runs the retrain pipeline here with KFP's
+local runner, `cluster_submitter` submits it to Kubeflow Pipelines; tests pass a plain
+function. A submitter returns a run id or raises; a failure is retried with exponential
+backoff, and when every attempt fails the decision says so and the episode stays
+unhandled, so the next check tries again. State is saved after every check, whatever
+happened, before the error (if any) is raised.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping, Sequence
+
+from model_code.errors import DataError
+from monitoring import metrics
+from monitoring.drift import DriftResult, DriftThresholds, compare, save
+from monitoring.policy import SUBMITTED, TRIGGER, Decision, DriftPolicy, PolicyState, decide, record_submission
+from monitoring.summaries import REGIONS, Region, Summaries, summarise
+
+Submitter = Callable[[str, Mapping[str, Any]], str]
+"""(pipeline name, arguments) -> run id; raises when the run could not be started."""
+
+
+class SubmissionError(RuntimeError):
+    """A retraining run could not be started."""
+
+
+def local_submitter(workdir: str | None = None) -> Submitter:
+    """Run the pipeline here (KFP local runner); the run id is the run's output directory."""
+
+    def submit(name: str, arguments: Mapping[str, Any]) -> str:
+        from pipelines.runner import run_local
+
+        summary = run_local(name, arguments, workdir=workdir)
+        if summary.state != "SUCCEEDED":
+            raise SubmissionError(f"local {name} run {summary.state} at {summary.failed_task}: {summary.error}")
+        return summary.run_dir
+
+    return submit
+
+
+def cluster_submitter(host: str, experiment: str | None = None) -> Submitter:
+    """Submit to the Kubeflow Pipelines API at `host`; the run id is KFP's."""
+
+    def submit(name: str, arguments: Mapping[str, Any]) -> str:
+        from pipelines.runner import submit as kfp_submit
+
+        return kfp_submit(name, arguments, host=host, experiment=experiment,
+                          run_name=f"aurora-{name}-{arguments['variant']}-drift-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    return submit
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 3
+    backoff_s: float = 30.0
+    """Wait before the second attempt; doubled before each later one."""
+
+
+def submit_with_retry(submitter: Submitter, name: str, arguments: Mapping[str, Any], retry: Retry,
+                      sleep: Callable[[float], None] = time.sleep) -> tuple[str | None, list[dict[str, Any]]]:
+    """(run id or None, one record per attempt)."""
+    attempts = []
+    for k in range(retry.attempts):
+        if k:
+            sleep(retry.backoff_s * 2 ** (k - 1))
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        try:
+            run_id = str(submitter(name, arguments))
+        except Exception as e:  # any failure of the submitter is reported and retried
+            attempts.append({"time": started, "error": f"{type(e).__name__}: {e}"})
+            continue
+        attempts.append({"time": started, "run_id": run_id})
+        return run_id, attempts
+    return None, attempts
+
+
+@dataclass
+class CheckResult:
+    decision: Decision
+    drift: DriftResult
+
+    def describe(self) -> str:
+        d, r = self.decision, self.drift
+        lines = [f"{d.variant}: window {d.window}: {d.action} ({d.reason})",
+                 f"  drifted columns {len(r.drifted_columns)}/{len(r.columns)} (share {r.share:.2f}); "
+                 f"variables over their threshold: {', '.join(r.drifted_variables) or 'none'}"]
+        if d.episode:
+            lines.append(f"  episode {d.episode}")
+        if r.artifacts.get("html"):
+            lines.append(f"  report: {r.artifacts['html']}")
+        return "\n".join(lines)
+
+
+def _publish(variant: str, result: DriftResult, decision: Decision) -> None:
+    metrics.DRIFT_SHARE.labels(variant).set(result.share)
+    metrics.DRIFT_DETECTED.labels(variant).set(1.0 if result.drifted else 0.0)
+    for var, share in result.variable_shares.items():
+        metrics.DRIFT_VARIABLE_SHARE.labels(variant, var).set(share)
+    metrics.DRIFT_CHECKS.labels(variant, decision.action).inc()
+    metrics.DRIFT_LAST_CHECK.labels(variant).set_to_current_time()
+
+
+def check(
+    variant: str, data: Sequence[str], reference: Sequence[str] | Summaries, *, state_uri: str,
+    submitter: Submitter, policy: DriftPolicy = DriftPolicy(), thresholds: DriftThresholds = DriftThresholds(),
+    out: str | None = None, retry: Retry = Retry(), retrain_arguments: Mapping[str, Any] | None = None,
+    variables: Sequence[str] | None = None, regions: Sequence[Region] = REGIONS,
+    now: datetime | None = None, sleep: Callable[[float], None] = time.sleep,
+) -> CheckResult:
+    """One policy check of the window in `data` against `reference`.
+
+    Bad input (missing reference, mismatched grids or variables, an empty window) raises a
+    `DataError` before the state is touched: no decision, no trigger. The retrain pipeline
+    gets `{"variant", "data": data, **retrain_arguments}`.
+    """
+    if not isinstance(reference, Summaries) and not reference:
+        raise DataError("missing reference: give the reference window's files or its .summaries.json "
+                        "(e.g. of the training period)")
+    now = now or datetime.now(timezone.utc)
+    state = PolicyState.load(state_uri, variant)
+    ref = reference if isinstance(reference, Summaries) else summarise(reference, variables=variables, regions=regions)
+    cur = summarise(data, variables=variables, regions=regions)
+    result = compare(ref, cur, thresholds)
+    if out is not None:
+        stamp = now.strftime("%Y%m%dT%H%M%SZ")
+        save(result, ref, cur, f"{str(out).rstrip('/')}/{variant}/{stamp}")
+    decision = decide(state, policy, drifted=result.drifted, window=cur.window(), evidence=result.evidence(),
+                      now=now)
+    if decision.action == TRIGGER:
+        arguments = {**(retrain_arguments or {}), "variant": variant, "data": list(data)}
+        run_id, attempts = submit_with_retry(submitter, "retrain", arguments, retry, sleep)
+        record_submission(state, decision, run_id=run_id, attempts=attempts, now=now)
+        metrics.RETRAIN_SUBMISSIONS.labels(variant, "submitted" if decision.action == SUBMITTED else "failed").inc()
+    state.save(state_uri)
+    _publish(variant, result, decision)
+    return CheckResult(decision, result)
+
+
+def decision_dict(result: CheckResult) -> dict[str, Any]:
+    return asdict(result.decision)
