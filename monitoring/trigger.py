@@ -11,7 +11,7 @@ happened, before the error (if any) is raised.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
@@ -140,7 +140,3 @@ def check(
     state.save(state_uri)
     _publish(variant, result, decision)
     return CheckResult(decision, result)
-
-
-def decision_dict(result: CheckResult) -> dict[str, Any]:
-    return asdict(result.decision)
