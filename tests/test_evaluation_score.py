@@ -56,8 +56,8 @@ def as_forecast(truth: xr.Dataset, inits, lead_times) -> xr.Dataset:
     data = {v: (("init_time", "lead_time", *out[v].dims[1:]),
                 out[v].values.reshape(len(inits), len(lead_times), *out[v].shape[1:]), out[v].attrs)
             for v in truth.data_vars}
-    return xr.Dataset(data, coords={"init_time": inits, "lead_time": lead_times, "level": truth.level,
-                                    "latitude": truth.latitude, "longitude": truth.longitude})
+    coords = {d: truth[d] for d in ("level", "latitude", "longitude") if d in truth.coords}
+    return xr.Dataset(data, coords={"init_time": inits, "lead_time": lead_times, **coords})
 
 
 # ---- the numbers ------------------------------------------------------------------------------
@@ -284,3 +284,24 @@ def test_hindcast_of_a_tiny_model_on_real_hourly_era5(tmp_path):
     assert open_forecasts([str(path)]).sizes == fc.sizes
     with pytest.raises(DataError, match="timestep_hours=6 but the model steps by 1 h"):
         hindcast(model, spec, [str(box)], steps=1, timestep_hours=6)
+
+
+def test_wave_targets_score_the_coastal_band_found_from_the_nan_over_land():
+    times = pd.date_range("2021-01-01", periods=6, freq="6h").values
+    lat, lon = np.arange(-40, 41, 5.0), np.arange(0, 360, 5.0)
+    swh = np.random.default_rng(4).gamma(2.0, 1.0, (6, len(lat), len(lon)))
+    swh[:, :, 10:20] = np.nan  # a continent from 50°E to 95°E
+    truth = xr.Dataset({"swh": (("time", "latitude", "longitude"), swh, {"units": "m"}),
+                        "mwp": (("time", "latitude", "longitude"), swh * 3, {"units": "s"})},
+                       coords={"time": times, "latitude": lat, "longitude": lon})
+    model = as_forecast(truth, times[:3], leads(6, 12)) + 0.2
+    for v in model.data_vars:
+        model[v].attrs = truth[v].attrs
+    s = evaluate({"model": model}, truth, metrics=("mae",), regions=("coastal", "land"))
+    assert s.value("model", "swh", "mae", 12, region="coastal") == pytest.approx(0.2)
+    assert {(e["variable"], e["region"]) for e in s.excluded} == {("swh", "land"), ("mwp", "land")}
+    options = target_options("wave")
+    scored = evaluate({"model": model, "persistence": persistence(truth, times[:3], leads(6, 12))}, truth,
+                      metrics=("mae",), **options)
+    rows = target_rows(scored, "wave", "persistence")
+    assert rows and all(r["better"] is not None for r in rows)

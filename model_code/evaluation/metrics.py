@@ -89,7 +89,7 @@ class RegionWeights:
         return len(self.total)
 
 
-def _weight_matrix(regions: xr.DataArray, latitude) -> RegionWeights:
+def region_weights(regions: xr.DataArray, latitude) -> RegionWeights:
     """The `RegionWeights` of `regions` (region, latitude, longitude) on `latitude`."""
     w = area_weights(latitude).values
     masks = regions.transpose("region", LAT, LON).values.astype("float64")
@@ -289,7 +289,7 @@ def _deterministic(metric: str, forecast, truth, regions, time_dim, climatology=
     if climatology is not None:
         clim = climatology.broadcast_like(truth).transpose(*dims).values.astype("float64")
         clim = clim[None] if time_dim not in dims else clim
-    values = deterministic_np(f, o, _weight_matrix(regs, forecast[LAT].values), [metric], clim)[metric]
+    values = deterministic_np(f, o, region_weights(regs, forecast[LAT].values), [metric], clim)[metric]
     return _squeeze(_wrap(values, forecast, dims, regs, metric, time_dim), regions)
 
 
@@ -338,7 +338,7 @@ def _ensemble(metric, forecast, truth, regions, time_dim):
         raise DataError(f"{metric} needs an ensemble forecast with a '{MEMBER}' dimension; dims {forecast.dims}")
     dims, f, o = _arrays(forecast, truth, time_dim, member=True)
     regs = _regions_or_global(regions, forecast)
-    values = ensemble_np(f, o, _weight_matrix(regs, forecast[LAT].values), [metric])[metric]
+    values = ensemble_np(f, o, region_weights(regs, forecast[LAT].values), [metric])[metric]
     return _squeeze(_wrap(values, forecast, dims, regs, metric, time_dim), regions)
 
 
@@ -356,7 +356,7 @@ def threshold_scores(forecast: xr.DataArray, truth: xr.DataArray, threshold: flo
     if isinstance(threshold, xr.DataArray):
         thr = threshold.broadcast_like(truth).transpose(*dims).values
         thr = thr[None] if time_dim not in dims else thr
-    out = contingency_np(f, o, _weight_matrix(regs, forecast[LAT].values), thr, below=below)
+    out = contingency_np(f, o, region_weights(regs, forecast[LAT].values), thr, below=below)
     return xr.Dataset({k: _squeeze(_wrap(out[k], forecast, dims, regs, k, time_dim), regions) for k in CATEGORICAL})
 
 

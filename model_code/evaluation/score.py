@@ -124,7 +124,8 @@ class Scores:
         found = self.select(**where)
         if len(found) != 1:
             reasons = [e["reason"] for e in self.excluded
-                       if e["forecast"] == forecast and e["variable"] == variable and e["region"] == region]
+                       if e["forecast"] == forecast and e["variable"] in (variable, "*")
+                       and e["region"] in (region, None) and e["metric"] in (metric, None)]
             raise DataError(f"{len(found)} score(s) for {where}" + (f"; excluded: {reasons[0]}" if reasons else ""))
         return found[0]["value"]
 
@@ -325,28 +326,29 @@ def evaluate(
     if climatology is not None:
         climatology = _climatology_on(climatology, aligned[names[0]][0])
     lat, lon = ref["latitude"].values, ref["longitude"].values
-    if lsm is None and "lsm" in truth:
-        lsm = truth["lsm"].isel(time=0, drop=True) if "time" in truth["lsm"].dims else truth["lsm"]
+    if lsm is None and "lsm" in ref:  # the truth's own mask, already on the forecast grid (align)
+        lsm = ref["lsm"].isel(time=0, drop=True) if "time" in ref["lsm"].dims else ref["lsm"]
     needs_lsm = any(r.split(":")[0] in ("land", "sea", "coastal", "coastal-land") for r in regions)
     if needs_lsm and lsm is None:
         nan_vars = [v for v in ref.data_vars if np.isnan(ref[v].values).any()]
         if nan_vars:
             lsm = sea_from_data(ref[nan_vars[0]])
-    if lsm is not None:
-        lsm = lsm.sortby("latitude").reindex(latitude=lat, longitude=lon, method="nearest", tolerance=1e-3) \
-            if lsm.sizes.get("latitude") == len(lat) else lsm
     masks = region_masks(regions, lat, lon, lsm=lsm)
-    wm = m._weight_matrix(masks, lat)
+    wm = m.region_weights(masks, lat)
     col = _Collector(regions)
     for r, region in enumerate(regions):
         if not masks.values[r].any():
             raise DataError(f"region '{region}' holds no point of the {len(lat)}x{len(lon)} grid "
                             f"(latitudes {lat.min():g}..{lat.max():g}, longitudes {lon.min():g}..{lon.max():g})")
 
+    model_vars = list(aligned[names[0]][0].data_vars)
     for name in names:
         fc, tr, missing = aligned[name]
         for var in missing:
             col.exclude(name, var, "the truth has no such variable")
+        for var in model_vars:
+            if var not in fc.data_vars and var not in missing:
+                col.exclude(name, var, "this forecast has no such variable")
         for var in fc.data_vars:
             clim = None
             if climatology is not None and var in climatology:
