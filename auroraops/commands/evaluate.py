@@ -56,6 +56,9 @@ def add_parser(sub) -> None:
     hind.add_argument("--explain-level", type=float, metavar="HPA", help="its level, for atmospheric outputs")
     hind.add_argument("--explain-region", type=float, nargs=4, metavar=("S", "N", "W", "E"),
                       help="box the explained output is averaged over (default: the whole grid)")
+    p.add_argument("--climatology", nargs="+", metavar="PATH",
+                   help="data files of a training period for the climatology (default: the truth/data itself, "
+                        "in-sample)")
     p.add_argument("--regions", nargs="+", metavar="NAME", help="regions (default: the variant's target regions)")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), metavar="NAME",
                    help=f"metrics (default: {' '.join(DEFAULT_METRICS)})")
@@ -126,11 +129,12 @@ def _forecast_mode(args):
 
     baselines = _baselines(args.baseline)
     model = open_forecasts(args.forecast)
-    truth = open_truth(args.truth)
+    truth, notes = _truth_on_forecast_grid(open_truth(args.truth), model)
     inits, leads = model["init_time"].values, model["lead_time"].values
-    clim = climatology(truth)
+    clim = climatology(open_truth(args.climatology) if args.climatology else truth)
     forecasts = {"model": model}
-    notes = [f"climatology: {clim.attrs.get('climatology_note', '')} (from the truth files)"]
+    notes.append(f"climatology: {clim.attrs.get('climatology_note', '')} (from "
+                 + ("the --climatology files)" if args.climatology else "the truth files: in-sample)"))
     try:
         forecasts["persistence"] = persistence(truth, inits, leads)
     except DataError as err:
@@ -146,6 +150,23 @@ def _forecast_mode(args):
     return scores, notes
 
 
+def _truth_on_forecast_grid(truth, model):
+    """The truth at the forecast's grid points when it covers them (Aurora drops the last
+    row of a grid one row over a patch multiple); otherwise unchanged, for `align` to judge."""
+    import numpy as np
+
+    if truth.sizes["latitude"] == model.sizes["latitude"] and truth.sizes["longitude"] == model.sizes["longitude"]:
+        return truth, []
+    try:
+        sub = truth.sel(latitude=model["latitude"].values, longitude=np.mod(model["longitude"].values, 360.0),
+                        method="nearest", tolerance=1e-3)
+    except KeyError:
+        return truth, []
+    note = (f"truth cut from {truth.sizes['latitude']}x{truth.sizes['longitude']} to the forecast's "
+            f"{model.sizes['latitude']}x{model.sizes['longitude']} grid points")
+    return sub, [note]
+
+
 def _hindcast_mode(args):
     from model_code.evaluation.continuous import HindcastConfig, evaluate_window, score_checkpoint
 
@@ -155,12 +176,14 @@ def _hindcast_mode(args):
         crop=args.crop_to_patch, levels=tuple(args.levels) if args.levels else None,
         regions=tuple(args.regions) if args.regions else None, metrics=tuple(args.metrics), members=args.members,
         perturbation=args.perturbation, seed=args.seed,
+        climatology=tuple(args.climatology) if args.climatology else None,
     )
     result = score_checkpoint(cfg)
     n_inits = result.forecasts.sizes["init_time"]
     notes = [f"hindcast of {args.checkpoint}: {n_inits} init time(s) x {args.steps} step(s)"
              + (f", {args.members}-member perturbed-initial-condition ensemble" if args.members > 1 else ""),
-             "climatology: mean of the same data by hour of day (in-sample for a short window)"]
+             "climatology: " + ("from the --climatology files" if args.climatology else
+                                "mean of the same data (in-sample: on a short window it nearly equals the truth)")]
     if args.history:
         window = evaluate_window(cfg, args.history, threshold=args.drift_threshold, result=result)
         drift = window.drift

@@ -6,10 +6,10 @@ persistence and climatology baselines from the same data, and scores them all
 (JSON lines, rewritten atomically so a reader never sees half a line) and compares the
 window with the running mean of the earlier ones:
 
-    change = improvement(metric, mean of earlier windows, this window)
+    change = -improvement(metric, this window, mean of earlier windows)
 
-i.e. the relative loss of skill (`report.improvement` with the roles swapped: positive
-means this window is worse). A score whose change exceeds `threshold` (default 10 %) is
+i.e. the relative loss of skill against the running mean (for RMSE, `(rmse - mean) / mean`;
+positive means this window is worse). A score whose change exceeds `threshold` (default 10 %) is
 flagged as drift. The first window has nothing to compare with and flags nothing.
 """
 
@@ -32,6 +32,7 @@ from model_code.evaluation.ensembles import perturbed_ensemble
 from model_code.evaluation.hindcast import hindcast
 from model_code.evaluation.report import improvement
 from model_code.evaluation.score import DEFAULT_METRICS, Scores, evaluate, target_options
+from model_code.evaluation.truth import open_truth
 from model_code.storage import is_s3, local_copy, write_atomic
 from model_code.variants import get_variant
 
@@ -65,6 +66,9 @@ class HindcastConfig:
     """Above 1: a perturbed-initial-condition ensemble of that size (CRPS, spread-skill)."""
     perturbation: float = 0.05
     seed: int = 0
+    climatology: tuple[str, ...] | None = None
+    """Files of a training period to build the climatology from; default: the data itself
+    (in-sample: on a short window it nearly equals the truth, a baseline hard to beat)."""
 
 
 @dataclass
@@ -79,8 +83,8 @@ class HindcastResult:
 def score_checkpoint(cfg: HindcastConfig) -> HindcastResult:
     """Hindcast `cfg.checkpoint` on `cfg.data` and score it beside persistence and climatology.
 
-    The climatology is the mean of the data's own truth by hour of day (a whole year of
-    data gives day of year and hour): in-sample for short windows, as the report notes.
+    The climatology comes from `cfg.climatology` files, else from the data's own truth (by
+    hour of day; a whole year of data gives day of year and hour).
     """
     model, info = load_checkpoint(cfg.checkpoint, variant=cfg.variant)
     spec = get_variant(info.variant)
@@ -101,7 +105,7 @@ def score_checkpoint(cfg: HindcastConfig) -> HindcastResult:
     else:
         forecasts, truth_ds = hindcast(model, spec, list(cfg.data), **options)
     inits, leads = forecasts["init_time"].values, forecasts["lead_time"].values
-    clim = climatology(truth_ds)
+    clim = climatology(open_truth(list(cfg.climatology)) if cfg.climatology else truth_ds)
     baselines = {"persistence": persistence(truth_ds, inits, leads),
                  "climatology": climatology_forecast(clim, inits, leads)}
     regions = cfg.regions or target_options(spec.name)["regions"]
@@ -160,11 +164,11 @@ def skill_drift(history: Sequence[dict], current: dict[str, float], *, threshold
             continue
         metric = key.split(" ")[1]
         mean = float(np.mean(past[key]))
-        gain = improvement(metric, mean, value)  # positive: the earlier mean was better
+        gain = improvement(metric, value, mean)
         if gain is None:
             continue
-        changes[key] = gain
-        if gain > threshold:
+        changes[key] = -gain  # positive: skill lost against the earlier mean
+        if -gain > threshold:
             flagged.append(key)
     return {"compared_with": len(history), "threshold": threshold, "changes": changes, "flagged": flagged}
 

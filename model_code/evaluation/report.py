@@ -370,14 +370,14 @@ def write_report(
         scores.to_json(str(tmp / "metrics.json"))
         (tmp / "scorecard.json").write_text(json.dumps(card, indent=1, allow_nan=False, default=_json_default))
         (tmp / "scorecard.md").write_text(_markdown(card))
-        curves = _plot_curves(records, model, tmp, plt)
-        scorecards = [(name, p) for name in card["baselines"] if (p := _plot_scorecard(card, name, tmp, plt))]
         copied = []
         for caption, src in figures:
             dest = tmp / "explain" / src.name
             dest.parent.mkdir(exist_ok=True)
             dest.write_bytes(src.read_bytes())
             copied.append((caption, dest))
+        curves = _plot_curves(records, model, tmp, plt)
+        scorecards = [(name, p) for name in card["baselines"] if (p := _plot_scorecard(card, name, tmp, plt))]
         if explanation is not None:
             (tmp / "explain.json").write_text(json.dumps(explanation, indent=1, default=_json_default))
         (tmp / "report.html").write_text(_html(title, card, excluded, curves, scorecards, copied, explanation, notes))
