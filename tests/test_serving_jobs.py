@@ -1,0 +1,148 @@
+"""Forecast jobs by reference on a real server: S3 (moto on 127.0.0.1) in and out, idempotent
+submits, cancellation, and a crash mid-job that leaves a state the restarted server finishes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from model_code.checkpoint import save_checkpoint
+from model_code.variants import build_model, get_variant
+from serving.jobs import JobManager
+from serving.process import ServerProcess
+from test_serving import make_window
+
+MODEL = "aurora-medium-range"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    spec = get_variant("medium-range")
+    path = tmp_path_factory.mktemp("ckpt") / "medium-range.safetensors"
+    return save_checkpoint(build_model(spec, "tiny", seed=3), spec, "tiny", str(path))
+
+
+@pytest.fixture(scope="module")
+def input_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("inputs") / "window.nc"
+    make_window("medium-range", grid=(64, 128)).to_netcdf(path)
+    return path
+
+
+def submit(server, body: dict) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/models/{MODEL}/jobs", json=body, timeout=60)
+
+
+def wait(server, job_id: str, until, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{server.url}/v1/models/{MODEL}/jobs/{job_id}", timeout=30).json()
+        if until(state):
+            return state
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job_id}: {state}")
+
+
+def test_job_reads_and_writes_s3_one_file_per_lead_time_with_a_marker(checkpoint, input_file, bucket, s3_endpoint,
+                                                                     tmp_path):
+    s3 = boto3.client("s3")
+    s3.upload_file(str(input_file), bucket, "in/window.nc")
+    server = ServerProcess("medium-range", checkpoint, tmp_path, env={
+        "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1"}).start(timeout=300)
+    try:
+        body = {"inputs": [f"s3://{bucket}/in/window.nc"], "output_uri": f"s3://{bucket}/out/run1", "steps": 3,
+                "idempotency_key": "run-1"}
+        r = submit(server, body)
+        assert r.status_code == 201, r.text
+        job_id = r.json()["job_id"]
+        again = submit(server, body)  # a retried submit finds the same job
+        assert again.status_code == 200 and again.json()["job_id"] == job_id
+        clash = submit(server, {**body, "steps": 4})
+        assert clash.status_code == 409 and clash.json()["error"].startswith("idempotency_key:")
+
+        state = wait(server, job_id, lambda s: s["status"] in ("succeeded", "failed"))
+        assert state["status"] == "succeeded", state
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out/run1/")["Contents"])
+        assert keys == [f"out/run1/{n}" for n in ("_SUCCESS", "job.json", "step_001.nc", "step_002.nc", "step_003.nc")]
+        stored = json.loads(s3.get_object(Bucket=bucket, Key="out/run1/job.json")["Body"].read())
+        assert stored["status"] == "succeeded" and stored["steps_done"] == 3
+
+        bad = [({"inputs": ["http://example.org/x.nc"]}, "inputs[0]:"), ({"inputs": ["s3://"]}, "inputs[0]:"),
+               ({"inputs": ["/no/such/file.nc"]}, "inputs[0]:"), ({"steps": 0}, "steps:"),
+               ({"output_uri": "ftp://host/out"}, "output_uri:"), ({"format": "grib"}, "format:"),
+               ({"colour": "red"}, "colour:")]
+        for change, field in bad:
+            r = submit(server, {**body, "idempotency_key": None, **change})
+            assert r.status_code == 400 and r.json()["error"].startswith(field), (change, r.text)
+        taken = submit(server, {**body, "idempotency_key": "run-2"})
+        assert taken.status_code == 409 and taken.json()["error"].startswith("output_uri:")
+
+        failing = submit(server, {**body, "inputs": [f"s3://{bucket}/in/missing.nc"], "output_uri":
+                                  f"s3://{bucket}/out/run3", "idempotency_key": "run-3"}).json()
+        state = wait(server, failing["job_id"], lambda s: s["status"] in ("succeeded", "failed"))
+        assert state["status"] == "failed" and "not found" in state["error"]
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out/run3/")["Contents"]]
+        assert keys == ["out/run3/job.json"]  # no marker, no partial output
+        assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_crash_mid_job_leaves_a_consistent_state_that_a_restart_finishes(checkpoint, input_file, tmp_path):
+    out = tmp_path / "out"
+    server = ServerProcess("medium-range", checkpoint, tmp_path / "server").start(timeout=300)
+    try:
+        job = submit(server, {"inputs": [str(input_file)], "output_uri": str(out), "steps": 40,
+                              "idempotency_key": "crash"}).json()
+        cancel = submit(server, {"inputs": [str(input_file)], "output_uri": str(tmp_path / "cancelled"),
+                                 "steps": 5, "idempotency_key": "cancel"}).json()
+        httpx.delete(f"{server.url}/v1/models/{MODEL}/jobs/{cancel['job_id']}")  # still queued behind "crash"
+        wait(server, job["job_id"], lambda s: s["steps_done"] >= 2)
+        server.kill()
+    finally:
+        server.stop()
+
+    state = json.loads((out / "job.json").read_text())
+    assert state["status"] == "running" and state["attempts"] == 1
+    assert not (out / "_SUCCESS").exists()
+    written = sorted(p.name for p in out.glob("step_*.nc"))
+    assert written == [f"step_{k:03d}.nc" for k in range(1, len(written) + 1)]  # whole files only
+    assert not list(out.glob(".*tmp*"))
+
+    restarted = ServerProcess("medium-range", checkpoint, tmp_path / "server").start(timeout=300)
+    try:
+        state = wait(restarted, job["job_id"], lambda s: s["status"] in ("succeeded", "failed"))
+        assert state["status"] == "succeeded" and state["attempts"] == 2 and "resumed" in state["note"]
+        assert (out / "_SUCCESS").exists() and len(list(out.glob("step_*.nc"))) == 40
+        cancelled = httpx.get(f"{restarted.url}/v1/models/{MODEL}/jobs/{cancel['job_id']}").json()
+        assert cancelled["status"] == "cancelled" and not (tmp_path / "cancelled" / "_SUCCESS").exists()
+    finally:
+        restarted.stop()
+
+
+def test_a_job_interrupted_too_often_is_marked_failed_with_the_reason(checkpoint, input_file, tmp_path):
+    """The state repeated crashes leave, read by a starting job manager: failed, named, no marker."""
+    out = tmp_path / "out"
+    out.mkdir()
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    state = {"job_id": "j1", "variant": "medium-range", "status": "running", "steps_done": 7, "files": [],
+             "error": None, "attempts": 3, "created": "", "updated": "", "model_uri": checkpoint, "note": None,
+             "request": {"inputs": [str(input_file)], "output_uri": str(out), "steps": 40, "init_time": None,
+                         "history": None, "levels": None, "fill_missing": None, "format": "nc",
+                         "idempotency_key": "j1"}}
+    (out / "job.json").write_text(json.dumps(state))
+    (jobs / "j1.json").write_text(json.dumps({"job_id": "j1", "output_uri": str(out)}))
+    manager = JobManager(get_variant("medium-range"), str(jobs), forward=None, max_steps=40, model_uri=checkpoint)
+    manager.start()
+    got = manager.state("j1")
+    assert got.status == "failed" and "interrupted 3 time(s)" in got.error
+    assert json.loads((out / "job.json").read_text())["status"] == "failed"
+    assert not (out / "_SUCCESS").exists()
