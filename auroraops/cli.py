@@ -7,10 +7,10 @@ import sys
 import traceback
 from importlib.metadata import version
 
-from auroraops.commands import data, demo, evaluate, forecast, monitor, predict, rollout, serve, train, tune
+from auroraops.commands import data, demo, evaluate, forecast, monitor, pipeline, predict, rollout, serve, train, tune
 from model_code.errors import DataError
 
-COMMANDS = (forecast, data, demo, train, tune, serve, predict, rollout, evaluate, monitor)
+COMMANDS = (forecast, data, demo, train, tune, serve, predict, rollout, evaluate, monitor, pipeline)
 
 
 def build_parser() -> argparse.ArgumentParser:
