@@ -1,0 +1,437 @@
+"""The pipeline steps as plain functions: paths and plain values in, files out.
+
+Each KFP component (`components.definitions`) is one call into a function here, so a step
+runs the same inside a pipeline task, in a test, or in a benchmark's single process. The
+functions only read inputs, call `model_code` (or `pipelines.registry` / the tuners) and
+write outputs; the ML lives in `model_code`.
+
+Inputs given as `s3://` URIs are read through boto3 (`model_code.storage`); everything a
+step writes goes under the local directories it is handed, which KFP uploads to the
+pipeline root (S3 on a cluster) once the task succeeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+# Before anything loads eccodes: its wheel bundles libsqlite3 3.26, and a process that loads
+# that first gives Python's sqlite3 module (and MLflow's sqlite store, which needs >= 3.31) the old library.
+import sqlite3  # noqa: F401
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from model_code.errors import DataError
+from model_code.storage import local_copy, write_atomic
+
+CHECKPOINT = "checkpoint.safetensors"
+"""Name of the weights inside a model directory (the registry's artifact layout too)."""
+CONFIG = "config.yaml"
+TRAIN_SUMMARY = "train.json"
+TRAIN_DATA = "train.nc"
+
+
+def _write_text(path: str | Path, text: str) -> str:
+    return write_atomic(str(path), lambda tmp: Path(tmp).write_text(text))
+
+
+def _write_json(path: str | Path, value: Any) -> str:
+    return _write_text(path, json.dumps(value, indent=2, default=str) + "\n")
+
+
+def log_metrics(metrics, values: Mapping[str, float]) -> None:
+    """Log `values` on a KFP Metrics artifact and write them to its file as well: KFP's local
+    cache takes an artifact without a file for a lost one, and would run the step again."""
+    for name, value in values.items():
+        metrics.log_metric(name, value)
+    _write_json(metrics.path, dict(values))
+
+
+# ---- validate -----------------------------------------------------------------------------
+
+
+def validate_data(data: Sequence[str], variant: str, report_dir: str | Path, *,
+                  check_contract: bool = True) -> dict[str, Any]:
+    """Validate `data`; write `report.json` and `report.md` to `report_dir`; raise on errors.
+
+    `check_contract` False leaves the variant's input contract (variables, grid fit) to
+    the training loader, for runs that fill missing variables or crop on purpose; values,
+    units and the time axis are checked either way. The `DataError` lists every
+    error-level finding, so the failed task's log is the report.
+    """
+    from model_code.data.validate import validate
+    from model_code.variants import get_variant
+
+    if not data:
+        raise DataError("no input data: give at least one file or s3:// URI")
+    report = validate(list(data), get_variant(variant) if check_contract else None)
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text(out / "report.json", report.to_json() + "\n")
+    _write_text(out / "report.md", validation_markdown(report))
+    report.raise_for_errors()
+    return {"summary": report.summary(), "warnings": len(report.by_severity("warning"))}
+
+
+def validation_markdown(report) -> str:
+    lines = ["# Data validation", "", report.summary(), "", "Sources:", ""]
+    lines += [f"- `{s}`" for s in report.sources]
+    lines += ["", "| severity | finding |", "|---|---|"]
+    lines += [f"| {f.severity} | {f.line().replace('|', '/')} |" for f in report.findings]
+    return "\n".join(lines) + "\n"
+
+
+# ---- augment ------------------------------------------------------------------------------
+
+
+def augment_data(data: Sequence[str], out_dir: str | Path, *, noise_scale: float = 0.0,
+                 max_wind_rotation_deg: float = 0.0, seed: int = 0) -> dict[str, Any]:
+    """Merge `data` into one NetCDF training series, `out_dir/train.nc`, augmented as asked.
+
+    The series is what `train` and `tune` read: one local file, even when the inputs were
+    several files or `s3://` objects. The augmentations apply once, to the whole series,
+    so it stays one physically consistent time series (`model_code.data.augment`): bounded
+    noise of `noise_scale` times each field's spread, and winds rotated by one angle of at
+    most `max_wind_rotation_deg`. Zero for both copies the data unchanged. Per-sample
+    augmentation draws belong to the training loader.
+    """
+    import numpy as np
+    import xarray as xr
+
+    from model_code.data.augment import AUGMENTATIONS_ATTR, BoundedNoise, Compose, WindRotation
+    from model_code.data.ingest import read_fields
+    from model_code.data.writers import write_dataset
+
+    with contextlib.ExitStack() as stack:
+        local = [(str(uri), stack.enter_context(local_copy(uri))) for uri in data]
+        fields, prov = read_fields(local)
+        ds = xr.Dataset({key: f.chunk() for key, f in fields.items()})
+        ds.attrs["sources"] = json.dumps([str(u) for u in data])
+    steps = []
+    if max_wind_rotation_deg > 0:
+        steps.append(WindRotation(max_angle_deg=max_wind_rotation_deg))
+    if noise_scale > 0:
+        steps.append(BoundedNoise(scale=noise_scale))
+    if steps:
+        ds = Compose(tuple(steps))(ds, np.random.default_rng(seed))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    write_dataset(ds, str(Path(out_dir) / TRAIN_DATA))
+    return {"variables": sorted(ds.data_vars), "times": int(ds.sizes.get("time", 1)),
+            "augmentations": json.loads(ds.attrs.get(AUGMENTATIONS_ATTR, "[]")), "filled": prov.filled}
+
+
+# ---- configs ------------------------------------------------------------------------------
+
+
+def whole_numbers(value: Any) -> Any:
+    """`value` with every integral float made an int again.
+
+    KFP passes dict and list parameters as protobuf Structs, whose numbers are all doubles:
+    a config's `model.encoder_depths: [1, 1, 1]` arrives as `[1.0, 1.0, 1.0]`. The config's
+    typed fields convert either way; untyped ones (model constructor arguments) need ints.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [whole_numbers(v) for v in value]
+    return value
+
+
+def training_config(variant: str, config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None):
+    """The checked `TrainConfig`: `config` (nested, as YAML reads) for `variant`, then `overrides`."""
+    from model_code.training.config import config_from_dict
+
+    return config_from_dict({**whole_numbers(dict(config)), "variant": variant}, whole_numbers(dict(overrides or {})))
+
+
+# ---- tune ---------------------------------------------------------------------------------
+
+
+def tune_params(variant: str, train_data: str, config: Mapping[str, Any], out_dir: str | Path, *,
+                n_trials: int, seed: int = 0, mode: str = "optuna", cluster: Mapping[str, Any] | None = None,
+                ) -> dict[str, Any]:
+    """Search hyperparameters; return the best values as dotted config overrides.
+
+    `mode` "optuna" runs the study here on `train_data`; "katib" creates a Katib
+    Experiment through the Kubernetes API (`cluster`: namespace, image, data paths as the
+    trial pods see them, GPUs per trial, parallel trials, timeout) and waits for it.
+    `n_trials` 0 skips the search: the config's own values train.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if n_trials == 0:
+        best = {"mode": "none", "best_overrides": {}, "best_value": None}
+    elif mode == "optuna":
+        from pipelines.optuna_study import tune
+
+        cfg = training_config(variant, config, {"data.paths": [train_data],
+                                                "checkpoint.out_dir": str(out / "trials"),
+                                                "train.progress": False})
+        result = tune(cfg, n_trials, out_dir=out / "trials", seed=seed)
+        best = {"mode": "optuna", "best_overrides": result.best_overrides, "best_value": result.best_value,
+                "best_trial": result.best_trial,
+                "trials": {s: sum(t["state"] == s for t in result.trials) for s in {t["state"] for t in result.trials}}}
+    elif mode == "katib":
+        best = _tune_on_katib(variant, config, n_trials=n_trials, seed=seed, cluster=dict(cluster or {}))
+    else:
+        raise DataError(f"tuning mode must be 'optuna' or 'katib'; got {mode!r}")
+    _write_json(out / "best.json", best)
+    return best
+
+
+def _tune_on_katib(variant: str, config: Mapping[str, Any], *, n_trials: int, seed: int,
+                   cluster: dict[str, Any]) -> dict[str, Any]:
+    """Create the Katib Experiment for this config, wait for it, return its best trial's values."""
+    from kubernetes import client
+
+    from model_code.training.search_space import search_space, to_overrides
+    from pipelines.cluster import api_client, apply_config_map, await_experiment, create_experiment
+    from pipelines.katib import tuning_objects
+    from pipelines.trainjob import Resources
+
+    paths = cluster.get("data_paths")
+    if not paths:
+        raise DataError("tuning on Katib needs cluster.data_paths: the data as the trial pods see it "
+                        "(e.g. /data/era5_2020.nc on the aurora-data claim)")
+    namespace = cluster.get("namespace", "aurora")
+    cfg = training_config(variant, config, {"data.paths": list(paths)})
+    gpus = int(cluster.get("gpus_per_trial", 1))
+    cm, experiment = tuning_objects(
+        cfg, namespace=namespace, image=cluster.get("image", "ghcr.io/aurora-mlops/aurora-mlops:0.1.0"),
+        max_trials=n_trials, parallel=min(int(cluster.get("parallel", 4)), n_trials),
+        max_failed=min(3, n_trials), seed=seed, data_claim=cluster.get("data_claim", "aurora-data"),
+        resources=Resources(num_nodes=1, gpus_per_node=gpus, cpu=str(8 * max(gpus, 1)),
+                            memory=f"{64 * max(gpus, 1)}Gi", shm="8Gi"))
+    api = api_client()
+    apply_config_map(client.CoreV1Api(api), cm)
+    create_experiment(client.CustomObjectsApi(api), experiment)
+    space = search_space(cfg.profile, cfg.train.max_steps)
+    outcome = await_experiment(client.CustomObjectsApi(api), experiment.metadata.name, namespace, space=space,
+                               timeout_s=float(cluster.get("timeout_s", 24 * 3600)))
+    if outcome.condition != "Succeeded" or not outcome.best_parameters:
+        raise DataError(f"Katib Experiment {namespace}/{outcome.name} ended {outcome.condition} with "
+                        f"{outcome.trials_succeeded} trial(s) succeeded and {outcome.trials_failed} failed")
+    return {"mode": "katib", "experiment": f"{namespace}/{outcome.name}",
+            "best_overrides": to_overrides(outcome.best_parameters, space), "best_value": outcome.best_metric,
+            "best_trial": outcome.best_trial}
+
+
+# ---- train --------------------------------------------------------------------------------
+
+
+def train_model(variant: str, train_data: str, config: Mapping[str, Any], model_dir: str | Path, *,
+                overrides: Mapping[str, Any] | None = None, work_dir: str | Path | None = None,
+                weights: str | None = None) -> dict[str, Any]:
+    """Train on `train_data` with `config` and `overrides` (the tuned values); fill `model_dir`.
+
+    `model_dir` receives `checkpoint.safetensors` (the best validated weights), the
+    config (`config.yaml`) and `train.json` (the run's summary and history). `weights`
+    (a checkpoint path, `s3://` URI, `models:/` URI, or `champion`) warm-starts the run:
+    retraining starts from the champion.
+    """
+    from model_code.training import save_config, train
+
+    out = Path(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(work_dir) if work_dir else out / "run"
+    extra: dict[str, Any] = {"data.paths": [train_data], "checkpoint.out_dir": str(run_dir),
+                             "train.progress": False, **dict(overrides or {})}
+    if weights:
+        extra["weights"] = _checkpoint_path(variant, weights)
+    cfg = training_config(variant, config, extra)
+    result = train(cfg)
+    if result.best_checkpoint is None:
+        raise DataError(f"training of {variant} finished without a validated checkpoint in {run_dir}")
+    shutil.copyfile(result.best_checkpoint, out / CHECKPOINT)
+    save_config(cfg, out / CONFIG)
+    summary = {"variant": variant, "best_val_loss": result.best_metric, "best_step": result.best_step,
+               "steps": result.steps, "stop_reason": result.stop_reason, "overrides": dict(overrides or {}),
+               "warm_start": weights, "history": result.history}
+    _write_json(out / TRAIN_SUMMARY, summary)
+    if work_dir is None:
+        shutil.rmtree(run_dir, ignore_errors=True)  # only the best weights travel on
+    return summary
+
+
+def _checkpoint_path(variant: str, uri: str) -> str:
+    """A checkpoint path or s3:// URI for `uri`: `champion` is the variant's champion, and
+    `models:/` registry URIs are downloaded."""
+    from pipelines.registry import CHAMPION, model_name, resolve_checkpoint
+
+    if uri == CHAMPION:
+        uri = f"models:/{model_name(variant)}@{CHAMPION}"
+    return resolve_checkpoint(uri)
+
+
+# ---- evaluate -----------------------------------------------------------------------------
+
+
+def _headline(scores, model: str = "model") -> dict[str, float]:
+    """RMSE of `model` per variable (and level) and lead, named `rmse/<var>[<level>]/<lead>h`."""
+    out = {}
+    for r in scores.records:
+        if r["forecast"] == model and r["metric"] == "rmse" and r["region"] == "global" and "threshold" not in r:
+            level = "" if r.get("level") is None else f"{r['level']:g}"
+            out[f"rmse/{r['variable']}{level}/{r['lead_hours']:g}h"] = float(r["value"])
+    return out
+
+
+def _hindcast_config(checkpoint: str, variant: str, data: Sequence[str], config: Mapping[str, Any], *,
+                     steps: int, max_inits: int):
+    """How a checkpoint is scored: the training config's fills, crop and levels on `data`."""
+    from model_code.evaluation.continuous import HindcastConfig
+
+    d = training_config(variant, config).data
+    return HindcastConfig(checkpoint=checkpoint, data=tuple(data), steps=steps, variant=variant,
+                          max_inits=max_inits or None, fill_missing=d.fill_missing,
+                          fill_missing_dynamic=d.fill_missing_dynamic, crop=d.crop, levels=d.levels)
+
+
+def champion_version(variant: str) -> str | None:
+    """The version holding the `champion` alias of `aurora-<variant>`, None before the first."""
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.registry import CHAMPION, client, model_name
+
+    try:
+        return str(client().get_registered_model(model_name(variant)).aliases[CHAMPION])
+    except KeyError:
+        return None
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def evaluate_model(variant: str, model_dir: str | Path, data: Sequence[str], out_dir: str | Path, *,
+                   config: Mapping[str, Any], steps: int, max_inits: int,
+                   gates: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Score the trained model beside persistence, climatology and the champion; check the gates.
+
+    The champion (when the variant has one) is scored on the same data, init times and
+    config, and its records enter the scores as forecast `champion`. Writes `scores.json`
+    (what the gates and the registry read) and the report (`report/report.html`,
+    `report/scorecard.md`, curves) under `out_dir`. The gate verdict decides whether the
+    pipeline promotes; `promote` checks it again in the registry.
+    """
+    from model_code.evaluation.continuous import score_checkpoint
+    from model_code.evaluation.report import write_report
+    from model_code.evaluation.score import Scores
+    from pipelines.registry import check_gates, model_name, resolve_checkpoint
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = score_checkpoint(_hindcast_config(str(Path(model_dir) / CHECKPOINT), variant, data, config,
+                                               steps=steps, max_inits=max_inits))
+    scores = result.scores
+    champion = champion_version(variant)
+    if champion is not None:
+        uri = f"models:/{model_name(variant)}/{champion}"
+        with tempfile.TemporaryDirectory(prefix="auroraops-champion-") as tmp:
+            theirs = score_checkpoint(_hindcast_config(resolve_checkpoint(uri, tmp), variant, data, config,
+                                                       steps=steps, max_inits=max_inits)).scores
+        scores = Scores(scores.records + [{**r, "forecast": "champion"} for r in theirs.records
+                                          if r["forecast"] == "model"],
+                        scores.excluded, scores.variant, scores.truth)
+    scores.to_json(str(out / "scores.json"))
+    write_report(scores, out / "report", title=f"{model_name(variant)}: challenger against "
+                 + ", ".join(f for f in scores.forecasts() if f != "model"))
+    verdict = check_gates(variant, scores, load_gate_list(gates))
+    _write_json(out / "gates.json", {"passed": verdict.passed, "champion": champion, "reasons": verdict.reasons,
+                                     "comparisons": json.loads(verdict.to_json())["comparisons"]})
+    return {"scores": str(out / "scores.json"), "report": str(out / "report" / "report.html"),
+            "scorecard": str(out / "report" / "scorecard.md"), "headline": _headline(scores),
+            "gates_passed": verdict.passed}
+
+
+def load_gate_list(gates: Mapping[str, Any] | None):
+    """`{"gates": [...]}` as pipelines pass it; empty or None: the variant's default gates."""
+    from pipelines.gates import load_gates
+
+    return load_gates(whole_numbers(dict(gates))) if gates else None
+
+
+# ---- register, promote --------------------------------------------------------------------
+
+
+def register_model(variant: str, model_dir: str | Path, scores_path: str, *, config: Mapping[str, Any],
+                   data: Sequence[str], data_hash: str, pipeline_run: str) -> str:
+    """Register the trained model as a new version of `aurora-<variant>` (alias `challenger`).
+
+    A retried task with the same `pipeline_run` and weights gets the version registered
+    before, not a second one.
+    """
+    from model_code.training.schema import to_dict
+    from pipelines.registry import register
+
+    summary = json.loads((Path(model_dir) / TRAIN_SUMMARY).read_text())
+    return register(str(Path(model_dir) / CHECKPOINT), variant=variant, metrics_json=scores_path,
+                    config=to_dict(training_config(variant, config)), pipeline_run_id=pipeline_run,
+                    metrics={"best_val_loss": summary["best_val_loss"]},
+                    tags={"data_hash": data_hash, "data": json.dumps(list(data))[:5000]})
+
+
+def promote_model(variant: str, version: str, scores_path: str, *, gates: Mapping[str, Any] | None = None) -> str:
+    """Make `version` the champion; the registry checks every gate again and refuses a loser."""
+    from pipelines.registry import promote
+
+    result = promote(variant, version, scores_path, gates=load_gate_list(gates))
+    if not result.promoted:
+        raise DataError(f"aurora-{variant} version {version} was not promoted", problems=result.reasons)
+    return version
+
+
+# ---- continuous evaluation ----------------------------------------------------------------
+
+
+def score_champion(variant: str, data: Sequence[str], out_dir: str | Path, *, config: Mapping[str, Any],
+                   champion: str | None, steps: int, max_inits: int, history: str) -> dict[str, Any]:
+    """Score the champion (or the `champion` URI given) on the latest window; extend its skill history.
+
+    `history` is the JSON-lines skill history (a path or s3:// URI) the window is appended
+    to, with the drift of each score against the earlier windows' mean.
+    """
+    from model_code.evaluation.continuous import evaluate_window
+    from model_code.evaluation.report import write_report
+    from pipelines.registry import model_name, resolve_checkpoint
+
+    if not history:
+        raise DataError("continuous evaluation needs skill_history: where the skill history lives "
+                        "(a path, or an s3:// URI on a cluster)")
+    if not champion:
+        version = champion_version(variant)
+        if version is None:
+            raise DataError(f"{model_name(variant)} has no champion to evaluate; run the training pipeline first")
+        champion = f"models:/{model_name(variant)}/{version}"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="auroraops-champion-") as tmp:
+        window = evaluate_window(_hindcast_config(resolve_checkpoint(champion, tmp), variant, data, config,
+                                                  steps=steps, max_inits=max_inits), history)
+    window.scores.to_json(str(out / "scores.json"))
+    write_report(window.scores, out / "report", title=f"{champion} on {window.entry['window']}")
+    return {"scores": str(out / "scores.json"), "report": str(out / "report" / "report.html"),
+            "headline": _headline(window.scores), "drift": window.drift, "history": window.history}
+
+
+# ---- the exit handler ---------------------------------------------------------------------
+
+
+def record_outcome(pipeline: str, variant: str, status: Mapping[str, Any], out_path: str | Path) -> dict[str, Any]:
+    """Write the run's final status to `out_path` and to the `aurora-pipelines` experiment."""
+    import mlflow
+
+    from pipelines.registry import tracking_uri
+
+    record = {"pipeline": pipeline, "variant": variant, **{k: v for k, v in status.items() if v not in (None, "")}}
+    _write_json(out_path, record)
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment("aurora-pipelines")
+    with mlflow.start_run(run_name=f"{pipeline} {variant}"):
+        mlflow.set_tags({f"run.{k}": str(v) for k, v in record.items()})
+    print(f"pipeline {pipeline} ({variant}): {record.get('state')}")
+    return record

@@ -1,0 +1,121 @@
+"""The three pipelines: training, retrain and continuous evaluation, built per variant.
+
+    training:   validate -> augment -> tune -> train -> evaluate -> register -> [gates] promote
+    retrain:    the same, warm-started from the champion's weights, on a new data window
+    evaluation: validate -> score the champion on the latest window (skill history)
+
+Every pipeline runs inside an exit handler that records its outcome (succeeded, failed,
+and which task) in the tracking store. `build(name, variant)` returns the pipeline
+function, with the variant as the default of its `variant` parameter; the same function
+runs locally (`pipelines.runner.run_local`) and compiles for a cluster.
+"""
+
+from typing import Callable
+
+from kfp import dsl
+
+from components import definitions as c
+from pipelines.tasks import configure
+
+PIPELINES = ("training", "retrain", "evaluation")
+TUNING_MODES = ("optuna", "katib")
+
+
+def build(name: str, variant: str, *, tuning: str = "optuna", retries: bool = True) -> Callable:
+    """The pipeline `name` for `variant`.
+
+    `tuning` "katib" makes the tune task a CPU task that creates and waits for a Katib
+    Experiment (the trials take the GPUs); `retries` False drops retries (local runs).
+    """
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; expected one of {PIPELINES}")
+    if tuning not in TUNING_MODES:
+        raise ValueError(f"tuning must be one of {TUNING_MODES}; got {tuning!r}")
+    if name == "evaluation":
+        return _evaluation(variant, retries)
+    return _training(name, variant, tuning, retries)
+
+
+def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
+    retrain = name == "retrain"
+
+    @dsl.pipeline(
+        name=f"aurora-{name}-{variant}",
+        description=("Retrain from the champion on a new window" if retrain else "Train") +
+                    f" the {variant} variant; promote it only when it beats the champion and the baselines.",
+    )
+    def pipeline(
+        data: list,
+        variant: str = variant,
+        config: dict = {},
+        check_contract: bool = True,
+        noise_scale: float = 0.0,
+        max_wind_rotation_deg: float = 0.0,
+        seed: int = 0,
+        n_trials: int = 0 if retrain else 4,
+        cluster: dict = {},
+        warm_start: str = "champion" if retrain else "",
+        eval_steps: int = 2,
+        max_inits: int = 4,
+        gates: dict = {},
+        tracking_uri: str = "",
+    ):
+        record = configure(c.record_outcome(pipeline=name, variant=variant, tracking_uri=tracking_uri),
+                           "record-outcome", retries=retries)
+        with dsl.ExitHandler(record, name="run"):
+            checked = configure(c.validate(data=data, variant=variant, check_contract=check_contract),
+                                "validate", retries=retries)
+            series = configure(c.augment(data=data, data_hash=checked.outputs["Output"], noise_scale=noise_scale,
+                                         max_wind_rotation_deg=max_wind_rotation_deg, seed=seed),
+                               "augment", retries=retries)
+            tuned = configure(c.tune(variant=variant, train_data=series.outputs["train_data"], config=config,
+                                     n_trials=n_trials, seed=seed, mode=tuning, cluster=cluster),
+                              "tune-katib" if tuning == "katib" else "tune", retries=retries)
+            trained = configure(c.train(variant=variant, train_data=series.outputs["train_data"], config=config,
+                                        overrides=tuned.outputs["Output"], warm_start=warm_start),
+                                "train", retries=retries)
+            scored = configure(c.evaluate(variant=variant, model=trained.outputs["model"], data=data, config=config,
+                                          steps=eval_steps, max_inits=max_inits, gates=gates,
+                                          tracking_uri=tracking_uri),
+                               "evaluate", retries=retries)
+            version = configure(c.register(variant=variant, model=trained.outputs["model"],
+                                           scores=scored.outputs["scores"], config=config, data=data,
+                                           data_hash=checked.outputs["Output"],
+                                           pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                                           tracking_uri=tracking_uri),
+                                "register", retries=retries)
+            with dsl.If(scored.output == True, name="gates-passed"):  # noqa: E712 (a KFP condition)
+                configure(c.promote(variant=variant, version=version.output, scores=scored.outputs["scores"],
+                                    gates=gates, tracking_uri=tracking_uri),
+                          "promote", retries=retries)
+
+    return pipeline
+
+
+def _evaluation(variant: str, retries: bool) -> Callable:
+    @dsl.pipeline(
+        name=f"aurora-evaluation-{variant}",
+        description=f"Score the {variant} champion on the latest data window and record its skill over time.",
+    )
+    def pipeline(
+        data: list,
+        variant: str = variant,
+        config: dict = {},
+        check_contract: bool = True,
+        champion: str = "",
+        eval_steps: int = 2,
+        max_inits: int = 4,
+        skill_history: str = "",
+        tracking_uri: str = "",
+    ):
+        record = configure(c.record_outcome(pipeline="evaluation", variant=variant, tracking_uri=tracking_uri),
+                           "record-outcome", retries=retries)
+        with dsl.ExitHandler(record, name="run"):
+            checked = configure(c.validate(data=data, variant=variant, check_contract=check_contract),
+                                "validate", retries=retries)
+            configure(c.score_champion(variant=variant, data=data, config=config, champion=champion,
+                                       steps=eval_steps, max_inits=max_inits, skill_history=skill_history,
+                                       tracking_uri=tracking_uri),
+                      "score-champion", retries=retries).after(checked)
+
+    return pipeline
