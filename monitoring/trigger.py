@@ -109,15 +109,17 @@ def _publish(variant: str, result: DriftResult, decision: Decision) -> None:
 def check(
     variant: str, data: Sequence[str], reference: Sequence[str] | Summaries, *, state_uri: str,
     submitter: Submitter, policy: DriftPolicy = DriftPolicy(), thresholds: DriftThresholds = DriftThresholds(),
-    out: str | None = None, retry: Retry = Retry(), retrain_arguments: Mapping[str, Any] | None = None,
+    out: str | None = None, report_limit: int = 24, retry: Retry = Retry(),
+    retrain_arguments: Mapping[str, Any] | None = None,
     variables: Sequence[str] | None = None, regions: Sequence[Region] = REGIONS,
     now: datetime | None = None, sleep: Callable[[float], None] = time.sleep,
 ) -> CheckResult:
     """One policy check of the window in `data` against `reference`.
 
     Bad input (missing reference, mismatched grids or variables, an empty window) raises a
-    `DataError` before the state is touched: no decision, no trigger. The retrain pipeline
-    gets `{"variant", "data": data, **retrain_arguments}`.
+    `DataError` before the state is touched: no decision, no trigger. A drifted window's
+    report (`report_limit` columns) goes to `out/<variant>/<time>/`. The retrain pipeline
+    gets `{**retrain_arguments, "variant": variant, "data": data}`.
     """
     if not isinstance(reference, Summaries) and not reference:
         raise DataError("missing reference: give the reference window's files or its .summaries.json "
@@ -127,9 +129,9 @@ def check(
     ref = reference if isinstance(reference, Summaries) else summarise(reference, variables=variables, regions=regions)
     cur = summarise(data, variables=variables, regions=regions)
     result = compare(ref, cur, thresholds)
-    if out is not None:
+    if out is not None and result.drifted:  # quiet windows leave only their decision
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
-        save(result, ref, cur, f"{str(out).rstrip('/')}/{variant}/{stamp}")
+        save(result, ref, cur, f"{str(out).rstrip('/')}/{variant}/{stamp}", report_limit)
     decision = decide(state, policy, drifted=result.drifted, window=cur.window(), evidence=result.evidence(),
                       now=now)
     if decision.action == TRIGGER:

@@ -144,6 +144,7 @@ def test_bad_windows_are_clear_errors(ifs_dataset, reference, tmp_path):
         summarise([str(IFS_8_STEPS)], variables=["sst"])
 
 
+@pytest.mark.slow
 def test_monitor_drift_writes_the_report_and_the_result_to_s3(ifs_dataset, reference, tmp_path, bucket, capsys):
     import boto3
 

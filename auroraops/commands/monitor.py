@@ -46,7 +46,9 @@ def add_parser(sub) -> None:
     c.add_argument("--state", default="outputs/monitoring/state-{variant}.json", metavar="FILE",
                    help="policy state file, path or s3:// (default: %(default)s)")
     c.add_argument("--out", default="outputs/monitoring/reports", metavar="DIR",
-                   help="reports go to DIR/<variant>/<time>/ (default: %(default)s)")
+                   help="reports of drifted windows go to DIR/<variant>/<time>/ (default: %(default)s)")
+    c.add_argument("--report-columns", type=int, default=24,
+                   help="summary columns shown in the HTML report (default 24; drift.json has all)")
     c.add_argument("--host", metavar="URL", help="Kubeflow Pipelines API; without it the run is local")
     c.add_argument("--experiment", help="KFP experiment (default: aurora-<variant>)")
     c.add_argument("--workdir", help="local runs: pipeline work directory")
@@ -127,7 +129,8 @@ def run_check(args: argparse.Namespace) -> int:
     result = check(
         args.variant, args.data, args.reference, state_uri=args.state.format(variant=args.variant),
         submitter=submitter, policy=DriftPolicy(args.sustained, timedelta(hours=args.cooldown_hours)),
-        thresholds=_drift_thresholds(args), out=args.out, retry=Retry(args.attempts, args.backoff),
+        thresholds=_drift_thresholds(args), out=args.out, report_limit=args.report_columns,
+        retry=Retry(args.attempts, args.backoff),
         retrain_arguments=retrain, variables=args.variables,
     )
     print(result.describe())
