@@ -88,8 +88,7 @@ def open_forecast(uri: str) -> xr.Dataset:
 def open_forecasts(uris: Sequence[str]) -> xr.Dataset:
     """Several forecast files (one init each, or already stacked) as one stacked dataset."""
     opened = [open_forecast(u) for u in uris]
-    return opened[0] if len(opened) == 1 else stack_forecasts(
-        [ds.isel({INIT: [i]}) for o in opened for ds in [o] for i in range(o.sizes[INIT])])
+    return opened[0] if len(opened) == 1 else stack_forecasts(opened)
 
 
 def _lon360(lon) -> np.ndarray:

@@ -34,8 +34,9 @@ LOWER_IS_BETTER = frozenset({"rmse", "mae", "crps", "far", "rmse_log", "mae_log"
 ABS_LOWER_IS_BETTER = frozenset({"bias", "bias_log"})
 HIGHER_IS_BETTER = frozenset({"acc", "csi", "ets", "hit_rate"})
 CLOSER_TO_ONE = frozenset({"spread_skill"})
-CHUNK_BYTES = 256 * 2**20
-"""Float64 bytes of one chunk of forecast values (lead times of one variable) held at once."""
+CHUNK_BYTES = 64 * 2**20
+"""Bytes of forecast values (lead times of one variable) read per chunk; at least one lead
+time is read, and the work arrays of a chunk take about six times its size."""
 
 
 def better(metric: str, a: float, b: float) -> bool:
@@ -181,7 +182,7 @@ def _with_derived(ds: xr.Dataset) -> xr.Dataset:
 
 
 def _lead_chunks(da: xr.DataArray, budget: int) -> list[slice]:
-    per_lead = 8 * da.size // max(da.sizes[LEAD], 1)
+    per_lead = da.dtype.itemsize * da.size // max(da.sizes[LEAD], 1)
     step = max(1, budget // max(per_lead, 1))
     return [slice(i, i + step) for i in range(0, da.sizes[LEAD], step)]
 
