@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -395,7 +396,7 @@ def tracking_server(postgres, bucket, s3_endpoint, tmp_path, monkeypatch):
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
          "--default-artifact-root", f"s3://{bucket}/mlflow", "--no-serve-artifacts",
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)  # its own group: uvicorn too
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -404,15 +405,27 @@ def tracking_server(postgres, bucket, s3_endpoint, tmp_path, monkeypatch):
             break
         except OSError:
             if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
+                _stop(server)
                 pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
             time.sleep(0.5)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
     yield url
-    server.terminate()
-    server.wait(timeout=30)
+    _stop(server)
     log.close()
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stop the server's process group: SIGTERM, then SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(server.pid, sig)
+            server.wait(timeout=20)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 @pytest.mark.slow
