@@ -65,8 +65,8 @@ def _metrics_in(expr: str) -> set[str]:
 def test_objects_render_and_validate_strictly(objects):
     assert set(objects) == {
         ("ServiceMonitor", "aurora-predictors"), ("PrometheusRule", "aurora-alerts"),
-        ("ConfigMap", "aurora-grafana-dashboard"), ("ServiceAccount", "aurora-monitor"),
-        ("Role", "aurora-monitor"), ("RoleBinding", "aurora-monitor"),
+        ("ConfigMap", "aurora-grafana-dashboard"), ("ServiceAccount", "aurora-retrain-trigger"),
+        ("Role", "aurora-retrain-trigger"), ("RoleBinding", "aurora-retrain-trigger"),
         ("NetworkPolicy", "allow-drift-check-egress"), ("CronJob", "aurora-drift-check-medium-range"),
     }
     for (kind, name), obj in objects.items():
@@ -122,19 +122,19 @@ def test_servicemonitor_scrapes_the_model_server_of_every_predictor(objects):
 
 
 def test_drift_check_may_create_pipeline_runs_and_nothing_more(objects):
-    role = objects[("Role", "aurora-monitor")]
+    role = objects[("Role", "aurora-retrain-trigger")]
     assert role["rules"] == [
         {"apiGroups": ["pipelines.kubeflow.org"], "resources": ["runs"], "verbs": ["create"]},
         {"apiGroups": ["pipelines.kubeflow.org"], "resources": ["experiments"], "verbs": ["get", "list"]},
     ]
-    binding = objects[("RoleBinding", "aurora-monitor")]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "aurora-monitor", "namespace": "aurora"}]
-    assert objects[("ServiceAccount", "aurora-monitor")]["automountServiceAccountToken"] is False
+    binding = objects[("RoleBinding", "aurora-retrain-trigger")]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "aurora-retrain-trigger", "namespace": "aurora"}]
+    assert objects[("ServiceAccount", "aurora-retrain-trigger")]["automountServiceAccountToken"] is False
 
     cron = objects[("CronJob", "aurora-drift-check-medium-range")]["spec"]
     assert cron["concurrencyPolicy"] == "Forbid" and cron["jobTemplate"]["spec"]["backoffLimit"] == 0
     pod = cron["jobTemplate"]["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "aurora-monitor" and pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "aurora-retrain-trigger" and pod["automountServiceAccountToken"] is False
     (token,) = [v for v in pod["volumes"] if v["name"] == "kfp-token"]
     assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
     (container,) = pod["containers"]
