@@ -84,7 +84,7 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
                                            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                            tracking_uri=tracking_uri),
                                 "register", retries=retries)
-            with dsl.If(scored.output == True, name="gates-passed"):  # noqa: E712 (a KFP condition)
+            with dsl.If(scored.outputs["Output"] == True, name="gates-passed"):  # noqa: E712 (a KFP condition)
                 configure(c.promote(variant=variant, version=version.output, scores=scored.outputs["scores"],
                                     gates=gates, tracking_uri=tracking_uri),
                           "promote", retries=retries)
