@@ -159,15 +159,19 @@ def run_local(name: str, arguments: Mapping[str, Any], *, workdir: str | Path | 
 
 @contextlib.contextmanager
 def _captured_logs(tee: _Tee):
-    """KFP's orchestrator logs (task starts, cache hits, failures) go to stderr; keep a copy."""
+    """Keep a copy of KFP's orchestrator logs (cache hits, retries), which it logs at INFO on
+    the root logger outside its own log context."""
     import logging
 
-    handler = logging.StreamHandler(_StderrCopy(tee))
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    handler, level = logging.StreamHandler(_StderrCopy(tee)), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
     try:
         yield
     finally:
-        logging.getLogger().removeHandler(handler)
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 class _StderrCopy(io.TextIOBase):

@@ -37,12 +37,16 @@ def box(tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> Path:
-    """A fresh sqlite registry in the test's directory (artifacts beside it)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
-    return tmp_path
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """One sqlite registry (artifacts beside it) for the module: later tests find the champions
+    the first one made."""
+    root = tmp_path_factory.mktemp("registry")
+    patch = pytest.MonkeyPatch()
+    patch.chdir(root)
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns.db'}")
+    yield root
+    patch.undo()
 
 
 def arguments(variant: str, data: str, **extra) -> dict:
@@ -50,43 +54,54 @@ def arguments(variant: str, data: str, **extra) -> dict:
             "gates": GATES, "eval_steps": 1, "max_inits": 2, **extra}
 
 
+@pytest.fixture(scope="module")
+def first_runs(store, box) -> dict:
+    """The training pipeline of two variants into an empty registry."""
+    return {v: run_local("training", arguments(v, box), workdir=store / "runs", quiet=True)
+            for v in ("medium-range", "high-res")}
+
+
 @pytest.mark.slow
-def test_training_pipelines_of_two_variants_register_models_that_forecast(store, box):
+@pytest.mark.parametrize("variant", ["medium-range", "high-res"])
+def test_the_training_pipeline_registers_a_champion_that_forecasts(first_runs, variant, box):
     import mlflow
 
-    for variant in ("medium-range", "high-res"):
-        summary = run_local("training", arguments(variant, box), workdir=store / "runs", quiet=True)
-        assert summary.state == "SUCCEEDED", summary.describe()
-        assert summary.registered_version == "1" and summary.promoted, summary.describe()
-        assert summary.metrics[f"evaluate.rmse/u10/1h"] > 0
-        assert Path(summary.reports["evaluate.report"]).read_text().lstrip().startswith("<")
-        outcome = json.loads(Path(summary.reports["record-outcome.outcome"]).read_text())
-        assert outcome["state"] == "SUCCEEDED"
+    summary = first_runs[variant]
+    assert summary.state == "SUCCEEDED", summary.describe()
+    assert summary.registered_version == "1" and summary.promoted, summary.describe()
+    assert summary.metrics["evaluate.rmse/u10/1h"] > 0
+    assert "<html" in Path(summary.reports["evaluate.report"]).read_text().lower()
+    assert json.loads(Path(summary.reports["record-outcome.outcome"]).read_text())["state"] == "SUCCEEDED"
 
-        model = mlflow.pyfunc.load_model(f"models:/aurora-{variant}@champion")
-        forecast = model.predict(box, params={"steps": 2, "fill_missing": "zeros", "crop": True})
-        assert forecast.sizes["time"] == 2 and {"u10", "v10"} <= set(forecast.data_vars)
-        assert bool(forecast.u10.notnull().all())
+    model = mlflow.pyfunc.load_model(f"models:/aurora-{variant}@champion")
+    forecast = model.predict(box, params={"steps": 2, "fill_missing": "zeros", "crop": True})
+    assert forecast.sizes["time"] == 2 and {"u10", "v10"} <= set(forecast.data_vars)
+    assert bool(forecast.u10.notnull().all())
 
 
 @pytest.mark.slow
-def test_a_worse_challenger_is_registered_but_not_promoted_and_the_rerun_uses_the_cache(store, box):
-    first = run_local("training", arguments("medium-range", box), workdir=store / "runs", quiet=True)
-    assert first.promoted, first.describe()
-    # Learning rate 0: the challenger keeps its random start; seed 1 makes that start another one.
-    worse = arguments("medium-range", box, seed=1, config={**CONFIG, "optim": {"lr": 0.0}})
-    second = run_local("training", worse, workdir=store / "runs", quiet=True)
-    assert second.state == "SUCCEEDED", second.describe()
-    assert second.registered_version == "2" and not second.promoted
-    assert "gate: rmse u10" in second.describe()
+def test_a_worse_challenger_is_registered_but_not_promoted(first_runs, store, box):
     from pipelines.registry import client
 
+    assert first_runs["medium-range"].promoted
+    # Learning rate 0 and another seed: the challenger keeps another random start.
+    worse = arguments("medium-range", box, seed=1, config={**CONFIG, "optim": {"lr": 0.0}})
+    summary = run_local("training", worse, workdir=store / "runs", quiet=True)
+    assert summary.state == "SUCCEEDED", summary.describe()
+    assert summary.registered_version == "2" and not summary.promoted
+    assert "gate: rmse u10 (global) at 1h" in summary.describe()
     assert client().get_registered_model("aurora-medium-range").aliases["champion"] == "1"
 
-    # The same arguments again: validate re-hashes the data, everything it keys comes from the cache.
-    again = run_local("training", arguments("medium-range", box), workdir=store / "runs", quiet=True)
-    assert {"augment", "tune", "train"} <= set(again.cached), again.describe()
-    assert again.state == "SUCCEEDED"
+
+@pytest.mark.slow
+def test_a_rerun_takes_the_finished_steps_from_the_cache(first_runs, store, box):
+    """What a run killed after training finds when started again: validate re-hashes the data
+    and the steps that finished before come from the cache."""
+    summary = run_local("training", arguments("high-res", box), workdir=store / "runs", quiet=True)
+    assert summary.state == "SUCCEEDED", summary.describe()
+    assert {"augment", "tune", "train"} <= set(summary.cached), summary.describe()
+    ran = {p.name for p in Path(summary.run_dir).iterdir()}
+    assert "validate" in ran and "train" not in ran
 
 
 def test_bad_data_stops_the_run_at_validate_with_the_report(store):
