@@ -481,3 +481,12 @@ def test_checkov_finds_no_failed_checks(rendered, tmp_path):
     unexplained = [f"{r['check_id']}: {r['resource']}" for r in results["skipped_checks"]
                    if len((r.get("check_result", {}).get("suppress_comment") or "").strip()) < 20]
     assert unexplained == []
+
+
+def test_every_alert_has_an_incident_runbook_section(rendered):
+    text = (ROOT / "docs" / "runbooks" / "incidents.md").read_text()
+    sections = set(re.findall(r"^## (\w+)", text, flags=re.M))
+    alerts = {r["alert"] for o in overlay_objects(rendered, "prod") if o["kind"] == "PrometheusRule"
+              for g in o["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert alerts, "no alerts in the prod overlay"
+    assert alerts - sections == set()
