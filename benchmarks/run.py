@@ -3,11 +3,12 @@
     .venv/bin/python benchmarks/run.py                               # print (make bench)
     .venv/bin/python benchmarks/run.py --write docs/benchmarks.md    # print and rewrite the doc
     .venv/bin/python benchmarks/run.py --only validate,loader        # print some sections only
+    .venv/bin/python benchmarks/run.py --only loader --write docs/benchmarks.md   # rewrite one
 
-The doc is written whole from this file, so the figures, the machine they were measured
-on and the command that produced them never drift apart. For the same reason `--write`
-always runs every section (about 20 minutes on 2 cores): `--only` prints, it never writes,
-so a partial run cannot leave the doc with figures from different runs or machines.
+Each section of the doc is written whole from this file, with the date, machine, command
+and load of the run that measured it, so a section's figures and the command that produced
+them never drift apart. `--write` rewrites the sections it runs (all, or those of `--only`;
+every section takes about 20 minutes on 2 cores) and keeps the others as they were.
 The validation and loader benchmarks build their synthetic data once, in `outputs/bench/`
 (git-ignored); delete that folder to rebuild it.
 """
@@ -29,10 +30,11 @@ import torch
 import bench_forward
 import bench_ingest
 import bench_loader
+import bench_evaluation
 import bench_training
 import bench_validate
 
-SECTIONS = ("ingest", "forward", "validate", "loader", "training")
+SECTIONS = ("ingest", "forward", "validate", "loader", "training", "evaluation")
 
 
 def machine() -> dict[str, str]:
@@ -127,41 +129,34 @@ def profile_summary(rows: list[bench_ingest.ProfileRow]) -> str:
     )
 
 
-DOC = """\
+HEAD = """\
 # Benchmarks
 
-Latest figures of the benchmarks in `benchmarks/`. The page is written whole by the
-command below, which always runs every section; run it again to refresh the figures
-(`make bench` runs the same benchmarks and only prints them; `--only validate,loader`
-prints some sections without writing). Every time is the median of {repeat} runs, and of
-{long_repeat} for the validation and loader benchmarks, whose runs take seconds to
-minutes. The ingest and validation figures are compared with baselines timed in the same
-run, alternating with them; the forward figures are checked by ratios from the same run;
-the loader is compared with the training step it feeds, measured in the same run; the
-trainer is compared with a bare PyTorch loop timed in the same run, alternating with it.
+Latest figures of the benchmarks in `benchmarks/`, one section per benchmark. A section is
+written whole by the command named at its top, with the date, the load of the machine
+while it ran and the figures of that one run, so its figures and the command that
+produced them never drift apart; `--write` with `--only` rewrites only the sections it
+runs (`make bench` runs every benchmark and only prints). Every time is the median of
+several runs (the section says how many) and every comparison is with a baseline
+measured in the same run.
 
-```sh
-{command}
-```
-
-Measured {date} on:
+The machine of the latest write (every section says if it ran elsewhere):
 
 {machine}
 
-This is a shared machine, so the run measures the work of others too:
+This is a shared machine, so each section says how much CPU time other processes used
+while it ran. The spread column of each table says how steady the runs were. Other work
+competing for the 2 cores slows a 2-thread torch forward many times over (spreads of 10x
+and more), and its medians are then not to be trusted.
 
-- during the ingest benchmark, {other_ingest};
-- during the forward benchmark, {other_forward};
-- during the validation benchmark, {other_validate};
-- during the loader benchmark, {other_loader};
-- during the training harness benchmark, {other_training_harness};
-- during the training skill run, {other_training_skill}.
+"""
 
-The spread column of each table says how steady the runs were. Other work competing for
-the 2 cores slows a 2-thread torch forward many times over (spreads of 10x and more), and
-its medians are then not to be trusted.
-
+# One template per section; `{stamp}` says when, by which command and beside how much other work.
+SECTION_DOCS = {
+    "ingest": """\
 ## (a) Ingest: real files to the model's input, against plain xarray
+
+{stamp}
 
 The baseline reads the same values from the same file the way a competent xarray user
 would, and does nothing else: no recognition of variable names, no unit conversion, no
@@ -204,8 +199,11 @@ For the small test4 files, the few extra milliseconds are `canonicalise` (renami
 checking coordinates, sorting levels) and the float32 copies made by `Field.values`; for
 GRIB also `cfgrib.open_datasets`, which opens the file once per variable and merges the
 results where a single `xr.open_dataset` suffices.
-
+""",
+    "forward": """\
 ## (b) Tiny forward and 4-step rollout per variant
+
+{stamp}
 
 Each variant's tiny profile (seeded random weights, `build_model(spec, "tiny")`) on its
 `spec.tiny_grid`, with a batch from `synthetic_window` of `spec.max_history` times
@@ -222,8 +220,11 @@ the table in one process, so the first one's first forward also pays for torch's
 set-up.
 
 {forward_table}
-
+""",
+    "validate": """\
 ## (c) Validation of a 1 GiB dataset, against naive xarray checks
+
+{stamp}
 
 The dataset: {validate_dataset}. Every input of the medium-range variant from
 `synthetic_window`, six-hourly from 2024-01-01 00 UTC, one chunk per time and level, time
@@ -271,8 +272,11 @@ cProfile (which slows it; read the shares, not the times):
 {validate_profile_table}
 
 {validate_profile_summary}
-
+""",
+    "loader": """\
 ## (d) Training loader against the tiny training step
+
+{stamp}
 
 The data: every input of the medium-range variant from `synthetic_window` on the 5° (37x72)
 and 2.5° (73x144) global grids, {loader_times} six-hourly times, written once by the
@@ -316,8 +320,11 @@ any model is built:
 the times):
 
 {loader_profile_table}
-
+""",
+    "training": """\
 ## (e) Training: the harness against a bare loop, skill on real data, a GPU step
+
+{stamp}
 
 `.venv/bin/python benchmarks/run.py --only training` runs this section alone (about five
 minutes on 2 cores) and prints it.
@@ -396,26 +403,91 @@ benchmarks/gpu_training_step.md` on a CUDA machine records the table, which this
 shows.
 
 {training_gpu}
-"""
+""",
+    "evaluation": """\
+## (f) Evaluation: scoring a 0.25° global forecast, against naive xarray
+
+{stamp}
+
+The data: 5 atmospheric variables (z, t, u, v, q) on 13 pressure levels on the 0.25°
+global grid (721x1440), float32, one initialisation time, six-hourly lead times, a truth at
+every valid time and a climatology by hour of day. Values are synthetic (a fixed random
+pattern shifted per time, level and lead), generated on demand, the same for both sides.
+Scores: RMSE, MAE, bias and ACC per variable, level and lead time in 4 regions (global,
+tropics, northern and southern extra-tropics).
+
+- **head to head, {evaluation_head_leads} lead times**: ours (`evaluate`: lead-time chunks, one pass
+  per chunk for every metric and region, area sums as matrix products) against a naive
+  implementation that computes each metric and region on its own with plain xarray on whole
+  arrays (`(f - o) ** 2`, `.weighted(w).mean(...)`, ...) and is given the truth already laid
+  out by lead time. 40 lead times would need 10.8 GB per dataset in memory for the naive
+  side, more than this machine can hold twice, hence 2. Times are medians of {evaluation_repeat}
+  alternating runs; memory is tracemalloc's peak during the call in a separate run, inputs
+  excluded. Both sides' scores are compared before timing.
+- **scale, {evaluation_scale_leads} lead times (10 days)**: ours alone, reading a lazily generated
+  forecast and truth: time (one run, under tracemalloc) and peak memory, which the lead-time
+  chunks bound, whatever the number of lead times. The target is at least 3x faster than
+  naive with bounded memory.
+
+{evaluation_table}
+""",
+}
+
+
+EVALUATION_REPEAT = 2  # a naive run takes a minute on 2 cores
+
+MARK = "<!-- section: {} -->"
+
+
+def read_sections(path: Path) -> dict[str, str]:
+    """The sections of an earlier write, by name (empty if the file does not exist)."""
+    if not path.exists():
+        return {}
+    sections, name = {}, None
+    for line in path.read_text().splitlines(keepends=True):
+        for n in SECTIONS:
+            if line.strip() == MARK.format(n):
+                name = n
+                sections[n] = ""
+                break
+        else:
+            if name:
+                sections[name] += line
+    return sections
+
+
+def write_doc(path: Path, info: dict[str, str], ran: list[str], fields: dict[str, object]) -> None:
+    """Rewrite the sections in `ran` with this run's figures and keep the others as they were."""
+    sections = read_sections(path)
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    where = f"{info['CPU cores available (`nproc`)']} CPU cores ({info['CPU model (/proc/cpuinfo)']}), GPU: {info['GPU']}"
+    for name in ran:
+        stamp = f"*Measured {date} on {where} with `{command()}`; {fields[f'other_{name}']}.*"
+        sections[name] = SECTION_DOCS[name].format(stamp=stamp, **fields).rstrip("\n") + "\n\n"
+    text = HEAD.format(machine=machine_table(info)) + "".join(
+        MARK.format(n) + "\n" + sections[n] for n in SECTIONS)
+    path.write_text(text.rstrip("\n") + "\n")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", metavar="PATH",
-                        help="rewrite this markdown file with the figures (runs every section)")
+                        help="rewrite the sections run (all, or those of --only) in this markdown file")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per figure (default 5)")
     parser.add_argument("--long-repeat", type=int, default=3,
                         help="timed rounds of the validation and loader benchmarks (default 3)")
     parser.add_argument("--only", metavar="SECTIONS", default=",".join(SECTIONS),
-                        help=f"comma-separated sections to run and print, of {','.join(SECTIONS)} (default all); "
-                        "not with --write")
+                        help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default all)")
     args = parser.parse_args()
     only = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = [x for x in only if x not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    if args.write and set(only) != set(SECTIONS):
-        parser.error("--write rewrites the whole doc and so runs every section; drop --only")
+    if args.write:
+        kept = read_sections(Path(args.write))
+        lacking = [x for x in SECTIONS if x not in only and x not in kept]
+        if lacking:
+            parser.error(f"{args.write} has no section {', '.join(lacking)} yet: run it too (--only)")
 
     torch.set_num_threads(bench_forward.THREADS)
     info = machine()
@@ -499,6 +571,8 @@ def main() -> int:
         print("\n\n".join(text.values()), flush=True)
         print(f"\nDuring the harness benchmark, {fields['other_training_harness']}; during the skill run, "
               f"{fields['other_training_skill']}.", flush=True)
+        fields["other_training"] = (f"during the harness benchmark, {fields['other_training_harness']}; during "
+                                    f"the skill run, {fields['other_training_skill']}")
         fields.update(text, harness_grid=f"{bench_training.HARNESS_GRID:g}", training_threads=bench_training.THREADS,
                       harness_batch=bench_training.HARNESS_BATCH, harness_warmup=bench_training.WARMUP,
                       harness_steps=bench_training.STEPS, harness_target=bench_training.TARGET,
@@ -506,17 +580,19 @@ def main() -> int:
                       skill_batch=bench_training.SKILL_BATCH, skill_steps=bench_training.SKILL_STEPS,
                       skill_hold_out=f"{100 * bench_training.HOLD_OUT:g}%")
 
+    if "evaluation" in only:
+        print("\n## (f) Evaluation\n", flush=True)
+        other = OtherWork()
+        evaluation = bench_evaluation.run(EVALUATION_REPEAT)
+        fields["other_evaluation"] = other.report()
+        fields.update(evaluation_table=bench_evaluation.table(evaluation), evaluation_repeat=EVALUATION_REPEAT,
+                      evaluation_head_leads=bench_evaluation.HEAD_TO_HEAD_LEADS,
+                      evaluation_scale_leads=bench_evaluation.SCALE_LEADS)
+        print(fields["evaluation_table"], flush=True)
+
     if args.write:
-        text = DOC.format(
-            command=command(),
-            repeat=args.repeat,
-            long_repeat=args.long_repeat,
-            date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            machine=machine_table(info),
-            **fields,
-        )
-        Path(args.write).write_text(text)
-        print(f"\nwrote {args.write}")
+        write_doc(Path(args.write), info, only, dict(fields, repeat=args.repeat, long_repeat=args.long_repeat))
+        print(f"\nwrote {', '.join(only)} in {args.write}")
     return 0
 
 
