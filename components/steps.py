@@ -242,6 +242,7 @@ def train_model(variant: str, train_data: str, config: Mapping[str, Any], model_
                              "train.progress": False, **dict(overrides or {})}
     if weights:
         extra["weights"] = _checkpoint_path(variant, weights)
+        extra = {**architecture_of(extra["weights"]), **extra}  # the caller's overrides win
     cfg = training_config(variant, config, extra)
     result = train(cfg)
     if result.best_checkpoint is None:
@@ -255,6 +256,20 @@ def train_model(variant: str, train_data: str, config: Mapping[str, Any], model_
     if work_dir is None:
         shutil.rmtree(run_dir, ignore_errors=True)  # only the best weights travel on
     return summary
+
+
+def architecture_of(checkpoint: str) -> dict[str, Any]:
+    """Config overrides that build the model a checkpoint holds: its constructor arguments and
+    LoRA rank (from the checkpoint's own metadata), so a warm start loads into the same shape
+    even when the run's config (untuned, say) would build another."""
+    from safetensors import safe_open
+
+    with local_copy(checkpoint) as path, safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    out = {f"model.{k}": v for k, v in json.loads(meta.get("model_overrides", "{}")).items()}
+    if "lora_rank" in meta:
+        out["optim.lora_rank"] = int(meta["lora_rank"])
+    return out
 
 
 def _checkpoint_path(variant: str, uri: str) -> str:

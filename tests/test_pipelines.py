@@ -114,3 +114,26 @@ def test_bad_data_stops_the_run_at_validate_with_the_report(store):
     ran = {p.name for p in Path(summary.run_dir).iterdir()}
     assert "train" not in ran and "augment" not in ran
     assert json.loads(Path(summary.reports["record-outcome.outcome"]).read_text())["state"] == "FAILED"
+
+
+@pytest.mark.slow
+def test_retrain_starts_from_the_champion(first_runs, store, box):
+    summary = run_local("retrain", arguments("high-res", box, n_trials=0, warm_start="champion"),
+                        workdir=store / "runs", quiet=True)
+    assert summary.state == "SUCCEEDED", summary.describe()
+    trained = json.loads((Path(summary.run_dir) / "train" / "model" / "train.json").read_text())
+    assert trained["warm_start"] == "champion"
+    assert summary.registered_version == "2"
+
+
+@pytest.mark.slow
+def test_continuous_evaluation_records_the_champion_skill_per_window(first_runs, store, box):
+    history = store / "skill.jsonl"
+    for _ in range(2):
+        summary = run_local("evaluation", {"variant": "medium-range", "data": [box], "config": CONFIG,
+                                           "check_contract": False, "eval_steps": 1, "max_inits": 2,
+                                           "skill_history": str(history)}, workdir=store / "runs", quiet=True)
+        assert summary.state == "SUCCEEDED", summary.describe()
+    lines = [json.loads(line) for line in history.read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["scores"] and lines[1]["drift"]["compared_with"] == 1
+    assert summary.metrics["score-champion.rmse/u10/1h"] > 0
