@@ -16,6 +16,7 @@ from model_code.errors import DataError
 from monitoring.policy import (COOLDOWN, HANDLED, NO_DRIFT, PENDING, SUBMIT_FAILED, SUBMITTED, DriftPolicy,
                                PolicyState, decide)
 from monitoring.summaries import summarise
+from monitoring.live_skill import update
 from monitoring.trigger import Retry, check
 
 from conftest import ERA5_HOURLY, IFS_8_STEPS
@@ -163,3 +164,38 @@ def test_live_skill_of_a_served_forecast_once_truth_arrives(tmp_path, capsys):
     exposed = generate_latest(REGISTRY).decode()
     rmse = next(r["rmse"] for r in records if r["variable"] == "u10" and r["lead_hours"] == 12.0)
     assert f'aurora_live_rmse{{lead_hours="12",level="",variable="u10",variant="medium-range"}} {rmse!r}' in exposed
+
+
+def test_live_skill_reads_the_outputs_of_a_finished_forecast_job(tmp_path):
+    """A job run by the predictor's own JobManager (tiny model), scored against the synthetic
+    window it started from, extended by the truth of its two lead times."""
+    import numpy as np
+
+    from model_code.data.synthetic import synthetic_window
+    from model_code.forecast import forecast_steps
+    from model_code.variants import build_model, get_variant
+    from serving.jobs import JobManager
+
+    spec = get_variant("medium-range")
+    h, w = spec.tiny_grid
+    lat, lon = np.linspace(90, -90, h), np.linspace(0, 360, w, endpoint=False)
+    times = np.datetime64("2024-06-01T06:00") + np.arange(4) * np.timedelta64(6, "h")
+    window = synthetic_window(spec, lat, lon, times, seed=3).astype("float32")
+    data = tmp_path / "analysis.nc"
+    window.to_netcdf(data)
+    model = build_model(spec, "tiny")
+    jobs = JobManager(spec, str(tmp_path / "jobs"), lambda batch, steps: forecast_steps(model, batch, steps),
+                      max_steps=4, model_uri="tiny")
+    out = tmp_path / "job-1"
+    state, _ = jobs.submit({"inputs": [str(data)], "output_uri": str(out), "steps": 2,
+                            "init_time": "2024-06-01T12:00"})
+    with pytest.raises(DataError, match="is queued, not succeeded"):
+        update([str(out)], [str(data)])
+    jobs.run(state)
+    assert json.loads((out / "job.json").read_text())["status"] == "succeeded"
+
+    records = update([str(out)], [str(data)], store=str(tmp_path / "skill.jsonl"), variables=["t2m", "t"])
+    assert {(r.variable, r.lead_hours) for r in records} == {("t2m", 6.0), ("t2m", 12.0), ("t", 6.0), ("t", 12.0)}
+    assert {r.level for r in records if r.variable == "t"} == {float(lv) for lv in window.level.values}
+    assert all(r.forecast == str(out) and r.init_time == "2024-06-01T12:00:00" for r in records)
+    assert all(np.isfinite(r.rmse) and r.rmse >= r.mae > 0 for r in records)
