@@ -19,8 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import pandas as pd
-
 from model_code.errors import DataError
 from model_code.storage import write_atomic
 from monitoring.summaries import Region, REGIONS, Summaries, parse_column, summarise
@@ -222,8 +220,3 @@ def detect_drift(
     cur = current if isinstance(current, Summaries) else summarise(current, variables=variables, regions=regions)
     result = compare(ref, cur, thresholds)
     return save(result, ref, cur, out) if out is not None else result
-
-
-def frame(result: DriftResult) -> pd.DataFrame:
-    """Per-column results as a table (for people and notebooks)."""
-    return pd.DataFrame([asdict(c) for c in result.columns]).set_index("column")

@@ -94,10 +94,11 @@ def test_check_submits_the_retrain_pipeline_once_and_records_the_evidence(window
     doc = json.loads(Path(state).read_text())
     (episode,) = doc["episodes"]
     assert episode["handled"] and episode["run_id"] == "run-1" and episode["end"] is None
-    assert episode["evidence"][0]["drifted_variables"] == ["t"] and episode["evidence"][0]["report"].endswith("drift.html")
+    evidence = episode["evidence"][0]
+    assert evidence["drifted_variables"] == ["t"] and evidence["report"].endswith("drift.html")
     assert [d["action"] for d in doc["decisions"]] == [NO_DRIFT, SUBMITTED, HANDLED]
     assert all(d["evidence"]["n_columns"] == 840 for d in doc["decisions"])
-    assert Path(episode["evidence"][0]["report"]).exists()
+    assert Path(evidence["report"]).exists()
     assert len(list((tmp_path / "reports" / "medium-range").iterdir())) == 2  # the drifted windows only
     exposed = generate_latest(REGISTRY).decode()
     assert 'aurora_drift_detected{variant="medium-range"} 1.0' in exposed

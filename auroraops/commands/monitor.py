@@ -66,7 +66,8 @@ def add_parser(sub) -> None:
                         description="Score forecast job outputs (directories with job.json) or forecast "
                                     "files against truth files: RMSE and MAE by lead time, appended to "
                                     "--store (JSON lines) and exported as aurora_live_* metrics.")
-    k.add_argument("--forecast", nargs="+", required=True, metavar="URI", help="job output directories or forecast files")
+    k.add_argument("--forecast", nargs="+", required=True, metavar="URI",
+                   help="job output directories or forecast files")
     k.add_argument("--truth", nargs="+", required=True, metavar="PATH", help="analysis / truth files")
     k.add_argument("--store", default="outputs/monitoring/live_skill.jsonl", metavar="FILE",
                    help="JSON lines record, path or s3:// (default: %(default)s)")
