@@ -119,7 +119,8 @@ def check(
     Bad input (missing reference, mismatched grids or variables, an empty window) raises a
     `DataError` before the state is touched: no decision, no trigger. A drifted window's
     report (`report_limit` columns) goes to `out/<variant>/<time>/`. The retrain pipeline
-    gets `{**retrain_arguments, "variant": variant, "data": data}`.
+    gets `{"data": data, **retrain_arguments, "variant": variant}`: the checked window unless
+    `retrain_arguments` names other data.
     """
     if not isinstance(reference, Summaries) and not reference:
         raise DataError("missing reference: give the reference window's files or its .summaries.json "
@@ -135,7 +136,7 @@ def check(
     decision = decide(state, policy, drifted=result.drifted, window=cur.window(), evidence=result.evidence(),
                       now=now)
     if decision.action == TRIGGER:
-        arguments = {**(retrain_arguments or {}), "variant": variant, "data": list(data)}
+        arguments = {"data": list(data), **(retrain_arguments or {}), "variant": variant}
         run_id, attempts = submit_with_retry(submitter, "retrain", arguments, retry, sleep)
         record_submission(state, decision, run_id=run_id, attempts=attempts, now=now)
         metrics.RETRAIN_SUBMISSIONS.labels(variant, "submitted" if decision.action == SUBMITTED else "failed").inc()

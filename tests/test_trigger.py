@@ -19,7 +19,7 @@ from monitoring.summaries import summarise
 from monitoring.live_skill import update
 from monitoring.trigger import Retry, check
 
-from conftest import ERA5_HOURLY, IFS_8_STEPS
+from conftest import ERA5_HOURLY, IFS_8_STEPS, SAMPLES as ROOT_SAMPLES
 
 T0 = datetime(2024, 6, 5, 0, tzinfo=timezone.utc)
 
@@ -133,7 +133,6 @@ def test_bad_input_is_an_error_and_never_a_decision(windows, tmp_path):
         check("medium-range", [windows["warm"]], [windows["reference"]], state_uri=str(state), submitter=runs)
 
 
-@pytest.mark.slow
 def test_monitor_check_cli_reports_the_decision_and_fails_when_submission_fails(windows, tmp_path, capsys):
     # No KFP API listens on this port: three attempts fail, exit status 1, episode unhandled.
     state = tmp_path / "state.json"
@@ -147,7 +146,6 @@ def test_monitor_check_cli_reports_the_decision_and_fails_when_submission_fails(
     assert not episode["handled"] and len(episode["attempts"]) == 2
 
 
-@pytest.mark.slow
 def test_live_skill_of_a_served_forecast_once_truth_arrives(tmp_path, capsys):
     forecast = tmp_path / "forecast.nc"
     assert main(["forecast", "--variant", "medium-range", "--input", str(ERA5_HOURLY), "--steps", "2",
@@ -200,3 +198,19 @@ def test_live_skill_reads_the_outputs_of_a_finished_forecast_job(tmp_path):
     assert {r.level for r in records if r.variable == "t"} == {float(lv) for lv in window.level.values}
     assert all(r.forecast == str(out) and r.init_time == "2024-06-01T12:00:00" for r in records)
     assert all(np.isfinite(r.rmse) and r.rmse >= r.mae > 0 for r in records)
+
+
+@pytest.mark.slow
+def test_a_local_retrain_run_that_fails_is_a_failed_submission(windows, tmp_path):
+    """The real KFP local runner: the retrain pipeline's validate step rejects the data."""
+    from monitoring.trigger import local_submitter
+
+    broken = str(ROOT_SAMPLES / "broken" / "fields_with_missing_values.grib")
+    result = check("medium-range", [windows["warm"]], [windows["reference"]], state_uri=str(tmp_path / "state.json"),
+                   submitter=local_submitter(str(tmp_path / "pipelines")), retry=Retry(attempts=1),
+                   policy=DriftPolicy(sustained_windows=1), retrain_arguments={"data": [broken]})
+    assert result.decision.action == SUBMIT_FAILED
+    assert "local retrain run FAILED at 'validate'" in result.decision.reason and "66.24% of values are NaN" in \
+        result.decision.reason
+    (episode,) = json.loads((tmp_path / "state.json").read_text())["episodes"]
+    assert not episode["handled"]
