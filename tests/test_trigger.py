@@ -214,3 +214,14 @@ def test_a_local_retrain_run_that_fails_is_a_failed_submission(windows, tmp_path
         result.decision.reason
     (episode,) = json.loads((tmp_path / "state.json").read_text())["episodes"]
     assert not episode["handled"]
+
+
+def test_policy_state_lives_on_s3(bucket):
+    uri = f"s3://{bucket}/monitoring/state-wave.json"
+    state = PolicyState.load(uri, "wave")  # none yet: a fresh state
+    assert state.episodes == [] and state.decisions == []
+    decide(state, DriftPolicy(), drifted=True, window="w1", evidence={"share": 0.6}, now=T0)
+    state.save(uri)
+    back = PolicyState.load(uri, "wave")
+    assert back.open_episode is not None and back.open_episode.windows == ["w1"]
+    assert [d.action for d in back.decisions] == [PENDING] and back.decisions[0].evidence == {"share": 0.6}
