@@ -30,11 +30,14 @@ import torch
 import bench_forward
 import bench_ingest
 import bench_loader
+import bench_pipeline
+import bench_serving
+import bench_drift
 import bench_evaluation
 import bench_training
 import bench_validate
 
-SECTIONS = ("ingest", "forward", "validate", "loader", "training", "evaluation")
+SECTIONS = ("ingest", "forward", "validate", "loader", "training", "evaluation", "pipeline", "serving", "drift")
 
 
 def machine() -> dict[str, str]:
@@ -431,10 +434,64 @@ tropics, northern and southern extra-tropics).
 
 {evaluation_table}
 """,
+    "pipeline": """\
+## (g) Pipelines: the KFP local runner against plain function calls
+
+{stamp}
+
+Both sides run the demo's workload (`pipelines.demo`: the tiny medium-range model on the
+shipped hourly ERA5 sample, 2 tuning trials, 12 training steps, a 3-step hindcast from 4
+init times, registration and promotion in a fresh MLflow sqlite store each run): the
+training pipeline on KFP's local runner (`SubprocessRunner`, the task cache off so every
+step runs) against the same step functions called one after another in one process. What
+the pipeline adds is a subprocess per task, each importing torch and the project again,
+KFP's executor and its artifact bookkeeping. The sides alternate (median of
+{pipeline_repeat} runs each); the target is at most {pipeline_target}x.
+
+{pipeline_table}
+""",
+    "serving": """\
+## (h) Serving: requests over sockets, payload transport, a global job, cold start
+
+{stamp}
+
+- **latency**: one v2 gRPC request (raw tensors, our client) for a 1-step forecast of the
+  tiny medium-range model on a 32x64 window, against `forecast_steps` on the same batch in
+  the benchmark's own process (same checkpoint); paired and alternating, medians; target
+  ratio at most 1.2.
+- **transport**: 4 MB and 64 MB FP32 tensors through an echo model on the same KServe
+  server (`benchmarks/serving_echo.py`): gRPC `raw_input_contents`, REST with the binary
+  extension, REST JSON. MB/s is tensor MB over the round trip (the tensor travels both ways).
+- **a job by reference** on a synthetic full 0.25° input (721x1440, 2 times, 13 levels,
+  one NetCDF) with the tiny model, 1 step: submit-to-succeeded wall time and the server's
+  peak resident memory (VmHWM).
+- **cold start**: process start to ready (imports, checkpoint load, two warm-up forwards).
+
+{serving_table}
+""",
+    "drift": """\
+## (i) Drift check of one day of 0.25° data: streaming summaries against loading it all
+
+{stamp}
+
+One day of 6-hourly 0.25° global data (4 times x 721x1440): the medium-range inputs t2m,
+u10, v10, msl and z, u, v, t, q on 13 levels (69 fields per time), synthetic, cut from the
+validation benchmark's store. It is reduced to a table of area-weighted summaries (7
+statistics x 4 latitude bands per field, one row per time) and compared, one Evidently KS
+test per column, with stored reference summaries of the following times. Each program runs
+in a fresh Python process per run, so its peak resident memory is its own; runs alternate,
+medians of {drift_repeat}:
+
+- **streaming**: `summarise([day])` reads one 64 MiB block of times at a time, then `compare`;
+- **load all**: `xr.open_zarr(day).load()`, then the same reductions and the same comparison.
+
+{drift_table}
+""",
 }
 
 
 EVALUATION_REPEAT = 2  # a naive run takes a minute on 2 cores
+PIPELINE_REPEAT = 3  # a run takes a minute or two on 2 cores
 
 MARK = "<!-- section: {} -->"
 
@@ -589,6 +646,31 @@ def main() -> int:
                       evaluation_head_leads=bench_evaluation.HEAD_TO_HEAD_LEADS,
                       evaluation_scale_leads=bench_evaluation.SCALE_LEADS)
         print(fields["evaluation_table"], flush=True)
+
+    if "pipeline" in only:
+        print("\n## (g) Pipelines\n", flush=True)
+        other = OtherWork()
+        pipeline = bench_pipeline.run(PIPELINE_REPEAT)
+        fields["other_pipeline"] = other.report()
+        fields.update(pipeline_table=bench_pipeline.table(pipeline), pipeline_repeat=PIPELINE_REPEAT,
+                      pipeline_target=bench_pipeline.TARGET)
+        print(fields["pipeline_table"], flush=True)
+
+    if "serving" in only:
+        print("\n## (h) Serving\n", flush=True)
+        other = OtherWork()
+        serving = bench_serving.run(args.long_repeat)
+        fields["other_serving"] = other.report()
+        fields["serving_table"] = bench_serving.table(serving)
+        print(fields["serving_table"], flush=True)
+
+    if "drift" in only:
+        print("\n## (i) Drift\n", flush=True)
+        other = OtherWork()
+        drift = bench_drift.run(args.long_repeat, log=lambda line: None)
+        fields["other_drift"] = other.report()
+        fields.update(drift_table=bench_drift.table(drift), drift_repeat=args.long_repeat)
+        print(fields["drift_table"], flush=True)
 
     if args.write:
         write_doc(Path(args.write), info, only, dict(fields, repeat=args.repeat, long_repeat=args.long_repeat))
