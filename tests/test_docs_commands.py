@@ -1,9 +1,10 @@
-"""Every command the docs tell a reader to type is one that works.
+"""Every command the docs tell a reader to type is one that works, and every link leads somewhere.
 
 From the code blocks of README.md and docs/**/*.md: each `auroraops ...` command names a real
 subcommand whose `--help` lists every flag used (and, when the command has no placeholders,
 parses as written); each `kubectl kustomize DIR` / `kubectl apply|delete|diff -k DIR` names a
-directory that builds; each `make TARGET` names a target make can plan (`make -n`).
+directory that builds; each `make TARGET` names a target make can plan (`make -n`). Every
+relative Markdown link names a file that exists and, with `#anchor`, one of its headings.
 """
 
 from __future__ import annotations
@@ -178,3 +179,35 @@ def test_wrong_commands_are_reported():
     assert "does not parse" in found[2] and "nowhere" in found[2]
     assert "manifests/overlays/staging does not build" in found[3]
     assert "make deploy" in found[4]
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file's headings: lower case, punctuation dropped, - for spaces."""
+    text = re.sub(r"^ *```.*?^ *```", "", path.read_text(), flags=re.M | re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+
+
+def broken_links(path: Path) -> list[str]:
+    text = re.sub(r"^ *```.*?^ *```", "", path.read_text(), flags=re.M | re.S)
+    found = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        if not dest.exists():
+            found.append(f"{target}: no such file")
+        elif anchor and dest.suffix == ".md" and anchor not in heading_anchors(dest):
+            found.append(f"{target}: no heading with that anchor")
+    return found
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_leads_somewhere(path):
+    assert broken_links(path) == []
+
+
+def test_broken_links_are_found(tmp_path):
+    (tmp_path / "a.md").write_text("# Title here\n\n[ok](a.md#title-here) [gone](b.md) [bad](a.md#nope)\n")
+    assert broken_links(tmp_path / "a.md") == ["b.md: no such file", "a.md#nope: no heading with that anchor"]
