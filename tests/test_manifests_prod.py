@@ -76,6 +76,15 @@ def overlay_objects(rendered, env: str) -> list[dict]:
     return out
 
 
+def under(rendered, env: str) -> dict[str, list[dict]]:
+    """Every directory of one environment's overlays (the whole system, the platform, each
+    variant, the canary and A/B overlays) -> its objects."""
+    base = OVERLAYS / env
+    out = {str(d.relative_to(ROOT)): objs for d, objs in rendered.items() if d == base or base in d.parents}
+    assert all(isinstance(o, list) for o in out.values()), out
+    return out
+
+
 def name_of(obj: dict) -> str:
     return f"{obj['kind']}/{obj['metadata']['name']}"
 
@@ -280,8 +289,9 @@ def images(obj: dict) -> list[str]:
 def test_overlays_deploy_the_one_configured_image(rendered, env):
     expected = image_reference()
     assert not expected.endswith(":latest")
-    used = {i for o in overlay_objects(rendered, env) for i in images(o)}
-    assert used == {expected}
+    for where, objs in under(rendered, env).items():
+        used = {i for o in objs for i in images(o)}
+        assert used == {expected}, where
 
 
 def test_image_reference_is_configurable_by_digest(rendered, tmp_path):
@@ -423,23 +433,22 @@ def matches(selector: dict, labels: dict) -> bool:
 
 
 def test_prod_has_replicas_and_disruption_budgets_dev_scales_down(rendered):
-    prod, dev = overlay_objects(rendered, "prod"), overlay_objects(rendered, "dev")
-    budgets = [o for o in prod if o["kind"] == "PodDisruptionBudget"]
-    isvcs = [o for o in prod if o["kind"] == "InferenceService"]
-    assert isvcs
-    for isvc in isvcs:
-        assert isvc["spec"]["predictor"]["minReplicas"] >= 2, name_of(isvc)
-        assert isvc["spec"]["predictor"]["serviceAccountName"] == "aurora-predictor"
-        labels = {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"], "component": "predictor"}
-        assert [b for b in budgets if matches(b["spec"]["selector"], labels)], name_of(isvc)
-    for deployment in (o for o in prod if o["kind"] == "Deployment"):
-        assert deployment["spec"]["replicas"] >= 2
-        labels = deployment["spec"]["template"]["metadata"]["labels"]
-        assert [b for b in budgets if matches(b["spec"]["selector"], labels)], name_of(deployment)
-    for budget in budgets:
-        assert budget["spec"]["minAvailable"] == 1
-    assert all(o["spec"]["predictor"]["minReplicas"] == 0 for o in dev if o["kind"] == "InferenceService")
-    assert not [o for o in dev if o["kind"] == "PodDisruptionBudget"]
+    for where, prod in under(rendered, "prod").items():
+        budgets = [o for o in prod if o["kind"] == "PodDisruptionBudget"]
+        for isvc in (o for o in prod if o["kind"] == "InferenceService"):
+            assert isvc["spec"]["predictor"]["minReplicas"] >= 2, (where, name_of(isvc))
+            assert isvc["spec"]["predictor"]["serviceAccountName"] == "aurora-predictor", where
+            labels = {"serving.kserve.io/inferenceservice": isvc["metadata"]["name"], "component": "predictor"}
+            assert [b for b in budgets if matches(b["spec"]["selector"], labels)], (where, name_of(isvc))
+        for deployment in (o for o in prod if o["kind"] == "Deployment"):
+            assert deployment["spec"]["replicas"] >= 2, where
+            labels = deployment["spec"]["template"]["metadata"]["labels"]
+            assert [b for b in budgets if matches(b["spec"]["selector"], labels)], (where, name_of(deployment))
+        assert all(b["spec"]["minAvailable"] == 1 for b in budgets), where
+    for where, dev in under(rendered, "dev").items():
+        assert all(o["spec"]["predictor"]["minReplicas"] == 0 for o in dev if o["kind"] == "InferenceService"), where
+        assert not [o for o in dev if o["kind"] == "PodDisruptionBudget"], where
+    assert {"manifests/overlays/prod/canary", "manifests/overlays/prod/ab"} <= set(under(rendered, "prod"))
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
