@@ -1,8 +1,8 @@
 """The per-variant docs and model cards agree with the code and manifests they describe.
 
 The tables between `<!-- generated -->` markers in docs/variants/<variant>.md are rendered
-from `model_code.variants`, `model_code.variables` and the checked-in training and serving
-manifests; a change to any of them fails here until the docs are regenerated:
+from `model_code.variants`, `model_code.variables`, the promotion gates of `pipelines.gates`
+and the checked-in training and serving manifests; a change to any of them fails here until the docs are regenerated:
 
     .venv/bin/python tests/test_docs_variants.py --write
 """
@@ -115,6 +115,19 @@ def serving_resources(spec: VariantSpec) -> str:
             "| resource | request | limit |\n|---|--:|--:|\n" + "".join(f"| {k} | {r} | {l} |\n" for k, r, l in rows))
 
 
+def promotion_gates(spec: VariantSpec) -> str:
+    from pipelines.gates import default_gates
+
+    rows = "".join(
+        f"| {g.metric} | `{g.variable}` | {'-' if g.level is None else f'{g.level:g} hPa'} | {g.region} | "
+        f"{g.lead_hours if isinstance(g.lead_hours, str) else ', '.join(f'{h:g}' for h in g.lead_hours)} | "
+        f"{', '.join(g.against)} |\n"
+        for g in default_gates(spec.name))
+    return ("From `pipelines/gates.py`: a challenger becomes champion only if it beats every comparator "
+            "on every row ([registry.md](../registry.md#promotion-gates)).\n\n"
+            "| metric | variable | level | region | lead hours | must beat |\n|---|---|---|---|---|---|\n" + rows)
+
+
 def generated(spec: VariantSpec) -> str:
     levels = len(spec.levels)
     return "\n".join([
@@ -123,6 +136,7 @@ def generated(spec: VariantSpec) -> str:
         "### Outputs", "", variable_table(spec.outputs(), levels),
         "### Payload sizes", "", sizes(spec),
         "### Training settings on a cluster", "", training_settings(spec),
+        "### Promotion gates", "", promotion_gates(spec),
         "### Predictor resources", "", serving_resources(spec),
         END,
     ])
