@@ -1,9 +1,10 @@
 """Every kustomization under manifests/ built offline and checked as a cluster would check it.
 
 `kubectl kustomize` renders each directory once (module fixture). Core kinds are validated with
-kubernetes-validate in strict mode against Kubernetes 1.32 (the kubectl here is v1.32, and it is
-the oldest release the KServe, Trainer and Katib versions we target support); custom resources
-against their CRDs' schemas in tests/schemas/ (strict, see SOURCES.md). Then the project's own
+kubernetes-validate in strict mode against Kubernetes 1.32, the version of the kubectl that
+renders them (kubernetes-validate knows 1.x up to 1.37; an older target is the safer one);
+custom resources against their CRDs' schemas in tests/schemas/ (strict, see SOURCES.md). Then
+the project's own
 rules: pod security on every container, resources, one image reference, least-privilege RBAC,
 default-deny network policies, disruption budgets in prod; and checkov on the rendered overlays.
 """
