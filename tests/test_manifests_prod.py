@@ -4,9 +4,9 @@
 kubernetes-validate in strict mode against Kubernetes 1.32, the version of the kubectl that
 renders them (kubernetes-validate knows 1.x up to 1.37; an older target is the safer one);
 custom resources against their CRDs' schemas in tests/schemas/ (strict, see SOURCES.md). Then
-the project's own
-rules: pod security on every container, resources, one image reference, least-privilege RBAC,
-default-deny network policies, disruption budgets in prod; and checkov on the rendered overlays.
+the project's own rules: pod security on every container, resources, one image reference,
+least-privilege RBAC, default-deny network policies, disruption budgets in prod; and checkov on
+the rendered overlays.
 """
 
 from __future__ import annotations
