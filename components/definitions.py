@@ -54,8 +54,8 @@ def tune(variant: str, train_data: Input[Dataset], config: dict, n_trials: int, 
 
     from components.steps import TRAIN_DATA, tune_params
 
-    best = tune_params(variant, os.path.join(train_data.path, TRAIN_DATA), config, study.path, n_trials=n_trials, seed=seed,
-                       mode=mode, cluster=cluster)
+    best = tune_params(variant, os.path.join(train_data.path, TRAIN_DATA), config, study.path,
+                       n_trials=n_trials, seed=seed, mode=mode, cluster=cluster)
     study.metadata.update({k: v for k, v in best.items() if k != "best_overrides"})
     return best["best_overrides"]
 

@@ -18,6 +18,7 @@ import io
 import json
 import re
 import shutil
+import sqlite3  # noqa: F401 (before eccodes can load its own libsqlite3: see components/steps.py)
 import sys
 import tempfile
 import time
@@ -146,14 +147,15 @@ def run_local(name: str, arguments: Mapping[str, Any], *, workdir: str | Path | 
             found = _FAILED_TASK.search(message)
             if not found:
                 raise
-            state, failed = "FAILED", found.group(1).split(" inside ")[0]
+            state, failed = "FAILED", found.group(1).split(" inside ")[0].strip("'")
             error = _task_error(tee.lines)
     seconds = time.perf_counter() - start
     runs = sorted(set((root / "pipeline_root").glob("*")) - before)
     run_dir = runs[-1] if runs else root / "pipeline_root"
     summary = RunSummary(name, variant, state, seconds, str(run_dir), failed, error)
     _collect(run_dir, summary)
-    summary.cached = sorted({m.group(1) for m in re.finditer(r"Task (\S+) cache hit", _ANSI.sub("", "".join(tee.lines)))})
+    logs = _ANSI.sub("", "".join(tee.lines))
+    summary.cached = sorted({m.group(1) for m in re.finditer(r"Task (\S+) cache hit", logs)})
     return summary
 
 

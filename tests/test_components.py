@@ -62,7 +62,8 @@ def test_gpu_settings_are_on_gpu_tasks_only(compiled):
         else:
             assert "accelerator" not in resources, task
             assert "nodeSelector" not in k8s and "tolerations" not in k8s, task
-        assert resources["cpuRequest"] == float(STEPS[task].cpu.removesuffix("m")) / (1000 if "m" in STEPS[task].cpu else 1)
+        cpu = STEPS[task].cpu
+        assert resources["cpuRequest"] == (float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu))
         assert k8s["securityContext"]["runAsNonRoot"] is True
 
 
@@ -190,3 +191,13 @@ def test_a_recurring_evaluation_runs_nightly_one_at_a_time(kfp_api, tmp_path):
 def test_a_schedule_needs_six_cron_fields(kfp_api):
     with pytest.raises(DataError, match="six cron fields"):
         schedule("evaluation", {"variant": "wave", "data": ["s3://b/x.nc"]}, host=kfp_api[0], cron="0 2 * * *")
+
+
+def test_the_command_compiles_and_refuses_a_parameter_without_a_value(tmp_path, capsys):
+    from auroraops.cli import main
+
+    out = tmp_path / "evaluation.yaml"
+    assert main(["pipeline", "compile", "--variant", "wave", "--pipeline", "evaluation", "--out", str(out)]) == 0
+    assert _load(out)["pipelineInfo"]["name"] == "aurora-evaluation-wave"
+    assert main(["pipeline", "run", "--variant", "wave", "--data", "x.nc", "--param", "n_trials"]) == 1
+    assert "--param takes NAME=VALUE" in capsys.readouterr().err

