@@ -416,8 +416,12 @@ def forecast_dataset(
     outputs: Mapping[str, np.ndarray], spec: VariantSpec, window: xr.Dataset, hours: Sequence[int],
     attrs: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
-    """A CF forecast dataset like `model_code.forecast.forecast` writes, from response tensors."""
+    """A CF forecast dataset like `model_code.forecast.forecast` writes, from response tensors.
+
+    Aurora drops a grid's last latitude row when the height is one over a multiple of the patch
+    size, so the output's latitudes are the first rows of the input's."""
     init = np.datetime64(window.time.values[-1], "ns")
+    n_lat = np.asarray(next(iter(outputs.values()))).shape[-2]
     leads = np.array([np.timedelta64(timedelta(hours=h)) for h in hours]).astype("timedelta64[ns]")
     data_vars = {}
     for v in spec.outputs():
@@ -430,7 +434,7 @@ def forecast_dataset(
         "lead_time": ("time", leads, {"standard_name": "forecast_period"}),
         "forecast_reference_time": ((), init),
         "level": ("level", window.level.values.astype("float64"), {"units": "hPa"}),
-        "latitude": ("latitude", window.latitude.values.astype("float64"), {"units": "degrees_north"}),
+        "latitude": ("latitude", window.latitude.values[:n_lat].astype("float64"), {"units": "degrees_north"}),
         "longitude": ("longitude", window.longitude.values.astype("float64"), {"units": "degrees_east"}),
     })
     ds.attrs.update(Conventions="CF-1.10", aurora_variant=spec.name, **(attrs or {}))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
+import shutil
 import threading
 import traceback
 import uuid
@@ -81,6 +82,16 @@ def delete(uri: str) -> None:
         s3_client().delete_object(Bucket=bucket, Key=key)
     else:
         Path(uri).expanduser().unlink(missing_ok=True)
+
+
+def remove_partial_writes(uri: str) -> None:
+    """Delete the temporary files a killed process left mid-write in a local output folder
+    (`write_atomic` names them `.NAME.tmp-*`; on S3 an upload is whole or absent)."""
+    if is_s3(uri):
+        return
+    root = Path(uri).expanduser()
+    for tmp in root.glob(".*.tmp-*") if root.is_dir() else ():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
 def list_json(prefix: str) -> list[str]:
@@ -340,6 +351,7 @@ class JobManager:
         state.status, state.attempts, state.error = "running", state.attempts + 1, None
         state.steps_done, state.files = 0, []
         self._save(state)
+        remove_partial_writes(state.output_uri)
         try:
             self._run(state)
         except JobCancelled:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Before any test module loads eccodes: its wheel bundles libsqlite3 3.26, and a process that
+# loads that first gives Python's sqlite3 (and MLflow's sqlite store, which needs >= 3.31) the old library.
+import sqlite3  # noqa: F401
 import logging
 import os
 import uuid

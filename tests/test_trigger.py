@@ -210,7 +210,7 @@ def test_a_local_retrain_run_that_fails_is_a_failed_submission(windows, tmp_path
                    submitter=local_submitter(str(tmp_path / "pipelines")), retry=Retry(attempts=1),
                    policy=DriftPolicy(sustained_windows=1), retrain_arguments={"data": [broken]})
     assert result.decision.action == SUBMIT_FAILED
-    assert "local retrain run FAILED at 'validate'" in result.decision.reason and "66.24% of values are NaN" in \
+    assert "local retrain run FAILED at validate" in result.decision.reason and "66.24% of values are NaN" in \
         result.decision.reason
     (episode,) = json.loads((tmp_path / "state.json").read_text())["episodes"]
     assert not episode["handled"]
