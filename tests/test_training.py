@@ -297,6 +297,7 @@ def test_the_validator_refuses_a_nan_before_training(hourly, tmp_path):
     ({"rollout.curriculum": [[3, 1]]}, "rollout.curriculum", "must start at step 0"),
     ({"rollout.curriculum": [[0, 1], [5, 0]]}, "rollout.curriculum", ">= 1 step"),
     ({"model.embed_dims": 64}, "model.embed_dims", "not a constructor argument of Aurora"),
+    ({"variant": "high-res", "model.embed_dims": 64}, "model.embed_dims", "not a constructor argument of AuroraHighRes"),
     ({"data.batch_size": "two"}, "data.batch_size", "expected int"),
     ({"early_stopping.lead_steps": [0]}, "early_stopping.lead_steps", "model steps >= 1"),
     ({"variant": "global"}, "variant", "unknown variant 'global'"),
@@ -306,6 +307,12 @@ def test_bad_config_values_are_refused_naming_the_field(tmp_path, overrides, fie
         make_config(tmp_path / "not-even-there.nc", tmp_path, overrides)
     assert err.value.field == field
     assert message in str(err.value)
+
+
+def test_arguments_a_subclass_hands_on_to_aurora_are_accepted(tmp_path):
+    """AuroraHighRes names only its patch size and depths and passes the rest (heads, ...) on."""
+    cfg = make_config(tmp_path / "x.nc", tmp_path, {"variant": "high-res", "model.num_heads": 2})
+    assert cfg.model["num_heads"] == 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed on CUDA")

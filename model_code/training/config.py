@@ -185,10 +185,24 @@ def _check(ok: bool, field: str, message: str) -> None:
         raise ConfigError(message, field=field)
 
 
+def constructor_arguments(cls: type) -> set[str]:
+    """Named arguments of `cls(...)`, following `**kwargs` up the class hierarchy, as
+    `AuroraHighRes` hands everything but its patch size and depths on to `Aurora`."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
 def _validate(cfg: TrainConfig) -> None:
     spec = cfg.spec
     _check(cfg.profile in PROFILES, "profile", f"must be one of {PROFILES}; got {cfg.profile!r}")
-    accepted = set(inspect.signature(spec.model_class.__init__).parameters) - {"self", "timestep"}
+    accepted = constructor_arguments(spec.model_class) - {"timestep"}
     for key in cfg.model:
         _check(key in accepted, f"model.{key}",
                f"not a constructor argument of {spec.model_class.__name__} (the step is set by timestep_hours)")
