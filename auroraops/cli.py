@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+# Before any command loads eccodes: its wheel bundles libsqlite3 3.26, and a process that loads
+# that first gives Python's sqlite3 (and MLflow's sqlite store, which needs >= 3.31) the old library.
+import sqlite3  # noqa: F401
 import sys
 import traceback
 from importlib.metadata import version
 
-from auroraops.commands import data, demo, evaluate, forecast, monitor, pipeline, predict, rollout, serve, train, tune
+from auroraops.commands import (data, demo, evaluate, forecast, monitor, pipeline, predict, registry, rollout, serve,
+                               train, tune)
 from model_code.errors import DataError
 
-COMMANDS = (forecast, data, demo, train, tune, serve, predict, rollout, evaluate, monitor, pipeline)
+COMMANDS = (forecast, data, demo, train, tune, evaluate, pipeline, registry, serve, predict, rollout, monitor)
 
 
 def build_parser() -> argparse.ArgumentParser:

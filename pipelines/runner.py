@@ -251,23 +251,29 @@ def _client(host: str, client=None):
     return kfp.Client(host=host)
 
 
+SERVICE_ACCOUNT = "aurora-pipeline-runner"
+"""The account runs execute as on a cluster: the base manifests' pipeline runner, with the rights
+its tasks need (manifests/base) and no more."""
+
+
 def submit(name: str, arguments: Mapping[str, Any], *, host: str, experiment: str | None = None,
            run_name: str | None = None, variant: str | None = None, tuning: str = "optuna",
-           pipeline_root: str | None = None, client=None) -> str:
+           pipeline_root: str | None = None, service_account: str = SERVICE_ACCOUNT, client=None) -> str:
     """Submit one run of pipeline `name` to the KFP API at `host`; return the run id."""
     variant = variant or arguments.get("variant") or "medium-range"
     kfp_client = _client(host, client)
     result = kfp_client.create_run_from_pipeline_func(
         build(name, variant, tuning=tuning), arguments={**arguments, "variant": variant},
         run_name=run_name or f"aurora-{name}-{variant}-{time.strftime('%Y%m%d-%H%M%S')}",
-        experiment_name=experiment or f"aurora-{variant}", pipeline_root=pipeline_root)
+        experiment_name=experiment or f"aurora-{variant}", pipeline_root=pipeline_root,
+        service_account=service_account)
     return result.run_id
 
 
 def schedule(name: str, arguments: Mapping[str, Any], *, host: str, cron: str, experiment: str | None = None,
              job_name: str | None = None, variant: str | None = None, tuning: str = "optuna",
-             max_concurrency: int = 1, pipeline_root: str | None = None, client=None,
-             workdir: str | Path | None = None) -> str:
+             max_concurrency: int = 1, pipeline_root: str | None = None, service_account: str = SERVICE_ACCOUNT,
+             client=None, workdir: str | Path | None = None) -> str:
     """Create a recurring run of pipeline `name` on `cron` (KFP's six fields, seconds first,
     e.g. `0 0 2 * * *` daily at 02:00); return the recurring run's id.
 
@@ -286,5 +292,5 @@ def schedule(name: str, arguments: Mapping[str, Any], *, host: str, cron: str, e
         experiment_id=exp.experiment_id, job_name=job_name or f"aurora-{name}-{variant}",
         cron_expression=cron, max_concurrency=max_concurrency, no_catchup=True,
         params={**arguments, "variant": variant}, pipeline_package_path=str(package), enabled=True,
-        pipeline_root=pipeline_root)
+        pipeline_root=pipeline_root, service_account=service_account)
     return job.recurring_run_id

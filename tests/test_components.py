@@ -174,6 +174,7 @@ def test_submit_sends_the_pipeline_with_its_parameters(kfp_api):
     assert run["runtime_config"]["parameters"]["n_trials"] == 8
     assert run["runtime_config"]["pipeline_root"] == "s3://bucket/pipelines"
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "aurora-training-medium-range"
+    assert run["service_account"] == "aurora-pipeline-runner"  # manifests/base's runner, not the namespace default
 
 
 def test_a_recurring_evaluation_runs_nightly_one_at_a_time(kfp_api, tmp_path):
@@ -186,6 +187,7 @@ def test_a_recurring_evaluation_runs_nightly_one_at_a_time(kfp_api, tmp_path):
     assert body["max_concurrency"] == "1" or body["max_concurrency"] == 1
     assert body["no_catchup"] is True
     assert body["runtime_config"]["parameters"]["variant"] == "wave"
+    assert body["service_account"] == "aurora-pipeline-runner"
 
 
 def test_a_schedule_needs_six_cron_fields(kfp_api):

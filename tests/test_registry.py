@@ -211,6 +211,32 @@ def test_promotion_needs_every_gate_and_rollback_restores_the_previous_champion(
         registry.rollback(VARIANT)
 
 
+def test_the_registry_command_shows_promotes_and_rolls_back(store, checkpoints, capsys):
+    """`auroraops registry`: what an operator runs without Python (the same functions as above)."""
+    from auroraops.cli import main
+
+    (store / "gates.yaml").write_text(json.dumps(GATES))
+    v1 = registry.register(checkpoints[0], variant=VARIANT, pipeline_run_id="r1")
+    assert main(["registry", "promote", "--variant", VARIANT, "--version", v1, "--gates", str(store / "gates.yaml"),
+                 "--scores", scores(store / "s1.json", model=1.0, persistence=2.0)]) == 0
+    v2 = registry.register(checkpoints[1], variant=VARIANT, pipeline_run_id="r2")
+    assert main(["registry", "promote", "--variant", VARIANT, "--version", v2, "--gates", str(store / "gates.yaml"),
+                 "--scores", scores(store / "s2.json", model=0.5, champion=1.0, persistence=2.0)]) == 0
+    v3 = registry.register(checkpoints[2], variant=VARIANT, pipeline_run_id="r3")
+    capsys.readouterr()
+    assert main(["registry", "promote", "--variant", VARIANT, "--version", v3, "--gates", str(store / "gates.yaml"),
+                 "--scores", scores(store / "s3.json", model=0.8, champion=0.5, persistence=2.0)]) == 1
+    assert "not promoted; champion stays 2" in capsys.readouterr().out
+
+    assert main(["registry", "show", "--variant", VARIANT]) == 0
+    shown = capsys.readouterr().out
+    assert "version 2 @champion: gates passed; run r2" in shown and "version 3 @challenger: gates failed" in shown
+    assert main(["registry", "rollback", "--variant", VARIANT]) == 0
+    assert "champion is version 1 again" in capsys.readouterr().out and aliases()["champion"] == "1"
+    assert main(["registry", "rollback", "--variant", VARIANT]) == 1
+    assert "version 1 was the first champion" in capsys.readouterr().err
+
+
 def test_the_champion_must_be_among_the_scores_once_there_is_one(store, checkpoints):
     gates = g.load_gates(GATES)
     v1 = registry.register(checkpoints[0], variant=VARIANT)

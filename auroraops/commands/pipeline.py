@@ -42,6 +42,8 @@ def add_parser(sub) -> None:
     s.add_argument("--experiment", help="KFP experiment (default: aurora-VARIANT)")
     s.add_argument("--run-name", help="run name (default: aurora-PIPELINE-VARIANT-TIMESTAMP)")
     s.add_argument("--pipeline-root", metavar="URI", help="where artifacts go, e.g. s3://bucket/pipelines")
+    s.add_argument("--service-account", default="aurora-pipeline-runner",
+                   help="Kubernetes service account the run's pods use (default: %(default)s, from manifests/base)")
     s.add_argument("--schedule", metavar="CRON",
                    help="create a recurring run instead, on KFP's six-field cron (seconds first), "
                         "e.g. '0 0 2 * * *' nightly at 02:00")
@@ -111,10 +113,11 @@ def run_submit(args: argparse.Namespace) -> int:
     values = arguments(args)
     if args.schedule:
         job = schedule(args.pipeline, values, host=args.host, cron=args.schedule, experiment=args.experiment,
-                       job_name=args.run_name, tuning=args.tuning, pipeline_root=args.pipeline_root)
+                       job_name=args.run_name, tuning=args.tuning, pipeline_root=args.pipeline_root,
+                       service_account=args.service_account)
         print(json.dumps({"recurring_run_id": job, "schedule": args.schedule}))
     else:
         run_id = submit(args.pipeline, values, host=args.host, experiment=args.experiment, run_name=args.run_name,
-                        tuning=args.tuning, pipeline_root=args.pipeline_root)
+                        tuning=args.tuning, pipeline_root=args.pipeline_root, service_account=args.service_account)
         print(json.dumps({"run_id": run_id}))
     return 0

@@ -1,0 +1,75 @@
+"""`auroraops registry`: the MLflow registry's versions of a variant, promotion and rollback.
+
+The operator's side of `pipelines.registry` (see docs/registry.md): what the pipelines
+registered, a promotion judged on the gates, a rollback to the champion before. The store is
+`MLFLOW_TRACKING_URI`, or the local sqlite store under the working directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from model_code.variants import VARIANTS
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("registry", help="list, promote or roll back a variant's registered models",
+                       description=__doc__.split("\n\n")[0])
+    commands = p.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
+
+    show = commands.add_parser("show", help="every version of aurora-<variant> with its aliases and gates")
+    show.set_defaults(run=run_show)
+
+    promote = commands.add_parser(
+        "promote", help="make a version champion if it passes every gate (exit 1 when it does not)")
+    promote.add_argument("--version", required=True, help="the registered version to promote")
+    promote.add_argument("--scores", required=True,
+                         help="its evaluation (metrics.json of `auroraops evaluate` or the pipeline)")
+    promote.add_argument("--gates", help="a gates YAML file (default: the variant's gates)")
+    promote.set_defaults(run=run_promote)
+
+    rollback = commands.add_parser("rollback", help="give champion back to the version it replaced")
+    rollback.set_defaults(run=run_rollback)
+
+    for command in (show, promote, rollback):
+        command.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from pipelines.registry import client, model_name
+
+    c, name = client(), model_name(args.variant)
+    versions = sorted(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    if not versions:
+        print(f"{name}: no registered version")
+        return 0
+    aliases = {v: a for a, v in c.get_registered_model(name).aliases.items()}
+    print(f"{name}:")
+    for v in versions:
+        metrics = ", ".join(f"{k[len('metric.'):]}={float(x):.4g}" for k, x in sorted(v.tags.items())
+                            if k.startswith("metric."))
+        gates = {"true": "gates passed", "false": "gates failed"}.get(v.tags.get("gates_passed"), "not judged")
+        alias = f" @{aliases[v.version]}" if v.version in aliases else ""
+        print(f"  version {v.version}{alias}: {gates}; run {v.tags.get('pipeline_run_id', '-')}; {metrics or 'no metrics'}")
+    return 0
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    from pipelines.registry import model_name, promote
+
+    result = promote(args.variant, args.version, args.scores, gates=args.gates)
+    name = model_name(args.variant)
+    if result.promoted:
+        print(f"{name} version {result.version} is champion (before: {result.previous_champion or 'none'})")
+        return 0
+    print(f"{name} version {result.version} not promoted; champion stays {result.previous_champion or 'none'}:")
+    for reason in result.reasons:
+        print(f"  - {reason}")
+    return 1
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    from pipelines.registry import model_name, rollback
+
+    print(f"{model_name(args.variant)}: champion is version {rollback(args.variant)} again")
+    return 0
