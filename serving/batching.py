@@ -15,6 +15,8 @@ class MicroBatcher(Generic[Item, Result]):
 
     `run(items) -> results` (same order) runs on `executor`; a single-thread executor keeps
     forward passes one at a time, so requests that arrive during a pass form the next batch.
+    When no pass is running, an item goes at once (with whatever arrived in the same turn of
+    the event loop): waiting would only add latency, since nothing is queued to join it.
     """
 
     def __init__(self, run: Callable[[Sequence[Item]], Sequence[Result]], executor: Executor,
@@ -26,6 +28,7 @@ class MicroBatcher(Generic[Item, Result]):
         self.max_batch = max_batch
         self.wait_s = wait_s
         self._pending: dict[Hashable, list[tuple[Item, asyncio.Future]]] = {}
+        self._running = 0  # batches handed to the executor and not finished
 
     async def submit(self, key: Hashable, item: Item) -> Result:
         loop = asyncio.get_running_loop()
@@ -35,7 +38,10 @@ class MicroBatcher(Generic[Item, Result]):
         if len(group) >= self.max_batch:
             self._flush(key)
         elif len(group) == 1:
-            loop.call_later(self.wait_s, self._flush, key)
+            if self._running:
+                loop.call_later(self.wait_s, self._flush, key)
+            else:
+                loop.call_soon(self._flush, key)
         return await future
 
     def _flush(self, key: Hashable) -> None:
@@ -45,8 +51,10 @@ class MicroBatcher(Generic[Item, Result]):
         items = [item for item, _ in group]
         futures = [future for _, future in group]
         task = asyncio.get_running_loop().run_in_executor(self._executor, self._run, items)
+        self._running += 1
 
         def deliver(done: asyncio.Future) -> None:
+            self._running -= 1
             error = done.exception()
             for k, future in enumerate(futures):
                 if future.done():  # the caller went away (cancelled)
