@@ -37,7 +37,7 @@ import bench_evaluation
 import bench_training
 import bench_validate
 
-SECTIONS = ("ingest", "forward", "validate", "loader", "training", "evaluation", "pipeline", "serving", "drift")
+SECTIONS = ("ingest", "forward", "validate", "loader", "training", "evaluation", "pipeline", "serving", "drift", "gpu")
 
 
 def machine() -> dict[str, str]:
@@ -487,6 +487,22 @@ medians of {drift_repeat}:
 
 {drift_table}
 """,
+    "gpu": """\
+## (j) Forecast steps of the full medium-range model on a GPU
+
+{stamp}
+
+`benchmarks/gpu_forecast_step.py` times forecast steps of the full medium-range model
+(about 1.3 B parameters) at 0.25° (721x1440, 13 levels) the way the predictor runs them:
+bf16 autocast of the backbone (`auroraops serve --autocast`), `forecast_steps` yielding each
+step's prediction back on the CPU, a synthetic window of every input moved to the GPU once;
+seconds per step after one warm-up step (the published figure is about 6-7 s per step on an
+A100) and peak GPU memory. It is one short prepared script: `python
+benchmarks/gpu_forecast_step.py --write benchmarks/gpu_forecast_step.md` on a CUDA machine
+records the table, which this section then shows (the training step's GPU figure is in (e)).
+
+{gpu_forecast}
+""",
 }
 
 
@@ -671,6 +687,16 @@ def main() -> int:
         fields["other_drift"] = other.report()
         fields.update(drift_table=bench_drift.table(drift), drift_repeat=args.long_repeat)
         print(fields["drift_table"], flush=True)
+
+    if "gpu" in only:
+        recorded = Path(__file__).with_name("gpu_forecast_step.md")
+        fields["other_gpu"] = "nothing was timed by this command"
+        fields["gpu_forecast"] = recorded.read_text().strip() if recorded.exists() else (
+            "**Not measured**: no GPU was available to the runs so far, and no GPU run has recorded its "
+            "figures (`benchmarks/gpu_forecast_step.md`, written by the script's `--write`). `--dry-run` runs "
+            "the same code on the CPU with the tiny model on a 5.625° grid, which checks that the script "
+            "works, not what a GPU does.")
+        print("\n## (j) GPU forecast step\n\n" + fields["gpu_forecast"], flush=True)
 
     if args.write:
         write_doc(Path(args.write), info, only, dict(fields, repeat=args.repeat, long_repeat=args.long_repeat))
