@@ -61,3 +61,15 @@ def bucket(s3_endpoint) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def hourly_box(tmp_path_factory) -> Path:
+    """The real hourly ERA5 series (10 m wind, 25 times) on its north-west 33x64 box (of
+    121x86), which the tiny model fits: what training, tuning, evaluation and pipeline tests use."""
+    import xarray as xr
+
+    path = tmp_path_factory.mktemp("era5") / "era5_hourly_box.nc"
+    with xr.open_dataset(ERA5_HOURLY) as ds:
+        ds.isel(latitude=slice(0, 33), longitude=slice(0, 64)).load().to_netcdf(path)
+    return path

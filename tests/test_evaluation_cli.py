@@ -17,7 +17,6 @@ import torch
 import xarray as xr
 
 from auroraops.cli import main
-from conftest import ERA5_HOURLY
 from model_code.checkpoint import save_checkpoint
 from model_code.evaluation.continuous import read_history, skill_drift
 from model_code.evaluation.score import Scores
@@ -34,12 +33,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def hourly(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("era5") / "era5_hourly_box.nc"
-    with xr.open_dataset(ERA5_HOURLY) as ds:
-        ds.isel(latitude=slice(0, 33), longitude=slice(0, 64)).load().to_netcdf(path)
-    return path
+@pytest.fixture
+def hourly(hourly_box) -> Path:
+    return hourly_box
 
 
 @pytest.fixture(scope="module")

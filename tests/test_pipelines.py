@@ -9,33 +9,22 @@ and is promoted; a later one must beat it.
 from __future__ import annotations
 
 import json
-import sqlite3  # noqa: F401 (first: see components/steps.py on eccodes' bundled sqlite)
 from pathlib import Path
 
 import pytest
-import xarray as xr
 
-from conftest import BROKEN, ERA5_HOURLY
+from conftest import BROKEN
+from pipelines import demo
 from pipelines.runner import run_local
 
-CONFIG = {
-    "profile": "tiny",
-    "timestep_hours": 1,
-    "data": {"val_fraction": 0.2, "crop": True, "fill_missing": "zeros", "fill_missing_dynamic": "zeros",
-             "levels": [500, 850], "batch_size": 2},
-    "optim": {"lr": 1e-3},
-    "train": {"max_steps": 2, "val_every": 2, "device": "cpu"},
-}
-GATES = {"gates": [{"metric": "rmse", "variable": "u10", "against": ["champion"]},
-                   {"metric": "rmse", "variable": "v10", "against": ["champion"]}]}
+# The demo's run (pipelines.demo), trained for two steps instead of twelve.
+CONFIG = {**demo.CONFIG, "train": {**demo.CONFIG["train"], "max_steps": 2, "val_every": 2}}
+GATES = demo.GATES
 
 
 @pytest.fixture(scope="module")
-def box(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("era5") / "era5_hourly_box.nc"
-    with xr.open_dataset(ERA5_HOURLY) as ds:
-        ds.isel(latitude=slice(0, 33), longitude=slice(0, 64)).load().to_netcdf(path)
-    return str(path)
+def box(hourly_box) -> str:
+    return str(hourly_box)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,6 @@ import torch
 import xarray as xr
 
 from auroraops.cli import main
-from conftest import ERA5_HOURLY
 from model_code.checkpoint import load_checkpoint
 from model_code.data import loader as loader_module
 from model_code.errors import ConfigError, DataError
@@ -72,13 +71,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def hourly(tmp_path_factory) -> Path:
-    """The real hourly series on its north-west 33x64 box (of 121x86), all 25 times."""
-    path = tmp_path_factory.mktemp("era5") / "era5_hourly_box.nc"
-    with xr.open_dataset(ERA5_HOURLY) as ds:
-        ds.isel(latitude=slice(0, 33), longitude=slice(0, 64)).load().to_netcdf(path)
-    return path
+@pytest.fixture
+def hourly(hourly_box) -> Path:
+    return hourly_box
 
 
 def sha256(path: str | Path) -> str:

@@ -425,19 +425,6 @@ def test_tune_refuses_bad_input_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.fixture(scope="module")
-def hourly_box(tmp_path_factory):
-    """The real hourly ERA5 sample (10 m wind, 25 hourly times) on a 33x64 box the tiny model fits."""
-    import xarray as xr
-
-    from conftest import ERA5_HOURLY
-
-    path = tmp_path_factory.mktemp("era5") / "era5_hourly_box.nc"
-    with xr.open_dataset(ERA5_HOURLY) as ds:
-        ds.isel(latitude=slice(0, 33), longitude=slice(0, 64)).load().to_netcdf(path)
-    return path
-
-
 TINY_RUN = ["timestep_hours=1", "data.crop=true", "data.fill_missing=zeros", "data.fill_missing_dynamic=zeros",
             "data.levels=[500, 850]", "data.val_fraction=0.25", "train.max_steps=6", "train.val_every=2",
             "train.device=cpu", "train.progress=false", "checkpoint.keep_top_k=0"]
