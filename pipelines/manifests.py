@@ -68,11 +68,16 @@ def _yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def main(root: str = ".") -> int:
-    for path, text in render_all().items():
+def write_files(files: dict[str, str], root: str = ".") -> int:
+    """Write rendered manifests (path -> text) under `root`, each atomically, naming each one."""
+    for path, text in files.items():
         write_atomic(Path(root) / path, lambda tmp, text=text: Path(tmp).write_text(text))
         print(path)
     return 0
+
+
+def main(root: str = ".") -> int:
+    return write_files(render_all(), root)
 
 
 if __name__ == "__main__":

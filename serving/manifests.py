@@ -21,10 +21,9 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-from model_code.storage import write_atomic
 from model_code.variants import VARIANTS, VariantSpec
+from pipelines.manifests import write_files
 from pipelines.trainjob import to_yaml
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -286,10 +285,7 @@ def render_all() -> dict[str, str]:
 
 
 def main(root: str = ".") -> int:
-    for path, text in render_all().items():
-        write_atomic(Path(root) / path, lambda tmp, text=text: Path(tmp).write_text(text))
-        print(path)
-    return 0
+    return write_files(render_all(), root)
 
 
 if __name__ == "__main__":

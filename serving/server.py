@@ -129,25 +129,22 @@ def add_job_routes(app: FastAPI, predictor: AuroraPredictor, jobs: JobManager) -
         count("submit", 201 if new else 200, start)
         return JSONResponse(status_code=201 if new else 200, content=_public(state))
 
+    async def answer(action: str, lookup, job_id: str):
+        start = time.perf_counter()
+        state = await run_in_threadpool(lookup, job_id)
+        if state is None:
+            count(action, 404, start)
+            return JSONResponse(status_code=404, content={"error": f"job_id: no job '{job_id}'"})
+        count(action, 200, start)
+        return _public(state)
+
     @router.get("/{job_id}")
     async def poll(job_id: str):
-        start = time.perf_counter()
-        state = await run_in_threadpool(jobs.state, job_id)
-        if state is None:
-            count("poll", 404, start)
-            return JSONResponse(status_code=404, content={"error": f"job_id: no job '{job_id}'"})
-        count("poll", 200, start)
-        return _public(state)
+        return await answer("poll", jobs.state, job_id)
 
     @router.delete("/{job_id}")
     async def cancel(job_id: str):
-        start = time.perf_counter()
-        state = await run_in_threadpool(jobs.cancel, job_id)
-        if state is None:
-            count("cancel", 404, start)
-            return JSONResponse(status_code=404, content={"error": f"job_id: no job '{job_id}'"})
-        count("cancel", 200, start)
-        return _public(state)
+        return await answer("cancel", jobs.cancel, job_id)
 
     app.include_router(router)
 

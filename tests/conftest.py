@@ -73,3 +73,15 @@ def hourly_box(tmp_path_factory) -> Path:
     with xr.open_dataset(ERA5_HOURLY) as ds:
         ds.isel(latitude=slice(0, 33), longitude=slice(0, 64)).load().to_netcdf(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny model gains nothing from a second thread, and on a shared 2-core machine an
+    OpenMP thread waiting for a busy core makes each step up to ~100x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from auroraops.cli import main
@@ -25,12 +24,7 @@ from model_code.variants import build_model, get_variant, with_timestep
 FILLS = ["--fill-missing", "zeros", "--fill-missing-dynamic", "zeros", "--crop-to-patch", "--levels", "500", "850"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -36,12 +36,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 SPEC = get_variant("medium-range")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def assert_png(path: Path) -> None:

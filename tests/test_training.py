@@ -61,14 +61,7 @@ def make_config(data: Path, out: Path, overrides: dict | None = None):
     return config_from_dict(BASE, {"data.paths": [str(data)], "checkpoint.out_dir": str(out), **(overrides or {})})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model gains nothing from a second thread, and on a shared 2-core machine an
-    OpenMP thread waiting for a busy core makes each step up to ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
