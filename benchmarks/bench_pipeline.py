@@ -32,7 +32,7 @@ def _in_one_process(args: dict) -> None:
     """The pipeline's steps, in its order, as plain calls."""
     import sqlite3  # noqa: F401 (before eccodes: see components.steps)
 
-    from pipelines.registry import data_hash
+    from model_code.storage import data_hash
 
     variant, data, config = args["variant"], args["data"], args["config"]
     with tempfile.TemporaryDirectory(prefix="bench-steps-") as tmp:

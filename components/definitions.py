@@ -24,7 +24,7 @@ def validate(data: list, variant: str, check_contract: bool, report: Output[Mark
     import os
 
     from components.steps import validate_data
-    from pipelines.registry import data_hash
+    from model_code.storage import data_hash
 
     os.makedirs(report.path, exist_ok=True)
     try:
@@ -37,12 +37,13 @@ def validate(data: list, variant: str, check_contract: bool, report: Output[Mark
 
 @_component
 def augment(data: list, data_hash: str, noise_scale: float, max_wind_rotation_deg: float, seed: int,
-            train_data: Output[Dataset]) -> None:
-    """One NetCDF training series from `data`, augmented as asked (`data_hash` keys the cache)."""
+            test_period: list, train_data: Output[Dataset]) -> None:
+    """One NetCDF training series from `data` without the held-out `test_period`, augmented as
+    asked (`data_hash` keys the cache)."""
     from components.steps import augment_data
 
     info = augment_data(data, train_data.path, noise_scale=noise_scale,
-                        max_wind_rotation_deg=max_wind_rotation_deg, seed=seed)
+                        max_wind_rotation_deg=max_wind_rotation_deg, seed=seed, test_period=test_period)
     train_data.metadata.update({"data_hash": data_hash, **info})
 
 
@@ -76,11 +77,12 @@ def train(variant: str, train_data: Input[Dataset], config: dict, overrides: dic
 
 @_component
 def evaluate(variant: str, model: Input[Model], data: list, config: dict, steps: int, max_inits: int,
-             gates: dict, tracking_uri: str, scores: Output[Artifact], report: Output[HTML],
+             gates: dict, test_period: list, tracking_uri: str, scores: Output[Artifact], report: Output[HTML],
              scorecard: Output[Markdown], metrics: Output[Metrics]) -> bool:
-    """Score the model beside the baselines and the current champion on `data`; return
-    whether it passed the promotion gates (`gates`: {"gates": [...]}, empty for the
-    variant's defaults; the verdict and its reasons are `gates.json` in `scores`).
+    """Score the model beside the baselines and the current champion on `data` (from the
+    initialisations in `test_period` when given); return whether it passed the promotion
+    gates (`gates`: {"gates": [...]}, empty for the variant's defaults; the verdict and its
+    reasons are `gates.json` in `scores`).
 
     One plain output on purpose: KFP's local runner cannot resolve a NamedTuple field in a
     `dsl.If` condition."""
@@ -92,7 +94,7 @@ def evaluate(variant: str, model: Input[Model], data: list, config: dict, steps:
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     result = evaluate_model(variant, model.path, data, scores.path + ".d", config=config, steps=steps,
-                            max_inits=max_inits, gates=gates)
+                            max_inits=max_inits, gates=gates, test_period=test_period)
     shutil.copyfile(result["scorecard"], scorecard.path)
     shutil.copyfile(result["report"], report.path)  # the page; the whole report folder is the scores artifact
     shutil.move(scores.path + ".d", scores.path)

@@ -87,11 +87,14 @@ def validation_markdown(report) -> str:
 
 
 def augment_data(data: Sequence[str], out_dir: str | Path, *, noise_scale: float = 0.0,
-                 max_wind_rotation_deg: float = 0.0, seed: int = 0) -> dict[str, Any]:
+                 max_wind_rotation_deg: float = 0.0, seed: int = 0,
+                 test_period: Sequence[str] | None = None) -> dict[str, Any]:
     """Merge `data` into one NetCDF training series, `out_dir/train.nc`, augmented as asked.
 
     The series is what `train` and `tune` read: one local file, even when the inputs were
-    several files or `s3://` objects. The augmentations apply once, to the whole series,
+    several files or `s3://` objects. The times in `test_period` ([start, end]) are left
+    out of it, so no training, tuning or early stopping ever sees the held-out days the
+    evaluation verifies on. The augmentations apply once, to the whole series,
     so it stays one physically consistent time series (`model_code.data.augment`): bounded
     noise of `noise_scale` times each field's spread, and winds rotated by one angle of at
     most `max_wind_rotation_deg`. Zero for both copies the data unchanged. Per-sample
@@ -109,6 +112,14 @@ def augment_data(data: Sequence[str], out_dir: str | Path, *, noise_scale: float
         fields, prov = read_fields(local)
         ds = xr.Dataset({key: f.chunk() for key, f in fields.items()})
         ds.attrs["sources"] = json.dumps([str(u) for u in data])
+    held_out = _period(test_period)
+    if held_out is not None and "time" in ds.dims:
+        start, end = (np.datetime64(t, "ns") for t in held_out)
+        ds = ds.isel(time=np.nonzero((ds["time"].values < start) | (ds["time"].values > end))[0])
+        ds.attrs["held_out"] = f"{held_out[0]} .. {held_out[1]} (the test period, never trained on)"
+        if not ds.sizes["time"]:
+            raise DataError(f"the test period {held_out[0]} .. {held_out[1]} holds every time of the data: "
+                            "nothing is left to train on")
     steps = []
     if max_wind_rotation_deg > 0:
         steps.append(WindRotation(max_angle_deg=max_wind_rotation_deg))
@@ -119,7 +130,8 @@ def augment_data(data: Sequence[str], out_dir: str | Path, *, noise_scale: float
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_dataset(ds, str(Path(out_dir) / TRAIN_DATA))
     return {"variables": sorted(ds.data_vars), "times": int(ds.sizes.get("time", 1)),
-            "augmentations": json.loads(ds.attrs.get(AUGMENTATIONS_ATTR, "[]")), "filled": prov.filled}
+            "augmentations": json.loads(ds.attrs.get(AUGMENTATIONS_ATTR, "[]")), "filled": prov.filled,
+            "held_out": ds.attrs.get("held_out", "")}
 
 
 # ---- configs ------------------------------------------------------------------------------
@@ -286,81 +298,92 @@ def _checkpoint_path(variant: str, uri: str) -> str:
 
 
 def _headline(scores, model: str = "model") -> dict[str, float]:
-    """RMSE of `model` per variable (and level) and lead, named `rmse/<var>[<level>]/<lead>h`."""
+    """RMSE of `model` over the whole grid per variable (and level) and lead, named
+    `rmse/<var>[<level>]/<lead>h`."""
+    from model_code.evaluation.regions import WHOLE_GRID
+
     out = {}
     for r in scores.records:
-        if r["forecast"] == model and r["metric"] == "rmse" and r["region"] == "global" and "threshold" not in r:
+        if r["forecast"] == model and r["metric"] == "rmse" and r["region"] in WHOLE_GRID and "threshold" not in r:
             level = "" if r.get("level") is None else f"{r['level']:g}"
             out[f"rmse/{r['variable']}{level}/{r['lead_hours']:g}h"] = float(r["value"])
     return out
 
 
 def _hindcast_config(checkpoint: str, variant: str, data: Sequence[str], config: Mapping[str, Any], *,
-                     steps: int, max_inits: int):
-    """How a checkpoint is scored: the training config's fills, crop and levels on `data`."""
+                     steps: int, max_inits: int, test_period: Sequence[str] | None = None):
+    """How a checkpoint is scored: the training config's fills, crop and levels on `data`,
+    from the initialisation times in `test_period` ([start, end]) when given."""
     from model_code.evaluation.continuous import HindcastConfig
 
     d = training_config(variant, config).data
     return HindcastConfig(checkpoint=checkpoint, data=tuple(data), steps=steps, variant=variant,
                           max_inits=max_inits or None, fill_missing=d.fill_missing,
-                          fill_missing_dynamic=d.fill_missing_dynamic, crop=d.crop, levels=d.levels)
+                          fill_missing_dynamic=d.fill_missing_dynamic, crop=d.crop, levels=d.levels,
+                          init_period=_period(test_period))
+
+
+def _period(period: Sequence[str] | None) -> tuple[str, str] | None:
+    """[start, end] as pipelines pass it (an empty list: none)."""
+    if not period:
+        return None
+    if len(period) != 2:
+        raise DataError(f"a period is [start, end] (ISO times); got {list(period)}")
+    return str(period[0]), str(period[1])
 
 
 def champion_version(variant: str) -> str | None:
     """The version holding the `champion` alias of `aurora-<variant>`, None before the first."""
-    from mlflow.exceptions import MlflowException
+    from pipelines.registry import CHAMPION, client, model_name, registered_aliases
 
-    from pipelines.registry import CHAMPION, client, model_name
-
-    try:
-        return str(client().get_registered_model(model_name(variant)).aliases[CHAMPION])
-    except KeyError:
-        return None
-    except MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
+    return registered_aliases(client(), model_name(variant)).get(CHAMPION)
 
 
 def evaluate_model(variant: str, model_dir: str | Path, data: Sequence[str], out_dir: str | Path, *,
                    config: Mapping[str, Any], steps: int, max_inits: int,
-                   gates: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Score the trained model beside persistence, climatology and the champion; check the gates.
+                   gates: Mapping[str, Any] | None = None, test_period: Sequence[str] | None = None,
+                   ) -> dict[str, Any]:
+    """Score the trained model beside persistence, climatology and the champion; judge the gates.
 
-    The champion (when the variant has one) is scored on the same data, init times and
-    config, and its records enter the scores as forecast `champion`. Writes `scores.json`
-    (what the gates and the registry read) and the report (`report/report.html`,
-    `report/scorecard.md`, curves) under `out_dir`. The gate verdict decides whether the
-    pipeline promotes; `promote` checks it again in the registry.
+    With `test_period` ([start, end]) only initialisation times inside it are verified (the
+    held-out days), and the climatology comes from the data before them. The champion (when
+    the variant has one) is scored on the same data, init times and config, and its records
+    enter the scores as forecast `champion`. Writes `scores.json` (what the gates and the
+    registry read; its subject names the model's checkpoint and the champion version) and
+    the report (`report/report.html`, `report/scorecard.md`, curves) under `out_dir`, and
+    the verdict as `gates.json`. The verdict decides whether the pipeline promotes;
+    `promote` checks it again in the registry.
     """
+    from dataclasses import replace
+
     from model_code.evaluation.continuous import score_checkpoint
     from model_code.evaluation.report import write_report
-    from model_code.evaluation.score import Scores
-    from pipelines.registry import check_gates, model_name, resolve_checkpoint
+    from pipelines.gates import judge
+    from pipelines.registry import gate_list, model_name, resolve_checkpoint
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = score_checkpoint(_hindcast_config(str(Path(model_dir) / CHECKPOINT), variant, data, config,
-                                               steps=steps, max_inits=max_inits))
-    scores = result.scores
+    cfg = _hindcast_config(str(Path(model_dir) / CHECKPOINT), variant, data, config, steps=steps,
+                           max_inits=max_inits, test_period=test_period)
+    scores = score_checkpoint(cfg).scores
     champion = champion_version(variant)
+    scores.subject["champion"] = None
     if champion is not None:
-        uri = f"models:/{model_name(variant)}/{champion}"
         with tempfile.TemporaryDirectory(prefix="auroraops-champion-") as tmp:
-            theirs = score_checkpoint(_hindcast_config(resolve_checkpoint(uri, tmp), variant, data, config,
-                                                       steps=steps, max_inits=max_inits)).scores
-        scores = Scores(scores.records + [{**r, "forecast": "champion"} for r in theirs.records
-                                          if r["forecast"] == "model"],
-                        scores.excluded, scores.variant, scores.truth)
+            theirs = score_checkpoint(replace(cfg, checkpoint=resolve_checkpoint(
+                f"models:/{model_name(variant)}/{champion}", tmp))).scores
+        scores.records += [{**r, "forecast": "champion"} for r in theirs.records if r["forecast"] == "model"]
+        scores.subject["champion"] = {"version": champion,
+                                      "checkpoint_sha256": theirs.subject["model"]["checkpoint_sha256"]}
     scores.to_json(str(out / "scores.json"))
     write_report(scores, out / "report", title=f"{model_name(variant)}: challenger against "
                  + ", ".join(f for f in scores.forecasts() if f != "model"))
-    verdict = check_gates(variant, scores, load_gate_list(gates))
-    _write_json(out / "gates.json", {"passed": verdict.passed, "champion": champion, "reasons": verdict.reasons,
-                                     "comparisons": json.loads(verdict.to_json())["comparisons"]})
+    report = judge(scores, gate_list(variant, load_gate_list(gates)), champion=champion)
+    _write_json(out / "gates.json", {"passed": report.passed, "subject": scores.subject, "reasons": report.reasons,
+                                     "comparisons": json.loads(report.to_json())["comparisons"]})
     return {"scores": str(out / "scores.json"), "report": str(out / "report" / "report.html"),
             "scorecard": str(out / "report" / "scorecard.md"), "headline": _headline(scores),
-            "gates_passed": verdict.passed}
+            "gates_passed": report.passed}
 
 
 def load_gate_list(gates: Mapping[str, Any] | None):

@@ -1,7 +1,9 @@
 """Save and load model weights without unpickling arbitrary objects.
 
 Our own checkpoints are safetensors files whose metadata names the variant, profile and
-constructor arguments, so a checkpoint describes the model it belongs to. Published Aurora
+constructor arguments, so a checkpoint describes the model it belongs to, and how its
+training filled the inputs its data lacked (`filled_inputs`), so a forecast from it can
+feed it the same way. Published Aurora
 checkpoints (`.ckpt`) load through `torch.load(weights_only=True)`, which refuses anything
 but tensors and plain containers. Both work from a path or an `s3://` URI.
 """
@@ -23,7 +25,7 @@ from aurora.model.lora import LoRA
 
 from model_code.errors import DataError
 from model_code.storage import local_copy, write_atomic
-from model_code.variants import VariantSpec, build_model, get_variant, model_kwargs, with_timestep
+from model_code.variants import VariantSpec, build_model, get_variant, model_kwargs, with_history, with_timestep
 
 FORMAT = "auroraops-checkpoint/1"
 
@@ -37,6 +39,31 @@ class CheckpointInfo:
     profile: str
     metadata: dict[str, str]
 
+    @property
+    def filled_inputs(self) -> dict[str, str]:
+        """`{dataset name: fill mode}` of the inputs its training data lacked (`ingest.FILL_MODES`):
+        what `auroraops forecast`, the server and the pyfunc model fill them with by default."""
+        return json.loads(self.metadata.get("filled_inputs", "{}"))
+
+    @property
+    def spec(self) -> VariantSpec:
+        """The variant as this checkpoint's model was built: its time step and history."""
+        spec = get_variant(self.variant)
+        if "timestep_hours" in self.metadata:
+            spec = with_timestep(spec, timedelta(hours=float(self.metadata["timestep_hours"])))
+        return with_history(spec, json.loads(self.metadata.get("model_overrides", "{}")).get("max_history_size"))
+
+    @property
+    def training_data(self) -> dict[str, Any]:
+        """The `data` section of the config it was trained with ({} for other checkpoints)."""
+        return dict(json.loads(self.metadata.get("training_config", "{}")).get("data") or {})
+
+    @property
+    def training_levels(self) -> tuple[float, ...] | None:
+        """The pressure levels (hPa) its training config chose, None when it took them all."""
+        levels = self.training_data.get("levels")
+        return tuple(float(lv) for lv in levels) if levels else None
+
 
 def save_checkpoint(
     model: Aurora,
@@ -46,11 +73,13 @@ def save_checkpoint(
     *,
     extra: dict[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    filled_inputs: Mapping[str, str] | None = None,
 ) -> str:
     """Write `model`'s weights and self-description to `uri` (`.safetensors`), atomically.
 
     `overrides` are the constructor arguments `build_model` changed from the profile's;
     they and the model's time step are recorded, so `load_checkpoint` rebuilds the same model.
+    `filled_inputs` (`{dataset name: fill mode}`) says how training filled absent inputs.
     """
     if not str(uri).endswith(".safetensors"):
         raise DataError(f"checkpoint '{uri}' must end in .safetensors")
@@ -66,6 +95,7 @@ def save_checkpoint(
         "timestep_hours": f"{spec.timestep / timedelta(hours=1):g}",
         **({"lora_rank": str(rank)} if (rank := _lora_rank(model)) is not None else {}),
         "microsoft_aurora": version("microsoft-aurora"),
+        **({"filled_inputs": json.dumps(dict(filled_inputs), sort_keys=True)} if filled_inputs else {}),
         **(extra or {}),
     }
     return write_atomic(uri, lambda path: save_file(state, str(path), metadata=metadata))
@@ -86,6 +116,22 @@ def _read_safetensors(path: Path, uri: str) -> tuple[dict[str, torch.Tensor], di
         return load_file(str(path)), metadata
     except (SafetensorError, OSError, ValueError) as e:
         raise DataError(f"not a readable safetensors checkpoint ({e})", source=uri) from None
+
+
+def read_checkpoint_info(uri: str) -> CheckpointInfo:
+    """What one of this project's checkpoints says about itself, without building the model."""
+    from safetensors import safe_open
+
+    with local_copy(uri) as path:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise DataError(f"not a readable safetensors checkpoint ({e})", source=str(uri)) from None
+    if metadata.get("format") != FORMAT:
+        raise DataError(f"checkpoint metadata has format {metadata.get('format')!r}; expected {FORMAT!r}",
+                        source=str(uri))
+    return CheckpointInfo(str(uri), metadata["variant"], metadata["profile"], metadata)
 
 
 def load_checkpoint(
@@ -110,9 +156,7 @@ def load_checkpoint(
                     raise DataError(
                         f"checkpoint holds {name} '{metadata[name]}', not '{given}'", source=str(uri)
                     )
-            spec = get_variant(metadata["variant"])
-            if "timestep_hours" in metadata:
-                spec = with_timestep(spec, timedelta(hours=float(metadata["timestep_hours"])))
+            spec = CheckpointInfo(str(uri), metadata["variant"], metadata["profile"], metadata).spec
             overrides = json.loads(metadata.get("model_overrides", "{}"))
             model = build_model(spec, metadata["profile"], seed=None, overrides=overrides)
             if "lora_rank" in metadata and _lora_rank(model) != int(metadata["lora_rank"]):

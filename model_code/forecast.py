@@ -12,7 +12,7 @@ import torch
 import xarray as xr
 from aurora import Aurora, Batch, rollout
 
-from model_code.checkpoint import load_checkpoint
+from model_code.checkpoint import load_checkpoint, read_checkpoint_info
 from model_code.data.batch import forecast_to_dataset, window_to_batch
 from model_code.data.contract import check_window
 from model_code.data.ingest import FillMode, Provenance, load_window
@@ -52,6 +52,8 @@ class ForecastJob:
     checkpoint: str | None = None
     """Path or s3:// URI of weights; None means seeded random initial weights."""
     fill_missing: FillMode | None = None
+    """Fill every absent input this way; None: as the checkpoint's training filled them
+    (`CheckpointInfo.filled_inputs`), and refuse any other absent input."""
     history: int | None = None
     init_time: str | None = None
     levels: tuple[float, ...] | None = None
@@ -74,15 +76,24 @@ class ForecastResult:
 def run_forecast_job(job: ForecastJob) -> ForecastResult:
     """Ingest, check, build or load the model, forecast and write: fail before compute."""
     spec = get_variant(job.variant)
+    info = None
+    if job.checkpoint and str(job.checkpoint).endswith(".safetensors"):
+        info = read_checkpoint_info(job.checkpoint)  # metadata only: the model is built after the checks
+        if info.variant != spec.name:
+            raise DataError(f"checkpoint holds variant '{info.variant}', not '{spec.name}'", source=job.checkpoint)
+        spec = info.spec  # its time step and history
     output_format(job.out)
     if job.steps < 1:
         raise DataError(f"steps must be at least 1; got {job.steps}")
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
 
+    fills, levels = job.fill_missing, job.levels
+    if fills is None and info is not None:
+        fills, levels = info.filled_inputs or None, levels or info.training_levels
     window, prov = load_window(
         job.inputs, spec, regrid_to=job.regrid, history=job.history, init_time=job.init_time,
-        levels=job.levels, fill_missing=job.fill_missing, crop=job.crop_to_patch, seed=job.seed,
+        levels=levels, fill_missing=fills, crop=job.crop_to_patch, seed=job.seed,
     )
     check_window(window, spec)
     seconds["ingest"] = time.perf_counter() - clock

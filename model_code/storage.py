@@ -9,12 +9,13 @@ move it into place (or upload it whole), so a crash never leaves half a file beh
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from model_code.errors import DataError
 
@@ -135,3 +136,47 @@ def write_atomic(uri: str | os.PathLike, write: Callable[[Path], None]) -> str:
         elif tmp.exists():
             tmp.unlink()
     return str(target)
+
+
+_CHUNK = 1 << 20
+
+
+def _chunks(uri: str) -> Iterator[bytes]:
+    """The bytes of a file, or of every file under a directory / S3 prefix (name, then content)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        s3 = s3_client()
+        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=key + "/") for o in page.get("Contents", [])]
+        for k in sorted(keys) or [key]:
+            if keys:
+                yield k[len(key) + 1:].encode()
+            try:
+                yield from s3.get_object(Bucket=bucket, Key=k)["Body"].iter_chunks(_CHUNK)
+            except s3.exceptions.NoSuchKey:
+                raise DataError("object not found", source=uri) from None
+        return
+    path = Path(uri)
+    if not path.exists():
+        raise DataError("file not found", source=uri)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            yield f.relative_to(path).as_posix().encode()
+        with open(f, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                yield chunk
+
+
+def content_hash(uri: str) -> str:
+    """`sha256:<hex>` of a file, Zarr store or S3 object/prefix, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    for chunk in _chunks(str(uri)):
+        h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
+
+
+def data_hash(paths: Iterable[str]) -> str:
+    """One hash of the contents of `paths`, independent of their names and order."""
+    digests = "\n".join(sorted(content_hash(str(p)) for p in paths))
+    return f"sha256:{hashlib.sha256(digests.encode()).hexdigest()}"

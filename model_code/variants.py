@@ -240,6 +240,23 @@ def with_timestep(spec: VariantSpec, timestep: timedelta | None) -> VariantSpec:
     return replace(spec, timestep=timestep)
 
 
+def with_history(spec: VariantSpec, max_history: int | None) -> VariantSpec:
+    """`spec` taking up to `max_history` input times (a model built with that
+    `max_history_size`; medium-range weights are published with 2)."""
+    if max_history is None or max_history == spec.max_history:
+        return spec
+    if not isinstance(max_history, int) or max_history < spec.min_history:
+        raise DataError(f"a {spec.name} model takes at least {spec.min_history} input time(s); "
+                        f"got max_history_size={max_history!r}")
+    return replace(spec, max_history=max_history)
+
+
+def as_built(spec: VariantSpec, model: Aurora) -> VariantSpec:
+    """`spec` as `model` was built: its time step and the history it takes."""
+    return with_history(with_timestep(spec, getattr(model, "timestep", None)),
+                        getattr(model, "max_history_size", None))
+
+
 def build_model(
     spec: VariantSpec | str,
     profile: str = "tiny",

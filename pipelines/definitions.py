@@ -1,6 +1,7 @@
 """The three pipelines: training, retrain and continuous evaluation, built per variant.
 
     training:   validate -> augment -> tune -> train -> evaluate -> register -> [gates] promote
+                (`test_period`, [start, end]: days held out of augment, tune and train, and verified)
     retrain:    the same, warm-started from the champion's weights, on a new data window
     evaluation: validate -> score the champion on the latest window (skill history)
 
@@ -58,6 +59,7 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
         eval_steps: int = 2,
         max_inits: int = 4,
         gates: dict = {},
+        test_period: list = [],
         tracking_uri: str = "",
     ):
         record = configure(c.record_outcome(pipeline=name, variant=variant, tracking_uri=tracking_uri),
@@ -66,7 +68,8 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
             checked = configure(c.validate(data=data, variant=variant, check_contract=check_contract),
                                 "validate", retries=retries)
             series = configure(c.augment(data=data, data_hash=checked.outputs["Output"], noise_scale=noise_scale,
-                                         max_wind_rotation_deg=max_wind_rotation_deg, seed=seed),
+                                         max_wind_rotation_deg=max_wind_rotation_deg, seed=seed,
+                                         test_period=test_period),
                                "augment", retries=retries)
             tuned = configure(c.tune(variant=variant, train_data=series.outputs["train_data"], config=config,
                                      n_trials=n_trials, seed=seed, mode=tuning, cluster=cluster),
@@ -76,7 +79,7 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
                                 "train", retries=retries)
             scored = configure(c.evaluate(variant=variant, model=trained.outputs["model"], data=data, config=config,
                                           steps=eval_steps, max_inits=max_inits, gates=gates,
-                                          tracking_uri=tracking_uri),
+                                          test_period=test_period, tracking_uri=tracking_uri),
                                "evaluate", retries=retries)
             version = configure(c.register(variant=variant, model=trained.outputs["model"],
                                            scores=scored.outputs["scores"], config=config, data=data,

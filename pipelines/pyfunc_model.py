@@ -31,7 +31,6 @@ from model_code.data.ingest import load_window
 from model_code.data.writers import write_dataset
 from model_code.errors import DataError
 from model_code.forecast import forecast
-from model_code.variants import get_variant, with_timestep
 
 CHECKPOINT = "checkpoint"
 """Artifact key of the weights; stored as `artifacts/checkpoint.safetensors` in the model."""
@@ -41,7 +40,7 @@ SIGNATURE = ModelSignature(params=ParamSchema([
     ParamSpec("steps", "long", 1),
     ParamSpec("history", "long", None),  # None: the variant's full history
     ParamSpec("init_time", "string", None),  # None: the latest time the inputs allow
-    ParamSpec("fill_missing", "string", None),  # "synthetic" or "zeros"; None refuses gaps
+    ParamSpec("fill_missing", "string", None),  # "mean", "synthetic" or "zeros"; None: as in training
     ParamSpec("crop", "boolean", False),  # crop the grid to a multiple of the patch size
 ]))
 
@@ -53,14 +52,16 @@ class AuroraForecaster(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.model, self.info = load_checkpoint(context.artifacts[CHECKPOINT])
-        self.spec = with_timestep(get_variant(self.info.variant), self.model.timestep)
+        self.spec = self.info.spec
 
     def predict(self, context, model_input, params=None):
         """`model_input`: xr.Dataset, path/URI or list of them; `params`: see `SIGNATURE`."""
         params = params or {}
         steps = int(params.get("steps") or 1)
+        fills = params.get("fill_missing") or None
         options = dict(history=params.get("history"), init_time=params.get("init_time"),
-                       fill_missing=params.get("fill_missing") or None, crop=bool(params.get("crop")))
+                       fill_missing=fills or self.info.filled_inputs or None,
+                       levels=None if fills else self.info.training_levels, crop=bool(params.get("crop")))
         if isinstance(model_input, xr.Dataset):
             with tempfile.TemporaryDirectory(prefix="auroraops-pyfunc-") as tmp:
                 path = write_dataset(model_input, str(Path(tmp) / "input.nc"))

@@ -34,18 +34,18 @@ from mlflow.exceptions import MlflowException
 
 from model_code.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from model_code.errors import DataError
-from model_code.storage import is_s3, local_copy, s3_client, split_s3
+from model_code.evaluation.regions import WHOLE_GRID
+from model_code.storage import content_hash, data_hash, local_copy
 from model_code.variants import get_variant
 from pipelines import pyfunc_model
 from pipelines.gates import (
-    ALL_LEADS, MODEL, Gate, GateReport, check_gates as judge, default_gates, gate_matches, load_gates, read_scores,
+    ALL_LEADS, MODEL, Gate, GateReport, default_gates, gate_matches, judge, load_gates, read_scores,
 )
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
 """Version tag set at promotion: the champion this version replaced (`none` for the first)."""
 MAX_TAG_CHARS = 100_000  # MLflow's limit on a model version tag value
-_CHUNK = 1 << 20
 
 
 def tracking_uri() -> str:
@@ -70,47 +70,6 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
 
 
 # ---------------------------------------------------------------- what a version is made from
-
-def _chunks(uri: str) -> Iterator[bytes]:
-    """The bytes of a file, or of every file under a directory / S3 prefix (name, then content)."""
-    if is_s3(uri):
-        bucket, key = split_s3(uri)
-        s3 = s3_client()
-        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=key + "/") for o in page.get("Contents", [])]
-        for k in sorted(keys) or [key]:
-            if keys:
-                yield k[len(key) + 1:].encode()
-            try:
-                yield from s3.get_object(Bucket=bucket, Key=k)["Body"].iter_chunks(_CHUNK)
-            except s3.exceptions.NoSuchKey:
-                raise DataError("object not found", source=uri) from None
-        return
-    path = Path(uri)
-    if not path.exists():
-        raise DataError("file not found", source=uri)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            yield f.relative_to(path).as_posix().encode()
-        with open(f, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                yield chunk
-
-
-def content_hash(uri: str) -> str:
-    """`sha256:<hex>` of a file, Zarr store or S3 object/prefix, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    for chunk in _chunks(str(uri)):
-        h.update(chunk)
-    return f"sha256:{h.hexdigest()}"
-
-
-def data_hash(paths: Iterable[str]) -> str:
-    """One hash of the contents of `paths`, independent of their names and order."""
-    digests = "\n".join(sorted(content_hash(str(p)) for p in paths))
-    return f"sha256:{hashlib.sha256(digests.encode()).hexdigest()}"
-
 
 def code_version() -> str:
     """`0.1.0+g<commit>[.dirty]` from a git checkout, or the package version alone (images)."""
@@ -151,7 +110,7 @@ def _label(record: Mapping[str, Any]) -> str:
     """`rmse.z500` / `rmse.t2m.coastal`: a score's name in metric keys and tags."""
     level = record.get("level")
     name = f"{record['metric']}.{record['variable']}{'' if level is None else f'{float(level):g}'}"
-    return name if record.get("region", "global") == "global" else f"{name}.{record['region']}"
+    return name if record.get("region", "global") in WHOLE_GRID else f"{name}.{record['region']}"
 
 
 def headline_metrics(records: Sequence[Mapping[str, Any]], gates: Sequence[Gate]) -> dict[str, float]:
@@ -168,7 +127,8 @@ def headline_metrics(records: Sequence[Mapping[str, Any]], gates: Sequence[Gate]
 
 # ---------------------------------------------------------------- register
 
-def _aliases(c: MlflowClient, name: str) -> dict[str, str]:
+def registered_aliases(c: MlflowClient, name: str) -> dict[str, str]:
+    """`{alias: version}` of registered model `name`; empty before its first version."""
     try:
         return {a: str(v) for a, v in c.get_registered_model(name).aliases.items()}
     except MlflowException as e:
@@ -333,25 +293,50 @@ class Promotion:
         return self.report.reasons
 
 
-def _scores_for(variant: str, scores) -> list[Mapping[str, Any]]:
+def _scores_for(variant: str, scores) -> dict[str, Any]:
     data = read_scores(scores)
     if data["variant"] not in (None, variant):
         raise DataError(f"the scores are of variant '{data['variant']}', not '{variant}'")
-    return data["records"]
+    return data
 
 
-def check_gates(variant: str, scores, gates: Sequence[Gate] | str | Path | None = None, *,
-                version: str | None = None) -> GateReport:
-    """Judge scores on the gates (default: the variant's) without writing anything.
+def gate_list(variant: str, gates: Sequence[Gate] | str | Path | None = None) -> tuple[Gate, ...]:
+    """`gates` as given (a list, or a gates file), or the variant's defaults."""
+    if gates is None:
+        return default_gates(variant)
+    return load_gates(gates) if isinstance(gates, (str, Path)) else tuple(gates)
 
-    The champion gate applies when the variant has a champion other than `version`.
-    """
+
+def verdict(variant: str, scores, gates: Sequence[Gate] | str | Path | None = None) -> GateReport:
+    """Judge scores on the gates (default: the variant's) against the current champion,
+    without writing anything."""
     spec = get_variant(variant)
-    gate_list = default_gates(spec.name) if gates is None else (
-        load_gates(gates) if isinstance(gates, (str, Path)) else tuple(gates))
-    champion = _aliases(client(), model_name(spec.name)).get(CHAMPION)
-    return judge(_scores_for(spec.name, scores), gate_list,
-                 has_champion=champion is not None and champion != str(version))
+    champion = registered_aliases(client(), model_name(spec.name)).get(CHAMPION)
+    return judge(_scores_for(spec.name, scores), gate_list(spec.name, gates), champion=champion)
+
+
+def check_subject(subject: Mapping[str, Any], *, name: str, version: str, checkpoint_sha256: str,
+                  champion: str | None) -> None:
+    """Refuse scores that are not about `version`, or were made against another champion.
+
+    `subject` is what the evaluation recorded (`Scores.subject`): the scored checkpoint's
+    digest (and registry version, when it was scored by one), and the champion version it
+    was compared with (none before the first).
+    """
+    model = dict(subject.get("model") or {})
+    if not model.get("checkpoint_sha256"):
+        raise DataError(f"the scores do not say which model they score (no subject.model.checkpoint_sha256); "
+                        f"score {name} version {version} with `auroraops evaluate --checkpoint "
+                        f"models:/{name}/{version}` or the training pipeline")
+    if model.get("version") not in (None, version):
+        raise DataError(f"the scores are of {name} version {model['version']}, not version {version}")
+    if model["checkpoint_sha256"] != checkpoint_sha256:
+        raise DataError(f"the scores are of checkpoint {model['checkpoint_sha256']}; {name} version {version} "
+                        f"holds {checkpoint_sha256}")
+    against = (subject.get("champion") or {}).get("version")
+    if against != champion:
+        raise DataError(f"the scores were made against champion {against or 'none'}, but the champion of {name} "
+                        f"is {champion or 'none'} now: evaluate version {version} against it again")
 
 
 def _gates_tag(report: GateReport) -> str:
@@ -364,27 +349,31 @@ def _gates_tag(report: GateReport) -> str:
 
 def promote(variant: str, version: str | int, scores, *,
             gates: Sequence[Gate] | str | Path | None = None) -> Promotion:
-    """Make `version` champion if, and only if, it passes every gate.
+    """Make `version` champion if, and only if, its scores are about it, were made against
+    the current champion (`check_subject`), and pass every gate.
 
-    Writes, in order: the gate results (`gates`, then `gates_passed`), the champion it
-    replaces (`previous_champion`), and last the `champion` alias, in one call. A version
-    that fails keeps its metrics and tags but never gets the alias.
+    Writes, in order: the gate results (`gates`, with the verdict's subject, then
+    `gates_passed`), the champion it replaces (`previous_champion`), and last the `champion`
+    alias, in one call. A version that fails keeps its metrics and tags but never gets the alias.
     """
     spec = get_variant(variant)
     name, version = model_name(spec.name), str(version)
     c = client()
-    _model_version(c, name, version)
-    before = _aliases(c, name).get(CHAMPION)
+    mv = _model_version(c, name, version)
+    before = registered_aliases(c, name).get(CHAMPION)
     if before == version:
         return Promotion(spec.name, version, True, None, GateReport(True))
-    report = check_gates(spec.name, scores, gates, version=version)
+    doc = _scores_for(spec.name, scores)
+    check_subject(doc["subject"], name=name, version=version, checkpoint_sha256=mv.tags.get("checkpoint_sha256", ""),
+                  champion=before)
+    report = judge(doc, gate_list(spec.name, gates), champion=before)
 
     c.set_model_version_tag(name, version, "gates", _gates_tag(report))
     c.set_model_version_tag(name, version, "gates_passed", str(report.passed).lower())
     if not report.passed:
         return Promotion(spec.name, version, False, before, report)
     c.set_model_version_tag(name, version, PREVIOUS_CHAMPION, before or "none")
-    now = _aliases(c, name).get(CHAMPION)
+    now = registered_aliases(c, name).get(CHAMPION)
     if now != before:
         raise DataError(f"{name}: the champion changed from {before} to {now} while version {version} "
                         "was being judged; evaluate against the new champion and promote again")
@@ -397,7 +386,7 @@ def rollback(variant: str) -> str:
     spec = get_variant(variant)
     name = model_name(spec.name)
     c = client()
-    current = _aliases(c, name).get(CHAMPION)
+    current = registered_aliases(c, name).get(CHAMPION)
     if current is None:
         raise DataError(f"{name} has no champion to roll back")
     previous = _model_version(c, name, current).tags.get(PREVIOUS_CHAMPION, "none")
@@ -419,9 +408,89 @@ def _model_version(c: MlflowClient, name: str, version: str):
         raise
 
 
+# ---------------------------------------------------------------- what a user checks
+
+def checkpoint_uri(c: MlflowClient, name: str, version: str) -> str:
+    """Where the artifact store keeps a version's weights (immutable: a new version gets a new run)."""
+    return f"{c.get_model_version_download_uri(name, version).rstrip('/')}/artifacts/checkpoint.safetensors"
+
+
+def _version_scores(c: MlflowClient, name: str, version: str) -> dict[str, Any] | None:
+    """The evaluation a version was registered with (its `metrics.json` artifact), or None."""
+    location = c.get_model_version_download_uri(name, version).rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="auroraops-scores-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/artifacts/metrics.json",
+                                                       dst_path=tmp, tracking_uri=tracking_uri())
+        except (MlflowException, OSError):
+            return None
+        return read_scores(path)
+
+
+def score_table(records: Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("rmse", "mae", "acc", "crps"),
+                ) -> list[dict[str, Any]]:
+    """Whole-grid scores side by side: one row per (variable, level, metric, lead) with a
+    column per forecast (`model`, `persistence`, `climatology`, `champion`, ...)."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        if r["metric"] not in metrics or r["region"] not in WHOLE_GRID or r.get("threshold"):
+            continue
+        key = (r["variable"], r.get("level"), r["region"], r["metric"], float(r["lead_hours"]))
+        row = rows.setdefault(key, dict(zip(("variable", "level", "region", "metric", "lead_hours"), key)))
+        row[r["forecast"]] = r["value"]
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[0], k[1] or -1, k[3], k[4]))]
+
+
+def describe(variant: str) -> dict[str, Any]:
+    """The champion and the challenger of `aurora-<variant>`, as a user checks a verdict:
+    version, checkpoint URI and digest, the verdict recorded at promotion, and the held-out
+    scores the version was registered with, beside the baselines'."""
+    spec = get_variant(variant)
+    name = model_name(spec.name)
+    c = client()
+    aliases = registered_aliases(c, name)
+    out: dict[str, Any] = {"name": name, "tracking_uri": tracking_uri()}
+    for alias in (CHAMPION, CHALLENGER):
+        version = aliases.get(alias)
+        if version is None:
+            out[alias] = None
+            continue
+        mv = _model_version(c, name, version)
+        scores = _version_scores(c, name, version)
+        gates = json.loads(mv.tags["gates"]) if "gates" in mv.tags else None
+        out[alias] = {
+            "version": version,
+            "checkpoint_uri": checkpoint_uri(c, name, version),
+            "checkpoint_sha256": mv.tags.get("checkpoint_sha256"),
+            "gates_passed": {"true": True, "false": False}.get(mv.tags.get("gates_passed", "")),
+            "verdict": None if gates is None else {"subject": gates.get("subject"), "comparisons": gates.get("comparisons")},
+            "previous_champion": mv.tags.get(PREVIOUS_CHAMPION),
+            "subject": scores["subject"] if scores else None,
+            "notes": scores["notes"] if scores else [],
+            "scores": score_table(scores["records"]) if scores else [],
+        }
+    return out
+
+
 # ---------------------------------------------------------------- from a model URI to weights
 
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+
+
+def resolve_version(uri: str) -> tuple[str, str]:
+    """(registered model name, version) of `models:/NAME@ALIAS` or `models:/NAME/VERSION`,
+    the alias read now; the version must exist."""
+    match = _MODEL_URI.match(str(uri))
+    if not match:
+        raise DataError(f"cannot read model URI '{uri}'; expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    c = client()
+    name, alias, version = match["name"], match["alias"], match["version"]
+    if alias is not None:
+        version = registered_aliases(c, name).get(alias)
+        if version is None:
+            raise DataError(f"{name} has no alias '{alias}'", source=str(uri))
+    _model_version(c, name, version)
+    return name, version
 
 
 def resolve_checkpoint(uri: str, dst: str | None = None) -> str:
@@ -432,21 +501,10 @@ def resolve_checkpoint(uri: str, dst: str | None = None) -> str:
     """
     if not str(uri).startswith("models:/"):
         return str(uri)
-    match = _MODEL_URI.match(str(uri))
-    if not match:
-        raise DataError(f"cannot read model URI '{uri}'; expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    c = client()
-    name, alias, version = match["name"], match["alias"], match["version"]
-    if alias is not None:
-        version = _aliases(c, name).get(alias)
-        if version is None:
-            raise DataError(f"{name} has no alias '{alias}'", source=str(uri))
-    _model_version(c, name, version)
-    location = c.get_model_version_download_uri(name, version)
+    name, version = resolve_version(uri)
     try:
         return mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{location.rstrip('/')}/artifacts/checkpoint.safetensors",
-            dst_path=dst, tracking_uri=tracking_uri())
+            artifact_uri=checkpoint_uri(client(), name, version), dst_path=dst, tracking_uri=tracking_uri())
     except (MlflowException, OSError) as e:
         raise DataError(f"version {version} has no readable artifacts/checkpoint.safetensors ({e})",
                         source=str(uri)) from None

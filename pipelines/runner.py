@@ -3,7 +3,8 @@
 Local runs use `kfp.local.SubprocessRunner(use_venv=False)`: every task is a subprocess of
 this Python environment, no Docker, no pip installs (the components are built with
 `install_kfp_package=False`). Outputs land under `<workdir>/pipeline_root`, the task cache
-under `<workdir>/cache`: a run killed part-way and started again with the same arguments
+under `<workdir>/cache`, every task's own log (KFP's executor output) in `<workdir>/pipeline.log`,
+while the terminal shows one line per step with its status and time: a run killed part-way and started again with the same arguments
 takes the finished steps from the cache (validate always re-runs: it hashes the data,
 and that hash keys the cache of every step after it).
 
@@ -49,6 +50,10 @@ class RunSummary:
     failed_task: str | None = None
     error: str | None = None
     """The failing task's own error (e.g. the validation report's errors)."""
+    log: str | None = None
+    """Every task's log, in full."""
+    steps: list[tuple[str, str, float | None]] = field(default_factory=list)
+    """(task, SUCCESS / FAILURE / cached / skipped, seconds) in the order the steps ended."""
     outputs: dict[str, Any] = field(default_factory=dict)
     """Parameter outputs by `task.output` (e.g. `register.Output` the version)."""
     metrics: dict[str, float] = field(default_factory=dict)
@@ -68,7 +73,7 @@ class RunSummary:
 
     def describe(self) -> str:
         lines = [f"pipeline {self.pipeline} ({self.variant}): {self.state} in {self.seconds:.1f} s",
-                 f"  outputs: {self.run_dir}"]
+                 f"  outputs: {self.run_dir}"] + ([f"  log: {self.log}"] if self.log else [])
         if self.failed_task:
             lines.append(f"  failed at: {self.failed_task}")
         if self.error:
@@ -89,27 +94,60 @@ class RunSummary:
         return "\n".join(lines)
 
 
-class _Tee(io.TextIOBase):
-    """Writes through to the terminal and keeps the lines, to find a failed task's error."""
+_STARTED = re.compile(r"Executing task '?([\w-]+)'?")
+_FINISHED = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
+_CACHED = re.compile(r"Task '?([\w-]+)'? cache hit")
+_SKIPPED = re.compile(r"Skipping (?:conditional )?task '?([\w-]+)'?(?: \((.+)\))?")
 
-    def __init__(self, out) -> None:
-        self.out, self.lines = out, []
+
+class _StepLog(io.TextIOBase):
+    """Takes everything the run prints: writes it to the log file, keeps it (to find a failed
+    task's error), and tells the terminal one line per step as each ends."""
+
+    def __init__(self, log, terminal) -> None:
+        self.log, self.terminal, self.lines = log, terminal, []
+        self.steps: list[tuple[str, str, float | None]] = []
+        self._started: dict[str, float] = {}
+        self._partial = ""
 
     def write(self, text: str) -> int:
-        self.out.write(text)
+        self.log.write(text)
         self.lines.append(text)
+        self._partial += text
+        *complete, self._partial = self._partial.split("\n")
+        for line in complete:
+            self._read(_ANSI.sub("", line))
         return len(text)
 
+    def _read(self, line: str) -> None:
+        if found := _STARTED.search(line):
+            self._started[found.group(1)] = time.perf_counter()
+        elif found := _FINISHED.search(line):
+            name = found.group(1)
+            start = self._started.pop(name, None)
+            self._step(name, found.group(2), None if start is None else time.perf_counter() - start)
+        elif found := _CACHED.search(line):
+            self._step(found.group(1), "cached", None)
+        elif found := _SKIPPED.search(line):
+            self._step(found.group(1), "skipped", None, found.group(2))
+
+    def _step(self, name: str, status: str, seconds: float | None, why: str | None = None) -> None:
+        self.steps.append((name, status, seconds))
+        if self.terminal is not None:
+            took = f"{seconds:6.1f} s" if seconds is not None else (f"({why})" if why else "")
+            self.terminal.write(f"  {name:<16} {status:<8} {took}\n")
+            self.terminal.flush()
+
     def flush(self) -> None:
-        self.out.flush()
+        self.log.flush()
 
 
 def run_local(name: str, arguments: Mapping[str, Any], *, workdir: str | Path | None = None,
               caching: bool = True, quiet: bool = False) -> RunSummary:
     """Run pipeline `name` with `arguments` (`variant` and `data` at least) on this machine.
 
-    Task logs stream to stdout as the run goes (`quiet` keeps them in the summary only).
-    Never raises for a failed task: the summary says which one failed and why.
+    Task logs go to `<workdir>/pipeline.log`; stdout gets one line per step as it ends
+    (`quiet`: nothing). Never raises for a failed task: the summary says which one failed and why.
     """
     from kfp import local
 
@@ -133,40 +171,41 @@ def run_local(name: str, arguments: Mapping[str, Any], *, workdir: str | Path | 
                raise_on_error=True, enable_caching=caching, cache_root=str(root / "cache"))
     pipeline = build(name, variant, retries=False)
     before = set((root / "pipeline_root").glob("*"))
-    tee = _Tee(io.StringIO() if quiet else sys.stdout)
+    log_path = root / "pipeline.log"
     start = time.perf_counter()
     state, failed, error = "SUCCEEDED", None, None
-    with warnings.catch_warnings(), contextlib.redirect_stdout(tee), _captured_logs(tee):
+    with open(log_path, "a") as log, warnings.catch_warnings():
+        tee = _StepLog(log, None if quiet else sys.stdout)
         # Resources, node selectors and tolerations are cluster settings the local runner ignores.
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-        try:
-            pipeline(**arguments)
-        except RuntimeError as e:
-            message = _ANSI.sub("", str(e))
-            found = _FAILED_TASK.search(message)
-            if not found:
-                raise
-            state, failed = "FAILED", found.group(1).split(" inside ")[0].strip("'")
-            error = _task_error(tee.lines)
+        with contextlib.redirect_stdout(tee), _captured_logs(tee):
+            try:
+                pipeline(**arguments)
+            except RuntimeError as e:
+                message = _ANSI.sub("", str(e))
+                found = _FAILED_TASK.search(message)
+                if not found:
+                    raise
+                state, failed = "FAILED", found.group(1).split(" inside ")[0].strip("'")
+                error = _task_error(tee.lines)
     seconds = time.perf_counter() - start
     runs = sorted(set((root / "pipeline_root").glob("*")) - before)
     run_dir = runs[-1] if runs else root / "pipeline_root"
-    summary = RunSummary(name, variant, state, seconds, str(run_dir), failed, error)
+    summary = RunSummary(name, variant, state, seconds, str(run_dir), failed, error, str(log_path), tee.steps)
     _collect(run_dir, summary)
-    logs = _ANSI.sub("", "".join(tee.lines))
-    summary.cached = sorted({m.group(1) for m in re.finditer(r"Task (\S+) cache hit", logs)})
+    summary.cached = [task for task, status, _ in tee.steps if status == "cached"]
     return summary
 
 
 @contextlib.contextmanager
-def _captured_logs(tee: _Tee):
-    """Keep a copy of KFP's orchestrator logs (cache hits, retries), which it logs at INFO on
-    the root logger outside its own log context."""
+def _captured_logs(tee: _StepLog):
+    """Take KFP's orchestrator logs (cache hits, skipped steps, retries) too, which it logs at
+    INFO on the root logger outside its own log context."""
     import logging
 
     root = logging.getLogger()
-    handler, level = logging.StreamHandler(_StderrCopy(tee)), root.level
+    handler, level = logging.StreamHandler(tee), root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
@@ -176,13 +215,6 @@ def _captured_logs(tee: _Tee):
         root.setLevel(level)
 
 
-class _StderrCopy(io.TextIOBase):
-    def __init__(self, tee: _Tee) -> None:
-        self.tee = tee
-
-    def write(self, text: str) -> int:
-        self.tee.lines.append(text)
-        return len(text)
 
 
 def _task_error(lines: list[str]) -> str | None:

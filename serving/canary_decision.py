@@ -37,8 +37,12 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from model_code.errors import DataError
+from model_code.evaluation.regions import GLOBAL, WHOLE_GRID
 from model_code.evaluation.score import ABS_LOWER_IS_BETTER, HIGHER_IS_BETTER, LOWER_IS_BETTER
 from model_code.storage import local_copy
+
+WHOLE = "whole-grid"
+"""The target region of scores over every grid point (`global` or `domain`)."""
 
 METRICS = LOWER_IS_BETTER | ABS_LOWER_IS_BETTER | (HIGHER_IS_BETTER & {"acc"})
 """Metrics the rule can gate on: one value per target and case. Threshold metrics (csi, ets,
@@ -80,7 +84,8 @@ class Target:
     variable: str
     level: float | None
     lead_hours: float
-    region: str = "global"
+    region: str = WHOLE
+    """`whole-grid` matches the scores of the whole grid, `global` or `domain` (regional)."""
 
     @classmethod
     def parse(cls, text: str) -> "Target":
@@ -91,13 +96,13 @@ class Target:
         variable, _, level = parts[0].partition("@")
         try:
             return cls(variable, float(level) if level else None, float(parts[1]),
-                       parts[2] if len(parts) == 3 else "global")
+                       parts[2] if len(parts) == 3 else WHOLE)
         except ValueError:
             raise DataError(f"--target {text!r}: level and lead time must be numbers") from None
 
     def label(self) -> str:
         level = f"@{self.level:g}hPa" if self.level is not None else ""
-        region = "" if self.region == "global" else f" ({self.region})"
+        region = "" if self.region == WHOLE else f" ({self.region})"
         return f"{self.variable}{level} +{self.lead_hours:g}h{region}"
 
 
@@ -174,8 +179,9 @@ def paired_cases(records: Iterable[Mapping], metric: str, canary: str, stable: s
         if not math.isfinite(value):
             continue
         level = r.get("level")
+        region = r.get("region") or GLOBAL
         key = Target(r["variable"], float(level) if level is not None else None, float(r["lead_hours"]),
-                     r.get("region") or "global")
+                     WHOLE if region in WHOLE_GRID else region)
         values.setdefault((key, r["case"]), {})[r["forecast"]] = abs(value) if metric in ABS_LOWER_IS_BETTER else value
     pairs: dict[Target, list[tuple[float, float]]] = {}
     for (target, _), both in sorted(values.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):

@@ -218,14 +218,33 @@ def _finite(name: str, values: np.ndarray, var: Variable) -> None:
                                  "one NaN input pixel turns the whole output field to NaN")
 
 
+@dataclass(frozen=True)
+class InputFills:
+    """The inputs a request may leave out because the model was trained without them, and how
+    they are filled then: as its training did (`CheckpointInfo.filled_inputs`)."""
+
+    modes: Mapping[str, str]
+    """Dataset name -> fill mode (`ingest.FILL_MODES`)."""
+    levels: tuple[float, ...] | None = None
+    """Pressure levels (hPa) of the filled atmospheric inputs when the request has none:
+    those the model was trained on."""
+
+
 def build_window(
     tensors: Mapping[str, np.ndarray],
     parameters: Mapping[str, Any],
     spec: VariantSpec,
     limits: Limits,
     statics: StaticCache | None = None,
+    fills: InputFills | None = None,
 ) -> ForecastRequest:
-    """Check decoded tensors and parameters field by field, then the whole window contract."""
+    """Check decoded tensors and parameters field by field, then the whole window contract.
+
+    An input the request leaves out is taken from `statics` (static fields sent earlier on
+    this grid) or filled as `fills` says; any other missing input is a `RequestError`.
+    """
+    from model_code.data.ingest import fill_values
+
     expected = {v.dataset_name: v for v in spec.inputs()}
     unknown = sorted(set(tensors) - set(expected) - set(COORDINATES))
     if unknown:
@@ -243,25 +262,50 @@ def build_window(
     grid = (lat.size, lon.size)
 
     cached = statics.get(statics.grid_key(lat, lon)) if statics is not None else {}
+    modes = dict(fills.modes) if fills is not None else {}
     dynamic = [v for v in expected.values() if v.kind != "static"]
     for v in expected.values():
-        if v.dataset_name not in tensors and not (v.kind == "static" and v.dataset_name in cached):
+        if v.dataset_name not in tensors and v.dataset_name not in modes and not (
+                v.kind == "static" and v.dataset_name in cached):
             raise RequestError(v.dataset_name, f"missing {v.kind} variable ({v.long_name}, {v.units})")
-    history = tensors[dynamic[0].dataset_name].shape[0] if tensors[dynamic[0].dataset_name].ndim else 0
+    given = [v for v in dynamic if v.dataset_name in tensors]
+    if not given:
+        raise RequestError(dynamic[0].dataset_name, "missing: a request needs at least one time-dependent input")
+    first = tensors[given[0].dataset_name]
+    history = first.shape[0] if first.ndim else 0
     if not spec.min_history <= history <= spec.max_history:
-        raise RequestError(dynamic[0].dataset_name, f"history of {history} step(s); the {spec.name} variant "
+        raise RequestError(given[0].dataset_name, f"history of {history} step(s); the {spec.name} variant "
                            f"takes {spec.min_history} to {spec.max_history} (first axis)")
-    atmos = [v for v in dynamic if v.kind == "atmos"]
-    n_levels = tensors[atmos[0].dataset_name].shape[1] if atmos and tensors[atmos[0].dataset_name].ndim > 1 else 0
+    atmos = [v for v in given if v.kind == "atmos"]
+    params = dict(parameters)
+    unknown_params = sorted(set(params) - {"init_time", "steps", "levels", "binary_data_output"})
+    if unknown_params:
+        raise RequestError(unknown_params[0], "unknown parameter; expected init_time, steps, levels")
+    if "init_time" not in params:
+        raise RequestError("init_time", "missing parameter (ISO 8601 time of the last history step)")
+    init = parse_init_time(params["init_time"])
+    if atmos:
+        n_levels = tensors[atmos[0].dataset_name].shape[1] if tensors[atmos[0].dataset_name].ndim > 1 else 0
+        levels = parse_levels(params.get("levels"), spec, n_levels)
+    elif params.get("levels") is None and fills is not None and fills.levels:
+        levels = tuple(float(lv) for lv in fills.levels)
+    else:
+        levels = parse_levels(params.get("levels"), spec, len(spec.levels) if params.get("levels") is None
+                              else len(str(params["levels"]).split(",")))
+    step = np.timedelta64(int(spec.timestep.total_seconds()), "s")
+    times = np.array([init - (history - 1 - k) * step for k in range(history)])
 
     supplied_statics = {}
     data_vars = {}
     for v in expected.values():
         name = v.dataset_name
-        values = tensors[name] if name in tensors else cached[name]
-        shape = {"surface": (history, *grid), "atmos": (history, n_levels, *grid), "static": grid}[v.kind]
         dims = {"surface": ("time", "latitude", "longitude"), "atmos": ("time", "level", "latitude", "longitude"),
                 "static": ("latitude", "longitude")}[v.kind]
+        if name not in tensors and name not in cached:
+            data_vars[name] = (dims, fill_values(v, modes[name], lat, lon, times, levels), {"filled": modes[name]})
+            continue
+        values = tensors[name] if name in tensors else cached[name]
+        shape = {"surface": (history, *grid), "atmos": (history, len(levels), *grid), "static": grid}[v.kind]
         if values.shape != shape:
             raise RequestError(name, f"shape {list(values.shape)}; expected {list(shape)} = "
                                f"({', '.join(dims)})")
@@ -271,17 +315,6 @@ def build_window(
         if v.kind == "static" and name in tensors:
             supplied_statics[name] = values
         data_vars[name] = (dims, values)
-
-    params = dict(parameters)
-    unknown_params = sorted(set(params) - {"init_time", "steps", "levels", "binary_data_output"})
-    if unknown_params:
-        raise RequestError(unknown_params[0], "unknown parameter; expected init_time, steps, levels")
-    if "init_time" not in params:
-        raise RequestError("init_time", "missing parameter (ISO 8601 time of the last history step)")
-    init = parse_init_time(params["init_time"])
-    levels = parse_levels(params.get("levels"), spec, n_levels)
-    step = np.timedelta64(int(spec.timestep.total_seconds()), "s")
-    times = np.array([init - (history - 1 - k) * step for k in range(history)])
     steps = parse_steps(params.get("steps", 1), limits, 4 * lat.size * lon.size * output_channels(spec, len(levels)))
 
     window = xr.Dataset(data_vars, coords={"time": times, "level": np.asarray(levels), "latitude": lat,
@@ -336,13 +369,14 @@ def request_parameters(request: InferRequest) -> dict[str, Any]:
     return to_http_parameters(request.parameters) if request.parameters else {}
 
 
-def decode_v2(request: InferRequest, spec: VariantSpec, limits: Limits, statics: StaticCache | None) -> ForecastRequest:
+def decode_v2(request: InferRequest, spec: VariantSpec, limits: Limits, statics: StaticCache | None,
+              fills: InputFills | None = None) -> ForecastRequest:
     tensors: dict[str, np.ndarray] = {}
     for inp in request.inputs:
         if inp.name in tensors:
             raise RequestError(inp.name, "given twice")
         tensors[inp.name] = _tensor(inp, limits)
-    return build_window(tensors, request_parameters(request), spec, limits, statics)
+    return build_window(tensors, request_parameters(request), spec, limits, statics, fills)
 
 
 def lead_hours(window: xr.Dataset, valid_times: Sequence[np.datetime64]) -> list[int]:
@@ -378,7 +412,8 @@ def encode_v2(
 # ---- v1 REST -----------------------------------------------------------------------------
 
 
-def decode_v1(body: Any, spec: VariantSpec, limits: Limits, statics: StaticCache | None) -> list[ForecastRequest]:
+def decode_v1(body: Any, spec: VariantSpec, limits: Limits, statics: StaticCache | None,
+              fills: InputFills | None = None) -> list[ForecastRequest]:
     """`{"instances": [{name: nested lists, ...}], "parameters": {...}}`: one forecast per instance."""
     if not isinstance(body, dict) or not isinstance(body.get("instances"), list) or not body["instances"]:
         raise RequestError("instances", "expected a JSON object with a non-empty list 'instances'")
@@ -396,7 +431,7 @@ def decode_v1(body: Any, spec: VariantSpec, limits: Limits, statics: StaticCache
                 tensors[name] = np.asarray(data, dtype=dtype)
             except (TypeError, ValueError):
                 raise RequestError(name, "must be a nested list of numbers of one rectangular shape") from None
-        requests.append(build_window(tensors, parameters, spec, limits, statics))
+        requests.append(build_window(tensors, parameters, spec, limits, statics, fills))
     return requests
 
 

@@ -237,8 +237,10 @@ class JobManager:
     """
 
     def __init__(self, spec, jobs_dir: str, forward: Callable, *, max_steps: int, model_uri: str,
-                 max_attempts: int = 3):
+                 max_attempts: int = 3, fills=None):
         self.spec = spec
+        self.fills = fills
+        """`codec.InputFills`: how absent inputs are filled when a request does not say (as in training)."""
         self.jobs_dir = jobs_dir.rstrip("/")
         self.forward = forward
         self.max_steps = max_steps
@@ -366,8 +368,11 @@ class JobManager:
 
     def _run(self, state: JobState) -> None:
         r = state.request
+        fills, levels = r["fill_missing"], r["levels"]
+        if fills is None and self.fills is not None:
+            fills, levels = dict(self.fills.modes), levels or self.fills.levels
         window, _ = load_window(r["inputs"], self.spec, history=r["history"], init_time=r["init_time"],
-                                levels=r["levels"], fill_missing=r["fill_missing"])
+                                levels=levels, fill_missing=fills)
         batch = window_to_batch(window, self.spec)
         init = window.time.values[-1]
         suffix = FORMATS[r["format"]]

@@ -13,7 +13,6 @@ import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import Any, Sequence
 
 import numpy as np
@@ -31,7 +30,7 @@ from model_code.data.synthetic import synthetic_window
 from model_code.errors import DataError
 from model_code.forecast import forecast_steps
 from model_code.storage import local_copy
-from model_code.variants import VariantSpec, get_variant, with_timestep
+from model_code.variants import VariantSpec, get_variant
 from serving import codec, metrics
 from serving.batching import MicroBatcher
 from serving.codec import ForecastRequest, Limits, StaticCache
@@ -95,17 +94,19 @@ class AuroraPredictor(Model):
                                      wait_s=batch_wait_ms / 1000)
         self.model = None
         self.checkpoint = None
+        self.fills: codec.InputFills | None = None
+        """Inputs a request may leave out: those the checkpoint's training filled, filled alike."""
 
     # ---- lifecycle ---------------------------------------------------------------------
 
     def load(self) -> bool:
         path = resolve_model_uri(self.model_uri)
         model, info = load_checkpoint(path, variant=self.spec.name)
-        if "timestep_hours" in info.metadata:
-            self.spec = with_timestep(self.spec, timedelta(hours=float(info.metadata["timestep_hours"])))
+        self.spec = info.spec  # its time step and history
         model.autocast_backbone = self.autocast  # bf16 autocast of the backbone; weights stay FP32
         self.model = model.to(self.device).eval()
         self.checkpoint = info
+        self.fills = codec.InputFills(info.filled_inputs, info.training_levels) if info.filled_inputs else None
         if self.static_uri:
             with local_copy(self.static_uri) as p:
                 self.statics.load(xr.open_dataset(p).load(), self.spec)
@@ -171,10 +172,12 @@ class AuroraPredictor(Model):
 
     async def preprocess(self, payload, headers=None) -> tuple[Any, list[ForecastRequest]]:
         if isinstance(payload, InferRequest):
-            request = await asyncio.to_thread(codec.decode_v2, payload, self.spec, self.limits, self.statics)
+            request = await asyncio.to_thread(codec.decode_v2, payload, self.spec, self.limits, self.statics,
+                                              self.fills)
             forecasts = [request]
         else:
-            forecasts = await asyncio.to_thread(codec.decode_v1, payload, self.spec, self.limits, self.statics)
+            forecasts = await asyncio.to_thread(codec.decode_v1, payload, self.spec, self.limits, self.statics,
+                                                self.fills)
         nbytes = sum(v.nbytes for f in forecasts for v in f.window.data_vars.values())
         metrics.PAYLOAD_BYTES.labels(variant=self.spec.name, direction="in").observe(nbytes)
         return payload, forecasts

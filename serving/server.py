@@ -171,7 +171,8 @@ def serve(predictors: list[AuroraPredictor], *, host: str = "127.0.0.1", http_po
     if jobs_dir is not None:
         for predictor in predictors:
             jobs = JobManager(predictor.spec, join(jobs_dir, predictor.spec.name), job_forward(predictor),
-                              max_steps=job_max_steps, model_uri=predictor.model_uri, max_attempts=job_attempts)
+                              max_steps=job_max_steps, model_uri=predictor.model_uri, max_attempts=job_attempts,
+                              fills=predictor.fills)
             add_job_routes(app, predictor, jobs)
             jobs.start()
     AuroraModelServer(predictors, host=host, http_port=http_port, grpc_port=grpc_port).start(predictors)

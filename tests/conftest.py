@@ -20,6 +20,8 @@ GFS_WAVE = SAMPLES / "gfswave_ww3_swh_0p16deg.grib2"
 SWELL_PERIOD = SAMPLES / "ecmwf_mean_swell_period_1deg.grib"
 ERA5_USA = SAMPLES / "era5_surface_usa_1995-07-14T12.nc"
 ERA5_HOURLY = SAMPLES / "era5_d2m_u10_v10_usa_2018-01-02_hourly.nc"
+BRITISH_ISLES = SAMPLES / "era5_t2m_british_isles_2019-03_hourly.nc"
+"""ERA5 hourly 2 m temperature, March 2019, 50-58°N 10°W-0.25°W: the longest real series."""
 SOIL_TYPE = SAMPLES / "era5_soil_type_6x6.grib"
 EUROPE = sorted(SAMPLES.glob("ifs_an_europe_10deg_*.grib"))
 FORMATS = SAMPLES / "formats"

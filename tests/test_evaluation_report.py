@@ -26,8 +26,8 @@ from model_code.data.synthetic import synthetic_window
 from model_code.errors import DataError
 from model_code.evaluation.baselines import persistence
 from model_code.evaluation.ensembles import checkpoint_ensemble, perturb_batch, perturbed_ensemble
-from model_code.evaluation.report import improvement, write_report
-from model_code.evaluation.score import Scores, evaluate
+from model_code.evaluation.report import write_report
+from model_code.evaluation.score import Scores, evaluate, skill
 from model_code.forecast import forecast
 from model_code.variables import variable
 from model_code.variants import build_model, get_variant
@@ -89,7 +89,7 @@ def test_report_holds_metrics_curves_scorecards_and_one_html_page(scores, report
     row = next(r for r in vs["rows"] if r["variable"] == "u10" and r["metric"] == "rmse" and r["lead_hours"] == 6)
     p = scores.value("persistence", "u10", "rmse", 6)
     assert row["model"] == pytest.approx(0.5, abs=1e-5)
-    assert row["improvement"] == pytest.approx((p - row["model"]) / p)
+    assert row["skill"] == pytest.approx(1 - row["model"] ** 2 / p ** 2)  # the MSE skill score
     assert vs["improved"] == sum(r["better"] for r in vs["rows"]) and vs["compared"] == len(vs["rows"])
     assert vs["share_improved"] == pytest.approx(vs["improved"] / vs["compared"])
     bias_rows = [r for r in vs["rows"] if r["metric"] == "bias"]
@@ -141,12 +141,18 @@ def test_explainability_figures_are_copied_and_embedded(scores, tmp_path):
     assert json.loads((Path(report.out_dir) / "explain.json").read_text())["objective"] == "u10"
 
 
-def test_relative_improvement_follows_each_metric_s_direction():
-    assert improvement("rmse", 1.0, 2.0) == pytest.approx(0.5)
-    assert improvement("bias", -0.5, 1.0) == pytest.approx(0.5)
-    assert improvement("acc", 0.9, 0.6) == pytest.approx(0.5)
-    assert improvement("spread_skill", 0.9, 1.5) == pytest.approx(0.8)
-    assert improvement("rmse", 1.0, 0.0) is None and improvement("rmse", float("nan"), 1.0) is None
+def test_skill_follows_each_metric_s_direction_and_stays_bounded_near_a_perfect_baseline():
+    assert skill("rmse", 1.0, 2.0) == pytest.approx(0.75)  # 1 - MSE / MSE_ref
+    assert skill("mae", 1.0, 2.0) == pytest.approx(0.5)
+    assert skill("bias", -0.5, 1.0) == pytest.approx(0.5)
+    assert skill("bias", 1.0, -0.5) == pytest.approx(-0.5)
+    assert skill("acc", 0.9, 0.6) == pytest.approx(0.3)
+    assert skill("far", 0.2, 0.5) == pytest.approx(0.3)
+    assert skill("spread_skill", 0.9, 1.5) == pytest.approx(0.8)
+    # a baseline bias of 2e-5 K against a model's 1e-2 K: -1, where a percentage said -49804 %
+    assert skill("bias", 1e-2, 2e-5) == pytest.approx(-0.998)
+    assert skill("bias", 0.0, 0.0) == 0.0
+    assert skill("rmse", 1.0, 0.0) is None and skill("rmse", float("nan"), 1.0) is None
 
 
 # --------------------------------------------------------------------------------------

@@ -86,9 +86,13 @@ def test_persistence_on_real_hourly_era5_grows_with_lead_time():
     lt = leads(1, 2, 3, 6, 12)
     inits = truth.time.values[:12]  # 06Z .. 17Z, each with 12 h of truth after it
     pers = persistence(truth, inits, lt)
-    s = evaluate({"persistence": pers}, truth, regions=("global", "box:south:25,37,-108,-91"),
+    s = evaluate({"persistence": pers}, truth, regions=("domain", "box:south:25,37,-108,-91"),
                  metrics=("rmse", "mae", "bias"))
     assert not s.excluded
+    assert s.notes == ["regions: domain: 25°N..49°N, 108°W..91°W (121x86 points)"]
+    assert evaluate({"persistence": pers}, truth, metrics=("rmse",)).records[0]["region"] == "domain"
+    with pytest.raises(DataError, match="region 'global' asked of a regional grid .* use region 'domain'"):
+        evaluate({"persistence": pers}, truth, regions=("global",), metrics=("rmse",))
     for var in ("u10", "v10", "wind10"):
         rmse = [s.value("persistence", var, "rmse", h) for h in (1, 2, 3, 6, 12)]
         assert all(np.isfinite(rmse))
@@ -216,10 +220,10 @@ def test_scores_json_round_trip_and_ordering(truth, tmp_path):
                  truth_name="synthetic")
     path = s.to_json(str(tmp_path / "out" / "metrics.json"))
     doc = json.loads(open(path).read())
-    assert set(doc) == {"variant", "truth", "records", "excluded"}
+    assert set(doc) == {"variant", "truth", "subject", "notes", "records", "excluded"}
     assert set(doc["records"][0]) == {"forecast", "variable", "level", "region", "lead_hours", "metric", "value"}
     back = Scores.from_json(path)
-    assert back.records == s.records and back.variant == "medium-range"
+    assert back.records == s.records and back.variant == "medium-range" and back.notes == s.notes
     assert not list(tmp_path.glob("out/.*"))  # no temporary left behind
     assert better("rmse", 1.0, 2.0) and better("acc", 0.9, 0.8) and better("bias", -0.1, 0.2)
     assert better("spread_skill", 0.95, 1.2) and not better("csi", 0.1, 0.2) and not better("rmse", float("nan"), 1)
@@ -235,12 +239,14 @@ def test_medium_range_targets_compare_model_and_baseline_at_days_3_to_5():
     lt = leads(24, 72, 96, 120)
     model = as_forecast(truth, inits, lt)
     pers = persistence(truth, inits, lt)
-    s = evaluate({"model": model, "persistence": pers}, truth, climatology=climatology(truth),
-                 **target_options("medium-range"))
+    options = target_options("medium-range", truth)
+    assert options["regions"] == ("global",)
+    s = evaluate({"model": model, "persistence": pers}, truth, climatology=climatology(truth), **options)
     rows = target_rows(s, "medium-range", "persistence")
     scored = [r for r in rows if r["better"] is not None]
     assert {r["lead_hours"] for r in scored} == {72.0, 96.0, 120.0}
-    assert {r["target"] for r in scored} >= {"z500 rmse (global)", "t850 acc (global)", "t2m rmse (global)"}
+    assert {r["target"] for r in scored} >= {"z500 rmse (whole grid)", "t850 acc (whole grid)",
+                                             "t2m rmse (whole grid)"}
     assert all(r["better"] for r in scored if "rmse" in r["target"])
     assert all(r["better"] is None for r in rows if "crps" in r["target"])  # deterministic: no CRPS
     assert {t.region for t in targets("wave")} == {"coastal"}
@@ -300,7 +306,8 @@ def test_wave_targets_score_the_coastal_band_found_from_the_nan_over_land():
     s = evaluate({"model": model}, truth, metrics=("mae",), regions=("coastal", "land"))
     assert s.value("model", "swh", "mae", 12, region="coastal") == pytest.approx(0.2)
     assert {(e["variable"], e["region"]) for e in s.excluded} == {("swh", "land"), ("mwp", "land")}
-    options = target_options("wave")
+    options = target_options("wave", truth)
+    assert options["regions"] == ("domain", "coastal")  # 40°S..40°N is not the globe
     scored = evaluate({"model": model, "persistence": persistence(truth, times[:3], leads(6, 12))}, truth,
                       metrics=("mae",), **options)
     rows = target_rows(scored, "wave", "persistence")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import GFS, GFS_WAVE, IFS_8_STEPS
+from conftest import BRITISH_ISLES, ERA5_HOURLY, GFS, GFS_WAVE, IFS_8_STEPS
 from model_code.data.ingest import read_fields
 from model_code.errors import DataError
 from model_code.forecast import ForecastJob, run_forecast_job
@@ -137,3 +137,53 @@ def test_rewriting_an_existing_zarr_store_replaces_it_whole(tmp_path):
     run_forecast_job(ForecastJob("medium-range", tuple(map(str, files)), 1, str(out), **options))
     assert xr.open_zarr(out).sizes["time"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["f.zarr"]
+
+
+# ---- a checkpoint says how it was trained to be fed ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_on_t2m_only(tmp_path_factory) -> str:
+    """A tiny model trained for a few steps on the real British Isles 2 m temperature, its other
+    inputs filled with Aurora's means, on its own normalisation, with 4 input times."""
+    from model_code.training import train
+    from model_code.training.config import config_from_dict
+
+    root = tmp_path_factory.mktemp("t2m_only")
+    with xr.open_dataset(BRITISH_ISLES) as ds:
+        ds.sel(time=slice("2019-03-01", "2019-03-04")).to_netcdf(root / "days.nc")
+    cfg = config_from_dict({
+        "variant": "medium-range", "profile": "tiny", "timestep_hours": 6, "model": {"max_history_size": 4},
+        "data": {"paths": [str(root / "days.nc")], "val_period": ["2019-03-03T12:00", "2019-03-05"], "crop": True,
+                 "fill_missing": "mean", "fill_missing_dynamic": "mean", "levels": [500, 850], "history": 4,
+                 "normalisation": "training"},
+        "train": {"max_steps": 2, "val_every": 2, "device": "cpu", "progress": False},
+        "checkpoint": {"out_dir": str(root / "run"), "keep_top_k": 0}})
+    return train(cfg).best_checkpoint
+
+
+def test_a_checkpoint_records_its_fills_and_forecasts_fill_alike_by_default(trained_on_t2m_only, tmp_path):
+    from model_code.checkpoint import read_checkpoint_info
+
+    info = read_checkpoint_info(trained_on_t2m_only)
+    assert info.filled_inputs == {**{k: "mean" for k in ("u10", "v10", "msl", "z", "u", "v", "t", "q")},
+                                  **{k: "mean" for k in ("lsm", "z_surface", "slt")}}
+    assert info.spec.max_history == 4 and info.training_levels == (500.0, 850.0)
+    loc, scale = json.loads(info.metadata["model_overrides"])["surf_stats"]["2t"]
+    assert 278 < loc < 284 and 1 < scale < 4  # the British Isles in early March, not Aurora's 278.5 K +- 21 K
+
+    job = ForecastJob("medium-range", (str(BRITISH_ISLES),), 2, str(tmp_path / "default.nc"),
+                      checkpoint=trained_on_t2m_only, init_time="2019-03-25T00:00", crop_to_patch=True)
+    result = run_forecast_job(job)
+    assert result.window.sizes["time"] == 4 and list(result.window.level.values) == [500.0, 850.0]
+    assert "11 variable(s) filled with Aurora's normalisation means, as the checkpoint's training filled them" in \
+        " ".join(result.provenance.notes)
+    explicit = run_forecast_job(ForecastJob("medium-range", (str(BRITISH_ISLES),), 2, str(tmp_path / "explicit.nc"),
+                                            checkpoint=trained_on_t2m_only, init_time="2019-03-25T00:00",
+                                            crop_to_patch=True, fill_missing="mean", levels=(500.0, 850.0)))
+    xr.testing.assert_equal(result.dataset["t2m"], explicit.dataset["t2m"])
+    # What training read from its data is never filled: an input without 2 m temperature is refused.
+    with pytest.raises(DataError, match="1 variable.* not in the inputs") as e:
+        run_forecast_job(ForecastJob("medium-range", (str(ERA5_HOURLY),), 2, str(tmp_path / "x.nc"),
+                                     checkpoint=trained_on_t2m_only, crop_to_patch=True))
+    assert "'2t'" in str(e.value) and not (tmp_path / "x.nc").exists()

@@ -23,6 +23,7 @@ import xarray as xr
 from mlflow import MlflowClient
 
 from conftest import GFS
+from model_code import storage
 from model_code.checkpoint import load_checkpoint, save_checkpoint
 from model_code.data.ingest import load_window
 from model_code.data.writers import write_dataset
@@ -34,7 +35,7 @@ from pipelines import registry
 
 VARIANT = "medium-range"
 NAME = "aurora-medium-range"
-GATES = {"gates": [{"metric": "rmse", "variable": "u10", "against": ["champion", "persistence"]}]}
+GATES = {"gates": [{"metric": "rmse", "variable": "u10"}]}
 
 
 @pytest.fixture(scope="session")
@@ -63,11 +64,15 @@ def checkpoints(tmp_path_factory) -> list[str]:
             for s in range(3)]
 
 
-def scores(path: Path, **rmse: float) -> str:
-    """The evaluation's JSON: u10 RMSE of each named forecast at 6 h and 12 h."""
+def scores(path: Path, checkpoint: str | None = None, against: str | None = None, **rmse: float) -> str:
+    """The evaluation's JSON: u10 RMSE of each named forecast at 6 h and 12 h; its subject the
+    scored `checkpoint` and the champion version it was compared with (`against`)."""
     records = [{"forecast": f, "variable": "u10", "level": None, "region": "global", "lead_hours": h,
                 "metric": "rmse", "value": v + h / 100} for f, v in rmse.items() for h in (6.0, 12.0)]
-    path.write_text(json.dumps({"variant": VARIANT, "truth": "era5", "records": records, "excluded": []}))
+    subject = {"model": {"checkpoint_sha256": storage.content_hash(checkpoint)} if checkpoint else {},
+               "champion": {"version": against} if against else None}
+    path.write_text(json.dumps({"variant": VARIANT, "truth": "era5", "subject": subject, "records": records,
+                                "excluded": []}))
     return str(path)
 
 
@@ -94,13 +99,13 @@ def test_data_hash_is_of_contents_not_names_or_order(tmp_path, bucket):
     a, b = tmp_path / "a.nc", tmp_path / "b.nc"
     a.write_bytes(b"first file")
     b.write_bytes(b"second file" * 100_000)
-    assert registry.content_hash(str(a)) == "sha256:" + hashlib.sha256(b"first file").hexdigest()
+    assert storage.content_hash(str(a)) == "sha256:" + hashlib.sha256(b"first file").hexdigest()
     boto3.client("s3").upload_file(str(b), bucket, "renamed/b-copy.nc")
-    assert registry.data_hash([a, b]) == registry.data_hash([f"s3://{bucket}/renamed/b-copy.nc", str(a)])
+    assert storage.data_hash([a, b]) == storage.data_hash([f"s3://{bucket}/renamed/b-copy.nc", str(a)])
     b.write_bytes(b"second file changed")
-    assert registry.data_hash([a, b]) != registry.data_hash([f"s3://{bucket}/renamed/b-copy.nc", str(a)])
+    assert storage.data_hash([a, b]) != storage.data_hash([f"s3://{bucket}/renamed/b-copy.nc", str(a)])
     with pytest.raises(DataError, match="file not found"):
-        registry.data_hash([tmp_path / "missing.nc"])
+        storage.data_hash([tmp_path / "missing.nc"])
 
 
 # ---------------------------------------------------------------- register
@@ -108,7 +113,7 @@ def test_data_hash_is_of_contents_not_names_or_order(tmp_path, bucket):
 
 def test_two_versions_carry_their_provenance_and_the_latest_is_challenger(store, checkpoints):
     config = {"variant": VARIANT, "optim": {"lr": 3e-4}}
-    metrics = scores(store / "scores.json", model=1.0, persistence=2.0)
+    metrics = scores(store / "scores.json", checkpoints[0], model=1.0, persistence=2.0)
     v1 = registry.register(checkpoints[0], variant=VARIANT, metrics_json=metrics, config=config,
                            data_paths=[str(GFS)], pipeline_run_id="run-1", metrics={"val_loss": 0.25})
     v2 = registry.register(checkpoints[1], variant=VARIANT, metrics_json=metrics, pipeline_run_id="run-2")
@@ -117,7 +122,7 @@ def test_two_versions_carry_their_provenance_and_the_latest_is_challenger(store,
 
     t = tags(v1)
     assert t["variant"] == VARIANT and t["profile"] == "tiny" and t["pipeline_run_id"] == "run-1"
-    assert t["data_hash"] == registry.data_hash([str(GFS)]) != tags(v2)["data_hash"]
+    assert t["data_hash"] == storage.data_hash([str(GFS)]) != tags(v2)["data_hash"]
     assert t["checkpoint_sha256"] == "sha256:" + hashlib.sha256(Path(checkpoints[0]).read_bytes()).hexdigest()
     assert t["code_version"].startswith("0.1.0")
     assert t["config"].startswith("variant: medium-range") and t["config_sha256"].startswith("sha256:")
@@ -179,26 +184,32 @@ def test_a_crash_before_the_version_exists_leaves_the_registry_as_it_was(store, 
 
 def test_promotion_needs_every_gate_and_rollback_restores_the_previous_champion(store, checkpoints):
     gates = g.load_gates(GATES)
-    v1 = registry.register(checkpoints[0], variant=VARIANT, pipeline_run_id="r1")
-    first = registry.promote(VARIANT, v1, scores(store / "s1.json", model=1.0, persistence=2.0), gates=gates)
+    c0, c1, c2 = checkpoints
+    v1 = registry.register(c0, variant=VARIANT, pipeline_run_id="r1")
+    first = registry.promote(VARIANT, v1, scores(store / "s1.json", c0, model=1.0, persistence=2.0, climatology=1.5),
+                             gates=gates)
     assert first.promoted and first.previous_champion is None
-    assert "no champion yet" in first.report.comparisons[0].note
+    assert [c.against for c in first.report.comparisons[:3]] == ["champion", "persistence", "climatology"]
+    assert "no champion yet; judged on the baselines" in first.report.comparisons[0].note
     assert aliases() == {"champion": "1", "challenger": "1"}
 
-    # A better challenger, judged against the champion and persistence, becomes champion.
-    v2 = registry.register(checkpoints[1], variant=VARIANT, pipeline_run_id="r2")
-    better = registry.promote(VARIANT, v2, scores(store / "s2.json", model=0.5, champion=1.0, persistence=2.0),
-                              gates=gates)
+    # A better challenger, judged against the champion and the baselines, becomes champion.
+    v2 = registry.register(c1, variant=VARIANT, pipeline_run_id="r2")
+    better = registry.promote(VARIANT, v2, scores(store / "s2.json", c1, "1", model=0.5, champion=1.0,
+                                                  persistence=2.0, climatology=1.5), gates=gates)
     assert better.promoted and aliases()["champion"] == "2"
     assert tags(v2)[registry.PREVIOUS_CHAMPION] == "1" and tags(v2)["gates_passed"] == "true"
+    verdict = json.loads(tags(v2)["gates"])
+    assert verdict["subject"]["champion"] == {"version": "1"}
+    assert verdict["subject"]["model"]["checkpoint_sha256"] == tags(v2)["checkpoint_sha256"]
 
     # A worse one is registered with its metrics and gate results, but never champion.
-    worse_scores = scores(store / "s3.json", model=0.8, champion=0.5, persistence=2.0)
-    v3 = registry.register(checkpoints[2], variant=VARIANT, metrics_json=worse_scores, pipeline_run_id="r3")
+    worse_scores = scores(store / "s3.json", c2, "2", model=0.8, champion=0.5, persistence=2.0, climatology=1.5)
+    v3 = registry.register(c2, variant=VARIANT, metrics_json=worse_scores, pipeline_run_id="r3")
     worse = registry.promote(VARIANT, v3, worse_scores, gates=gates)
     assert not worse.promoted
-    assert worse.reasons == ["rmse u10 (global) at 6h: 0.86 does not beat champion 0.56",
-                             "rmse u10 (global) at 12h: 0.92 does not beat champion 0.62"]
+    assert worse.reasons == ["rmse u10 (whole grid) at 6h: 0.86 does not beat champion 0.56",
+                             "rmse u10 (whole grid) at 12h: 0.92 does not beat champion 0.62"]
     assert aliases() == {"champion": "2", "challenger": "3"}
     assert tags(v3)["gates_passed"] == "false"
     assert json.loads(tags(v3)["gates"])["passed"] is False
@@ -211,26 +222,87 @@ def test_promotion_needs_every_gate_and_rollback_restores_the_previous_champion(
         registry.rollback(VARIANT)
 
 
+def test_a_first_model_worse_than_persistence_is_registered_and_not_promoted(store, checkpoints):
+    """Nothing passes because there is nothing to compare: the first model faces the baselines."""
+    gates = g.load_gates(GATES)
+    v1 = registry.register(checkpoints[0], variant=VARIANT, pipeline_run_id="r1")
+    result = registry.promote(VARIANT, v1, scores(store / "s1.json", checkpoints[0], model=2.5, persistence=2.0,
+                                                  climatology=3.0), gates=gates)
+    assert not result.promoted and aliases() == {"challenger": "1"}
+    assert result.reasons == ["rmse u10 (whole grid) at 6h: 2.56 does not beat persistence 2.06",
+                              "rmse u10 (whole grid) at 12h: 2.62 does not beat persistence 2.12"]
+    # Beating persistence is not enough when a climatology exists, and a missing climatology fails ...
+    worse_than_climatology = registry.promote(
+        VARIANT, v1, scores(store / "s2.json", checkpoints[0], model=1.8, persistence=2.0, climatology=1.7),
+        gates=gates)
+    assert not worse_than_climatology.promoted and "does not beat climatology" in worse_than_climatology.reasons[0]
+    missing = registry.promote(VARIANT, v1, scores(store / "s3.json", checkpoints[0], model=1.0, persistence=2.0),
+                               gates=gates)
+    assert not missing.promoted and "no scores of 'climatology'" in missing.reasons[0]
+    # ... unless the evaluation left it out and said why.
+    path = scores(store / "s4.json", checkpoints[0], model=1.0, persistence=2.0)
+    doc = json.loads(Path(path).read_text())
+    Path(path).write_text(json.dumps({**doc, "notes": ["climatology: left out: the data before the first "
+                                                       "initialisation holds no time"]}))
+    assert registry.promote(VARIANT, v1, path, gates=gates).promoted
+
+
+def test_promotion_refuses_a_verdict_about_another_model_or_champion(store, checkpoints):
+    gates = g.load_gates(GATES)
+    c0, c1, _ = checkpoints
+    v1 = registry.register(c0, variant=VARIANT, pipeline_run_id="r1")
+    v2 = registry.register(c1, variant=VARIANT, pipeline_run_id="r2")
+    good = dict(model=1.0, persistence=2.0, climatology=1.5)
+    with pytest.raises(DataError, match="do not say which model they score"):
+        registry.promote(VARIANT, v1, scores(store / "anonymous.json", **good), gates=gates)
+    with pytest.raises(DataError, match=f"the scores are of checkpoint sha256:.*; {NAME} version 1 holds sha256:"):
+        registry.promote(VARIANT, v1, scores(store / "foreign.json", c1, **good), gates=gates)
+    assert registry.promote(VARIANT, v1, scores(store / "v1.json", c0, **good), gates=gates).promoted
+    # Scored before version 1 became champion: stale.
+    with pytest.raises(DataError, match="made against champion none, but the champion of .* is 1 now"):
+        registry.promote(VARIANT, v2, scores(store / "stale.json", c1, **good, champion=1.5), gates=gates)
+    with pytest.raises(DataError, match="made against champion 7, but the champion of .* is 1 now"):
+        registry.promote(VARIANT, v2, scores(store / "other.json", c1, "7", **good, champion=1.5), gates=gates)
+    assert aliases()["champion"] == "1" and "gates" not in tags(v2)
+    assert registry.promote(VARIANT, v2, scores(store / "v2.json", c1, "1", **{**good, "model": 0.5}, champion=1.0),
+                            gates=gates).promoted
+
+
 def test_the_registry_command_shows_promotes_and_rolls_back(store, checkpoints, capsys):
     """`auroraops registry`: what an operator runs without Python (the same functions as above)."""
     from auroraops.cli import main
 
+    c0, c1, c2 = checkpoints
     (store / "gates.yaml").write_text(json.dumps(GATES))
-    v1 = registry.register(checkpoints[0], variant=VARIANT, pipeline_run_id="r1")
+    v1 = registry.register(c0, variant=VARIANT, pipeline_run_id="r1")
     assert main(["registry", "promote", "--variant", VARIANT, "--version", v1, "--gates", str(store / "gates.yaml"),
-                 "--scores", scores(store / "s1.json", model=1.0, persistence=2.0)]) == 0
-    v2 = registry.register(checkpoints[1], variant=VARIANT, pipeline_run_id="r2")
+                 "--scores", scores(store / "s1.json", c0, model=1.0, persistence=2.0, climatology=1.5)]) == 0
+    s2 = scores(store / "s2.json", c1, "1", model=0.5, champion=1.0, persistence=2.0, climatology=1.5)
+    v2 = registry.register(c1, variant=VARIANT, metrics_json=s2, pipeline_run_id="r2")
     assert main(["registry", "promote", "--variant", VARIANT, "--version", v2, "--gates", str(store / "gates.yaml"),
-                 "--scores", scores(store / "s2.json", model=0.5, champion=1.0, persistence=2.0)]) == 0
-    v3 = registry.register(checkpoints[2], variant=VARIANT, pipeline_run_id="r3")
+                 "--scores", s2]) == 0
+    v3 = registry.register(c2, variant=VARIANT, pipeline_run_id="r3")
     capsys.readouterr()
     assert main(["registry", "promote", "--variant", VARIANT, "--version", v3, "--gates", str(store / "gates.yaml"),
-                 "--scores", scores(store / "s3.json", model=0.8, champion=0.5, persistence=2.0)]) == 1
+                 "--scores", scores(store / "s3.json", c2, "2", model=0.8, champion=0.5, persistence=2.0,
+                                    climatology=1.5)]) == 1
     assert "not promoted; champion stays 2" in capsys.readouterr().out
 
     assert main(["registry", "show", "--variant", VARIANT]) == 0
     shown = capsys.readouterr().out
     assert "version 2 @champion: gates passed; run r2" in shown and "version 3 @challenger: gates failed" in shown
+    assert main(["registry", "show", "--variant", VARIANT, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    champion = doc["champion"]
+    assert champion["version"] == "2" and champion["gates_passed"] is True
+    assert champion["checkpoint_sha256"] == storage.content_hash(c1)
+    assert Path(mlflow.artifacts.download_artifacts(champion["checkpoint_uri"], tracking_uri=registry.tracking_uri())
+                ).read_bytes() == Path(c1).read_bytes()
+    assert champion["subject"]["champion"] == {"version": "1"}
+    assert champion["verdict"]["subject"]["model"]["checkpoint_sha256"] == champion["checkpoint_sha256"]
+    assert {(r["lead_hours"], r["model"], r["persistence"], r["climatology"]) for r in champion["scores"]} == {
+        (6.0, 0.56, 2.06, 1.56), (12.0, 0.62, 2.12, 1.62)}
+    assert doc["challenger"]["version"] == "3" and doc["challenger"]["scores"] == []  # registered without scores
     assert main(["registry", "rollback", "--variant", VARIANT]) == 0
     assert "champion is version 1 again" in capsys.readouterr().out and aliases()["champion"] == "1"
     assert main(["registry", "rollback", "--variant", VARIANT]) == 1
@@ -240,9 +312,11 @@ def test_the_registry_command_shows_promotes_and_rolls_back(store, checkpoints, 
 def test_the_champion_must_be_among_the_scores_once_there_is_one(store, checkpoints):
     gates = g.load_gates(GATES)
     v1 = registry.register(checkpoints[0], variant=VARIANT)
-    assert registry.promote(VARIANT, v1, scores(store / "s1.json", model=1.0, persistence=2.0), gates=gates).promoted
+    assert registry.promote(VARIANT, v1, scores(store / "s1.json", checkpoints[0], model=1.0, persistence=2.0,
+                                                climatology=1.5), gates=gates).promoted
     v2 = registry.register(checkpoints[1], variant=VARIANT)
-    result = registry.promote(VARIANT, v2, scores(store / "s2.json", model=0.1, persistence=2.0), gates=gates)
+    result = registry.promote(VARIANT, v2, scores(store / "s2.json", checkpoints[1], "1", model=0.1, persistence=2.0,
+                                                  climatology=1.5), gates=gates)
     assert not result.promoted and aliases()["champion"] == "1"
     assert "no scores of 'champion'" in result.reasons[0]
     # Promoting the champion again changes nothing.
@@ -252,13 +326,14 @@ def test_the_champion_must_be_among_the_scores_once_there_is_one(store, checkpoi
 def test_a_crash_before_the_alias_moves_keeps_the_old_champion(store, checkpoints, monkeypatch):
     gates = g.load_gates(GATES)
     v1 = registry.register(checkpoints[0], variant=VARIANT)
-    registry.promote(VARIANT, v1, scores(store / "s1.json", model=1.0, persistence=2.0), gates=gates)
+    registry.promote(VARIANT, v1, scores(store / "s1.json", checkpoints[0], model=1.0, persistence=2.0,
+                                         climatology=1.5), gates=gates)
     v2 = registry.register(checkpoints[1], variant=VARIANT)
 
     def killed(self, name, alias, version):
         raise RuntimeError("process killed")
 
-    s2 = scores(store / "s2.json", model=0.5, champion=1.0, persistence=2.0)
+    s2 = scores(store / "s2.json", checkpoints[1], "1", model=0.5, champion=1.0, persistence=2.0, climatology=1.5)
     with monkeypatch.context() as m, pytest.raises(RuntimeError):
         m.setattr(MlflowClient, "set_registered_model_alias", killed)
         registry.promote(VARIANT, v2, s2, gates=gates)
@@ -267,12 +342,11 @@ def test_a_crash_before_the_alias_moves_keeps_the_old_champion(store, checkpoint
 
 
 def test_default_gates_ask_for_the_variant_targets(store, checkpoints):
-    v1 = registry.register(checkpoints[0], variant=VARIANT)
-    report = registry.check_gates(VARIANT, scores(store / "s.json", model=1.0, persistence=2.0), version=v1)
+    report = registry.verdict(VARIANT, scores(store / "s.json", model=1.0, persistence=2.0))
     assert not report.passed
-    assert "rmse z500 (global) at 72h: the challenger has no score" in report.reasons
+    assert "rmse z500 (whole grid) at 72h: the challenger has no score" in report.reasons
     with pytest.raises(DataError, match="scores are of variant 'medium-range', not 'wave'"):
-        registry.check_gates("wave", store / "s.json")
+        registry.verdict("wave", store / "s.json")
 
 
 # ---------------------------------------------------------------- gates alone
@@ -281,6 +355,11 @@ def test_default_gates_ask_for_the_variant_targets(store, checkpoints):
 def record(forecast: str, value: float | None, metric: str = "rmse", lead: float = 24.0, **extra) -> dict:
     return {"forecast": forecast, "variable": "t", "level": 850.0, "region": "global", "lead_hours": lead,
             "metric": metric, "value": value, **extra}
+
+
+def baselines(metric: str, value: float, **extra) -> list[dict]:
+    """Persistence and climatology both at `value`."""
+    return [record(f, value, metric, **extra) for f in ("persistence", "climatology")]
 
 
 @pytest.mark.parametrize("metric, model, other, margin, passed", [
@@ -294,28 +373,34 @@ def record(forecast: str, value: float | None, metric: str = "rmse", lead: float
     ("rmse", float("nan"), 1.0, 0.0, False),
 ])
 def test_a_comparison_follows_the_metric_direction(metric, model, other, margin, passed):
-    gate = g.Gate(metric, "t", 850.0, against=("persistence",), margin=margin)
-    report = g.check_gates([record("model", model, metric), record("persistence", other, metric)], [gate],
-                           has_champion=False)
+    gate = g.Gate(metric, "t", 850.0, margin=margin)
+    report = g.judge({"records": [record("model", model, metric), *baselines(metric, other)]}, [gate],
+                     champion=None)
     assert report.passed is passed
 
 
 def test_records_are_compared_like_for_like():
     """Extra keys (a threshold) pair records; other levels and leads are not mixed up."""
-    gate = g.Gate("csi", "t", 850.0, against=("persistence",))
-    records = [record("model", 0.5, "csi", threshold=300.0), record("persistence", 0.4, "csi", threshold=300.0),
-               record("model", 0.2, "csi", threshold=310.0), record("persistence", 0.3, "csi", threshold=310.0),
+    gate = g.Gate("csi", "t", 850.0)
+    records = [record("model", 0.5, "csi", threshold=300.0), *baselines("csi", 0.4, threshold=300.0),
+               record("model", 0.2, "csi", threshold=310.0), *baselines("csi", 0.3, threshold=310.0),
                record("persistence", 0.0, "csi", lead=48.0, threshold=300.0)]
-    report = g.check_gates(records, [gate], has_champion=False)
-    assert [c.passed for c in report.comparisons] == [True, False]
+    report = g.judge({"records": records}, [gate], champion=None)
+    assert [(c.against, c.passed) for c in report.comparisons] == [
+        ("champion", True), ("champion", True), ("persistence", True), ("persistence", False),
+        ("climatology", True), ("climatology", False)]
 
 
 def test_missing_leads_and_comparators_fail_the_gate():
-    gate = g.Gate("rmse", "t", 850.0, lead_hours=(24.0, 48.0), against=("persistence", "climatology"))
-    report = g.check_gates([record("model", 1.0), record("persistence", 2.0)], [gate], has_champion=True)
+    gate = g.Gate("rmse", "t", 850.0, lead_hours=(24.0, 48.0), against=("ifs",))
+    report = g.judge({"records": [record("model", 1.0), record("persistence", 2.0)]}, [gate], champion="3")
     assert report.reasons == [
-        "rmse t850 (global) at 24h: no scores of 'climatology' (evaluate against it, or drop it from the gate)",
-        "rmse t850 (global) at 48h: the challenger has no score"]
+        "rmse t850 (whole grid) at 24h: no scores of 'champion' (evaluate against it)",
+        "rmse t850 (whole grid) at 24h: no scores of 'climatology' (evaluate against it)",
+        "rmse t850 (whole grid) at 24h: no scores of 'ifs' (evaluate against it)",
+        "rmse t850 (whole grid) at 48h: the challenger has no score"]
+    acc = g.Gate("acc", "t", 850.0)
+    assert acc.comparators == ("champion", "persistence")  # a climatology forecast has no ACC
 
 
 def test_gate_files_name_the_field_at_fault(tmp_path):
@@ -349,7 +434,8 @@ def netcdf_input(tmp_path_factory) -> tuple[str, xr.Dataset]:
 def test_the_champion_loads_by_alias_and_forecasts_from_netcdf(store, checkpoints, netcdf_input, monkeypatch):
     path, window = netcdf_input
     v1 = registry.register(checkpoints[1], variant=VARIANT)
-    registry.promote(VARIANT, v1, scores(store / "s.json", model=1.0, persistence=2.0), gates=g.load_gates(GATES))
+    registry.promote(VARIANT, v1, scores(store / "s.json", checkpoints[1], model=1.0, persistence=2.0,
+                                         climatology=1.5), gates=g.load_gates(GATES))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.tracking_uri())
 
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
@@ -460,9 +546,10 @@ def test_cluster_stores_postgres_and_s3(tracking_server, bucket, checkpoints, tm
 
     gates = g.load_gates(GATES)
     v1 = registry.register(checkpoints[0], variant=VARIANT, data_paths=[str(GFS)], pipeline_run_id="p1")
-    assert registry.promote(VARIANT, v1, scores(tmp_path / "s1.json", model=1.0, persistence=2.0), gates=gates).promoted
+    assert registry.promote(VARIANT, v1, scores(tmp_path / "s1.json", checkpoints[0], model=1.0, persistence=2.0,
+                                                climatology=1.5), gates=gates).promoted
     v2 = registry.register(checkpoints[1], variant=VARIANT, pipeline_run_id="p2")
-    s2 = scores(tmp_path / "s2.json", model=1.5, champion=1.0, persistence=2.0)
+    s2 = scores(tmp_path / "s2.json", checkpoints[1], "1", model=1.5, champion=1.0, persistence=2.0, climatology=1.7)
     assert not registry.promote(VARIANT, v2, s2, gates=gates).promoted
 
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]

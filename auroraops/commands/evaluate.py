@@ -16,11 +16,14 @@ def add_parser(sub) -> None:
         "evaluate",
         help="score forecasts against a truth, beside baselines, and write a report",
         description=(
-            "Forecast mode: --forecast files against --truth files, with persistence and "
-            "climatology from the truth and any --baseline NAME=PATH. Hindcast mode: "
-            "--checkpoint forecasts from init times of --data, persistence and climatology "
-            "from the same data. Writes metrics.json, scorecards, lead-time curves and "
-            "report.html into --out (replaced whole, only if everything succeeded)."
+            "Forecast mode: --forecast files against --truth files, with persistence from the "
+            "truth and any --baseline NAME=PATH. Hindcast mode: --checkpoint forecasts from init "
+            "times of --data (those in --test-period), persistence from the same data. The "
+            "climatology baseline never sees the verified days: it comes from --climatology "
+            "files, --climatology-period, or the data before the first initialisation, and is "
+            "left out (the report says why) when that holds too little. Writes metrics.json, "
+            "scorecards, lead-time curves and report.html into --out (replaced whole, only if "
+            "everything succeeded)."
         ),
     )
     p.add_argument("--variant", required=True, choices=list(VARIANTS))
@@ -37,6 +40,8 @@ def add_parser(sub) -> None:
     hind.add_argument("--data", nargs="+", metavar="PATH", help="data files the hindcast starts from and verifies on")
     hind.add_argument("--steps", type=int, default=4, help="model steps per forecast (default 4)")
     hind.add_argument("--max-inits", type=int, help="at most this many init times, spread evenly")
+    hind.add_argument("--test-period", nargs=2, metavar=("START", "END"),
+                      help="verify only the init times in [START, END] (ISO times): the held-out days")
     hind.add_argument("--fill-missing", choices=FILL_MODES, help="fill static variables absent from the data")
     hind.add_argument("--fill-missing-dynamic", choices=FILL_MODES,
                       help="fill dynamic variables absent from the data in the inputs (never scored)")
@@ -57,8 +62,11 @@ def add_parser(sub) -> None:
     hind.add_argument("--explain-region", type=float, nargs=4, metavar=("S", "N", "W", "E"),
                       help="box the explained output is averaged over (default: the whole grid)")
     p.add_argument("--climatology", nargs="+", metavar="PATH",
-                   help="data files of a training period for the climatology (default: the truth/data itself, "
-                        "in-sample)")
+                   help="data files to build the climatology from; they must not overlap the verified period "
+                        "(default: the truth/data before the first initialisation)")
+    p.add_argument("--climatology-period", nargs=2, metavar=("START", "END"),
+                   help="build the climatology from [START, END] (ISO times) of the --climatology files or "
+                        "the truth/data; it must not overlap the verified period")
     p.add_argument("--regions", nargs="+", metavar="NAME", help="regions (default: the variant's target regions)")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), metavar="NAME",
                    help=f"metrics (default: {' '.join(DEFAULT_METRICS)})")
@@ -89,7 +97,8 @@ def _mode(args: argparse.Namespace) -> str:
     if hindcast and not (args.checkpoint and args.data):
         raise DataError("hindcast mode needs both --checkpoint and --data")
     hindcast_only = [flag for flag, on in (("--history", args.history), ("--explain", args.explain),
-                                           ("--members", args.members != 1)) if on]
+                                           ("--members", args.members != 1), ("--test-period", args.test_period))
+                     if on]
     if forecast and hindcast_only:
         raise DataError(f"{', '.join(hindcast_only)} need(s) hindcast mode (--checkpoint and --data)")
     return "forecast" if forecast else "hindcast"
@@ -116,89 +125,97 @@ def run(args: argparse.Namespace) -> int:
               + (f" ({100 * share:.0f}%)" if share is not None else ""))
     if scores.excluded:
         print(f"  {len(scores.excluded)} exclusion(s) listed in metrics.json")
-    for n in notes:
+    for n in [*scores.notes, *notes]:
         print(f"  note: {n}")
     return 0
 
 
 def _forecast_mode(args):
-    from model_code.evaluation.baselines import climatology, climatology_forecast, persistence, user_baseline
-    from model_code.evaluation.forecasts import open_forecasts
+    from model_code.evaluation.baselines import climatology_forecast, persistence, user_baseline
+    from model_code.evaluation.continuous import climatology_of, verified_subject
+    from model_code.evaluation.forecasts import on_forecast_points, open_forecasts
     from model_code.evaluation.score import evaluate, target_options
     from model_code.evaluation.truth import open_truth
+    from model_code.storage import content_hash, data_hash
 
     baselines = _baselines(args.baseline)
     model = open_forecasts(args.forecast)
-    truth, notes = _truth_on_forecast_grid(open_truth(args.truth), model)
+    truth, note = on_forecast_points(open_truth(args.truth), model)
+    notes = [note] if note else []
     inits, leads = model["init_time"].values, model["lead_time"].values
-    clim = climatology(open_truth(args.climatology) if args.climatology else truth)
-    forecasts = {"model": model}
-    notes.append(f"climatology: {clim.attrs.get('climatology_note', '')} (from "
-                 + ("the --climatology files)" if args.climatology else "the truth files: in-sample)"))
-    try:
-        forecasts["persistence"] = persistence(truth, inits, leads)
-    except DataError as err:
-        notes.append(f"no persistence baseline: {err}")
-    forecasts["climatology"] = climatology_forecast(clim, inits, leads)
+    ref = climatology_of(args.climatology or args.truth, model, period=args.climatology_period,
+                         explicit=bool(args.climatology))
+    forecasts = {"model": model, "persistence": persistence(truth, inits, leads)}
+    if ref.dataset is not None:
+        forecasts["climatology"] = climatology_forecast(ref.dataset, inits, leads)
     for name, paths in baselines.items():
         forecasts[name] = user_baseline(paths, model, name, regrid=args.regrid_baselines)
-    options = target_options(args.variant)
+    options = target_options(args.variant, model)
     default_regions = options.pop("regions")
     regions = tuple(args.regions) if args.regions else default_regions
-    scores = evaluate(forecasts, truth, climatology=clim, regions=regions, metrics=args.metrics,
+    scores = evaluate(forecasts, truth, climatology=ref.dataset, regions=regions, metrics=args.metrics,
                       variant=args.variant, truth_name=", ".join(args.truth), **options)
+    scores.notes.append(f"climatology: {ref.note}")
+    scores.subject.update(model={"forecast": list(args.forecast),
+                                 "sha256": data_hash(args.forecast) if len(args.forecast) > 1
+                                 else content_hash(args.forecast[0])},
+                          data_hash=data_hash(args.truth), **verified_subject(model))
     return scores, notes
-
-
-def _truth_on_forecast_grid(truth, model):
-    """The truth at the forecast's grid points when it covers them (Aurora drops the last
-    row of a grid one row over a patch multiple); otherwise unchanged, for `align` to judge."""
-    import numpy as np
-
-    if truth.sizes["latitude"] == model.sizes["latitude"] and truth.sizes["longitude"] == model.sizes["longitude"]:
-        return truth, []
-    try:
-        sub = truth.sel(latitude=model["latitude"].values, longitude=np.mod(model["longitude"].values, 360.0),
-                        method="nearest", tolerance=1e-3)
-    except KeyError:
-        return truth, []
-    note = (f"truth cut from {truth.sizes['latitude']}x{truth.sizes['longitude']} to the forecast's "
-            f"{model.sizes['latitude']}x{model.sizes['longitude']} grid points")
-    return sub, [note]
 
 
 def _hindcast_mode(args):
     from model_code.evaluation.continuous import HindcastConfig, evaluate_window, score_checkpoint
 
-    cfg = HindcastConfig(
-        checkpoint=args.checkpoint, data=tuple(args.data), steps=args.steps, variant=args.variant,
+    with tempfile.TemporaryDirectory(prefix="auroraops-evaluate-") as tmp:
+        checkpoint, version = _checkpoint(args.checkpoint, tmp)
+        cfg = _hindcast_config(args, checkpoint)
+        result = score_checkpoint(cfg)
+        if version is not None:
+            result.scores.subject["model"].update(checkpoint=args.checkpoint, version=version)
+        n_inits = result.forecasts.sizes["init_time"]
+        notes = [f"hindcast of {args.checkpoint}: {n_inits} init time(s) x {args.steps} step(s)"
+                 + (f", {args.members}-member perturbed-initial-condition ensemble" if args.members > 1 else "")]
+        if args.history:
+            window = evaluate_window(result.config, args.history, threshold=args.drift_threshold, result=result)
+            drift = window.drift
+            notes.append(f"skill history {window.history}: compared with {drift['compared_with']} earlier "
+                         "window(s); " + (f"drift beyond {100 * drift['threshold']:.0f}% in: "
+                                          f"{', '.join(drift['flagged'])}" if drift["flagged"] else "no drift flagged"))
+        return result.scores, notes, _explain(args, result) if args.explain else None
+
+
+def _checkpoint(uri: str, tmp: str) -> tuple[str, str | None]:
+    """A local path for `uri`, and the registry version when it is a `models:/` URI."""
+    if not uri.startswith("models:/"):
+        return uri, None
+    from pipelines.registry import resolve_checkpoint, resolve_version
+
+    name, version = resolve_version(uri)
+    return resolve_checkpoint(f"models:/{name}/{version}", tmp), version
+
+
+def _hindcast_config(args, checkpoint: str):
+    from model_code.evaluation.continuous import HindcastConfig
+
+    return HindcastConfig(
+        checkpoint=checkpoint, data=tuple(args.data), steps=args.steps, variant=args.variant,
         max_inits=args.max_inits, fill_missing=args.fill_missing, fill_missing_dynamic=args.fill_missing_dynamic,
-        crop=args.crop_to_patch, levels=tuple(args.levels) if args.levels else None,
+        crop=args.crop_to_patch or None, levels=tuple(args.levels) if args.levels else None,
         regions=tuple(args.regions) if args.regions else None, metrics=tuple(args.metrics), members=args.members,
         perturbation=args.perturbation, seed=args.seed,
         climatology=tuple(args.climatology) if args.climatology else None,
+        climatology_period=tuple(args.climatology_period) if args.climatology_period else None,
+        init_period=tuple(args.test_period) if args.test_period else None,
     )
-    result = score_checkpoint(cfg)
-    n_inits = result.forecasts.sizes["init_time"]
-    notes = [f"hindcast of {args.checkpoint}: {n_inits} init time(s) x {args.steps} step(s)"
-             + (f", {args.members}-member perturbed-initial-condition ensemble" if args.members > 1 else ""),
-             "climatology: " + ("from the --climatology files" if args.climatology else
-                                "mean of the same data (in-sample: on a short window it nearly equals the truth)")]
-    if args.history:
-        window = evaluate_window(cfg, args.history, threshold=args.drift_threshold, result=result)
-        drift = window.drift
-        notes.append(f"skill history {window.history}: compared with {drift['compared_with']} earlier window(s); "
-                     + (f"drift beyond {100 * drift['threshold']:.0f}% in: {', '.join(drift['flagged'])}"
-                        if drift["flagged"] else "no drift flagged"))
-    return result.scores, notes, _explain(args, cfg, result) if args.explain else None
 
 
-def _explain(args, cfg, result):
+def _explain(args, result):
     """The explanation of one model step from the hindcast's first init window."""
     from model_code.data.loader import WindowDataset
     from model_code.evaluation.explain import explain, save_figures
     from model_code.variants import with_timestep
 
+    cfg = result.config
     spec = with_timestep(result.spec, result.model.timestep)
     data = WindowDataset.from_files(
         list(cfg.data), spec, validate=False, lead_steps=range(1, cfg.steps + 1),

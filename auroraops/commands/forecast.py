@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 
 from model_code.data.ingest import FILL_MODES
 from model_code.forecast import ForecastJob, ForecastResult, run_forecast_job
@@ -27,7 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, required=True, help="number of model time steps")
     p.add_argument("--out", required=True, metavar="FILE", help="output .nc or .zarr (path or s3://)")
     p.add_argument("--checkpoint", metavar="URI",
-                   help=".safetensors checkpoint of this project or a published Aurora .ckpt")
+                   help=".safetensors checkpoint of this project (path, s3:// or models:/aurora-VARIANT@ALIAS or "
+                        "/VERSION from the registry) or a published Aurora .ckpt")
     p.add_argument("--fill-missing", choices=FILL_MODES,
                    help="fill variables absent from the inputs (recorded in the output)")
     p.add_argument("--history", type=int, help="input time steps (default: the variant's maximum)")
@@ -43,14 +45,20 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    job = ForecastJob(
-        variant=args.variant, inputs=tuple(args.input), steps=args.steps, out=args.out,
-        profile=args.profile, checkpoint=args.checkpoint, fill_missing=args.fill_missing,
-        history=args.history, init_time=args.init_time,
-        levels=tuple(args.levels) if args.levels else None, regrid=args.regrid,
-        crop_to_patch=args.crop_to_patch, seed=args.seed, device=args.device,
-    )
-    print(describe(run_forecast_job(job)))
+    with tempfile.TemporaryDirectory(prefix="auroraops-forecast-") as tmp:
+        checkpoint = args.checkpoint
+        if checkpoint and checkpoint.startswith("models:/"):
+            from pipelines.registry import resolve_checkpoint
+
+            checkpoint = resolve_checkpoint(checkpoint, tmp)
+        job = ForecastJob(
+            variant=args.variant, inputs=tuple(args.input), steps=args.steps, out=args.out,
+            profile=args.profile, checkpoint=checkpoint, fill_missing=args.fill_missing,
+            history=args.history, init_time=args.init_time,
+            levels=tuple(args.levels) if args.levels else None, regrid=args.regrid,
+            crop_to_patch=args.crop_to_patch, seed=args.seed, device=args.device,
+        )
+        print(describe(run_forecast_job(job)))
     return 0
 
 

@@ -8,6 +8,7 @@ registered, a promotion judged on the gates, a rollback to the champion before. 
 from __future__ import annotations
 
 import argparse
+import json
 
 from model_code.variants import VARIANTS
 
@@ -18,6 +19,8 @@ def add_parser(sub) -> None:
     commands = p.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
 
     show = commands.add_parser("show", help="every version of aurora-<variant> with its aliases and gates")
+    show.add_argument("--json", action="store_true",
+                      help="the champion and challenger as JSON: version, checkpoint URI, verdict, held-out scores")
     show.set_defaults(run=run_show)
 
     promote = commands.add_parser(
@@ -36,8 +39,11 @@ def add_parser(sub) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from pipelines.registry import client, model_name
+    from pipelines.registry import client, describe, model_name
 
+    if args.json:
+        print(json.dumps(describe(args.variant), indent=1, allow_nan=False))
+        return 0
     c, name = client(), model_name(args.variant)
     versions = sorted(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
     if not versions:

@@ -5,8 +5,8 @@ canonicalises coordinates, recognises the variables Aurora knows under their ECM
 CAMS, WAM and WeatherBench names, converts units, derives what can be derived exactly
 (geopotential from geopotential height, specific humidity from relative humidity and
 temperature), and cuts the history window the variant needs. Missing variables are an
-error listing them all, unless the caller asks to fill them (synthetic or zeros), in which
-case the provenance says which ones were filled.
+error listing them all, unless the caller asks to fill them (`FILL_MODES`), in which case
+the provenance says which ones were filled.
 
 The window is an `xarray.Dataset` keyed by dataset names (`t2m`, `z`, `z_surface`, ...)
 with dims (time, [level], latitude, longitude); statics have no time dimension.
@@ -19,7 +19,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -35,8 +35,37 @@ from model_code.storage import local_copy
 from model_code.variables import VARIABLES, Variable, find, variable
 from model_code.variants import VariantSpec
 
-FillMode = Literal["synthetic", "zeros"]
-FILL_MODES = ("synthetic", "zeros")
+FillMode = Literal["mean", "synthetic", "zeros"]
+FILL_MODES = ("mean", "synthetic", "zeros")
+"""How an absent variable is filled: `mean`, Aurora's normalisation location of the variable
+(and level), which the model sees as 0, a field that carries no signal; `synthetic`,
+physically plausible invented fields (`data.synthetic`); `zeros`, 0 in physical units (for
+mean sea-level pressure that is 76 normalisation scales below its location)."""
+
+
+FILLED_WITH = {"mean": "Aurora's normalisation means", "synthetic": "synthetic values", "zeros": "zeros"}
+"""How notes name what a fill mode puts in."""
+
+
+def fill_values(v: Variable, mode: FillMode, lat: np.ndarray, lon: np.ndarray, times=None, levels=None, *,
+                seed: int = 0, land: np.ndarray | None = None) -> np.ndarray:
+    """float32 values of `v` filled as `mode` says: static (H, W), surface (T, H, W), atmos (T, L, H, W)."""
+    if mode not in FILL_MODES:
+        raise DataError(f"unknown fill mode '{mode}'; expected one of {FILL_MODES}")
+    if mode == "synthetic":
+        return synthetic_field(v, lat, lon, times, levels, seed=seed, land=land)
+    sizes = {"time": len(times) if times is not None else 0, "latitude": len(lat), "longitude": len(lon),
+             "level": len(levels) if levels is not None else 0}
+    out = np.zeros(tuple(sizes[d] for d in _dims(v)), dtype="float32")
+    if mode == "mean":
+        from aurora.normalisation import level_to_str, locations
+
+        if v.kind == "atmos":
+            for k, level in enumerate(levels):
+                out[:, k] = locations[f"{v.name}_{level_to_str(level)}"]
+        else:
+            out[...] = locations[v.name]
+    return out
 
 # Quantities that are not Aurora variables but convert exactly into one: (kind, name) ->
 # (Aurora variable name, units implied when the file gives none).
@@ -456,7 +485,7 @@ def _missing_error(spec: VariantSpec, missing: list[Variable]) -> DataError:
         problems.append(line)
     return DataError(
         f"{len(missing)} variable(s) the {spec.name} variant needs are not in the inputs; "
-        "add them, or pass --fill-missing synthetic|zeros to fill them (the output will say so)",
+        "add them, or pass --fill-missing mean|synthetic|zeros to fill them (the output will say so)",
         problems=problems,
     )
 
@@ -469,19 +498,26 @@ def assemble_window(
     history: int | None = None,
     init_time: datetime | np.datetime64 | str | None = None,
     levels: Sequence[float] | None = None,
-    fill_missing: FillMode | None = None,
+    fill_missing: FillMode | Mapping[str, FillMode] | None = None,
     crop: bool = False,
     seed: int = 0,
 ) -> xr.Dataset:
-    """Cut the input window of `spec` from `fields`; fill or refuse what is missing."""
+    """Cut the input window of `spec` from `fields`; fill or refuse what is missing.
+
+    `fill_missing`: one mode for every absent variable, or a mode per dataset name (how a
+    checkpoint's training filled them, `checkpoint.CheckpointInfo.filled_inputs`); an absent
+    variable it does not name is refused.
+    """
     history = spec.max_history if history is None else history
     if not spec.min_history <= history <= spec.max_history:
         raise DataError(
             f"history of {history} step(s); the {spec.name} variant takes "
             f"{spec.min_history} to {spec.max_history}"
         )
-    if fill_missing is not None and fill_missing not in FILL_MODES:
-        raise DataError(f"unknown fill mode '{fill_missing}'; expected one of {FILL_MODES}")
+    modes = dict(fill_missing) if isinstance(fill_missing, Mapping) else None
+    for mode in (modes or {"": fill_missing}).values():
+        if mode is not None and mode not in FILL_MODES:
+            raise DataError(f"unknown fill mode '{mode}'; expected one of {FILL_MODES}")
 
     needed = spec.inputs()
     present = [fields[v.dataset_name] for v in needed if v.dataset_name in fields]
@@ -489,8 +525,9 @@ def assemble_window(
     for key, f in fields.items():
         if key not in {v.dataset_name for v in needed}:
             prov.ignored.append(f"{f.source}: {key} (not used by the {spec.name} variant)")
-    if missing and fill_missing is None:
-        raise _missing_error(spec, missing)
+    unfilled = [v for v in missing if (modes.get(v.dataset_name) if modes is not None else fill_missing) is None]
+    if unfilled:
+        raise _missing_error(spec, unfilled)
     if not present:
         raise DataError(
             f"none of the {spec.name} variant's variables was found in the inputs "
@@ -524,18 +561,14 @@ def assemble_window(
     lat, lon = present[0].grid
     land = _land_from_wave_fields(data_vars)
     for v in missing:
-        values = (
-            synthetic_field(v, lat, lon, times, chosen_levels, seed=seed, land=land)
-            if fill_missing == "synthetic"
-            else np.zeros(_shape(v, times, chosen_levels, lat, lon), dtype="float32")
-        )
+        mode = modes[v.dataset_name] if modes is not None else fill_missing
+        values = fill_values(v, mode, lat, lon, times, chosen_levels, seed=seed, land=land)
         data_vars[v.dataset_name] = xr.DataArray(values, dims=_dims(v))
-        prov.filled[v.dataset_name] = fill_missing
-    if missing:
-        prov.notes.append(
-            f"{len(missing)} variable(s) filled with {fill_missing} values: "
-            + ", ".join(v.dataset_name for v in missing)
-        )
+        prov.filled[v.dataset_name] = mode
+    for mode in dict.fromkeys(prov.filled[v.dataset_name] for v in missing):
+        names = [v.dataset_name for v in missing if prov.filled[v.dataset_name] == mode]
+        how = FILLED_WITH[mode] + (", as the checkpoint's training filled them" if modes is not None else "")
+        prov.notes.append(f"{len(names)} variable(s) filled with {how}: " + ", ".join(names))
 
     coords = {
         "time": ("time", times.astype("datetime64[ns]")),
@@ -570,11 +603,6 @@ def _land_from_wave_fields(data_vars: dict[str, xr.DataArray]) -> np.ndarray | N
 def _dims(v: Variable) -> tuple[str, ...]:
     return {"static": ("latitude", "longitude"), "surface": ("time", "latitude", "longitude"),
             "atmos": ("time", "level", "latitude", "longitude")}[v.kind]
-
-
-def _shape(v: Variable, times, levels, lat, lon) -> tuple[int, ...]:
-    sizes = {"time": len(times), "level": len(levels), "latitude": len(lat), "longitude": len(lon)}
-    return tuple(sizes[d] for d in _dims(v))
 
 
 def _set_cf_attrs(da: xr.DataArray, v: Variable) -> None:

@@ -29,13 +29,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from model_code.data.batch import window_to_batch
 from model_code.data.grid import crop_to_patch
-from model_code.data.ingest import FILL_MODES, Field, FillMode, Provenance, assemble_window, read_fields
-from model_code.data.synthetic import synthetic_field
+from model_code.data.ingest import (
+    FILL_MODES, FILLED_WITH, Field, FillMode, Provenance, assemble_window, fill_values, read_fields,
+)
 from model_code.data.validate import validate_fields
 from model_code.errors import DataError
 from model_code.storage import is_s3
 from model_code.variables import Variable
-from model_code.variants import VariantSpec, get_variant, with_timestep
+from model_code.variants import VariantSpec, get_variant, with_history, with_timestep
 
 __all__ = [
     "Augment",
@@ -234,9 +235,9 @@ class WindowDataset(Dataset):
     - `init_times`: the initialisation times to use; by default every time that has its
       full history and every target in all dynamic variables.
     - `levels`: pressure levels (default: those of `spec.levels` every atmospheric field has).
-    - `fill_missing`: "synthetic" or "zeros" fills missing *static* fields (recorded in
+    - `fill_missing`: a fill mode (`ingest.FILL_MODES`) fills missing *static* fields (recorded in
       `provenance.filled`).
-    - `fill_missing_dynamic`: "synthetic" or "zeros" fills missing time-dependent
+    - `fill_missing_dynamic`: a fill mode fills missing time-dependent
       variables in the *inputs* only; their targets are NaN, so a NaN-masked loss never
       trains towards invented values (recorded in `provenance.filled` and `notes`). Off by
       default: without it a missing dynamic variable is an error. At least one predicted
@@ -299,6 +300,8 @@ class WindowDataset(Dataset):
         self.filled_dynamic = tuple(v for v in self._dynamic_variables() if v.dataset_name not in fields)
         """Time-dependent variables filled in the inputs, NaN in the targets (`fill_missing_dynamic`)."""
         self._note_filled_dynamic()
+        self.filled_static = tuple(v for v in self._static_variables() if v.dataset_name not in fields)
+        """Static fields filled as `fill_missing` says."""
         self.levels = _choose_levels(self._atmos_fields(fields), self.spec, levels)
         self._cache_bytes = cache_bytes
         self._fields = {**self._cached(self._dynamic_fields(fields)), **self._statics(fields)}
@@ -471,7 +474,7 @@ class WindowDataset(Dataset):
         names = [v.dataset_name for v in self.filled_dynamic]
         for name in names:
             self.provenance.filled[name] = f"{self.fill_missing_dynamic} (inputs only; targets NaN)"
-        how = "zeros" if self.fill_missing_dynamic == "zeros" else "synthetic values"
+        how = FILLED_WITH[self.fill_missing_dynamic]
         note = (f"{len(names)} time-dependent variable(s) not in the data filled with {how} "
                 "in the inputs only, their targets NaN (not trained on): " + ", ".join(names))
         if note not in self.provenance.notes:  # datasets sharing one provenance say it once
@@ -488,8 +491,7 @@ class WindowDataset(Dataset):
                 f = fields[v.dataset_name]
                 out[v.dataset_name] = Field(v, f.values(), f.source, note=f.note)
                 continue
-            values = (synthetic_field(v, lat, lon) if self.fill_missing == "synthetic"
-                      else np.zeros((len(lat), len(lon)), dtype="float32"))
+            values = fill_values(v, self.fill_missing, lat, lon)
             da = xr.DataArray(values, dims=("latitude", "longitude"), coords={"latitude": lat, "longitude": lon})
             out[v.dataset_name] = Field(v, da, f"{self.fill_missing} (filled)")
             self.provenance.filled[v.dataset_name] = self.fill_missing
@@ -624,14 +626,14 @@ class WindowDataset(Dataset):
     def __getstate__(self) -> dict:
         """Files are reopened by path in the receiving process rather than pickled; the
         variant travels by name (its spec holds read-only mappings, which do not pickle)."""
-        state = dict(self.__dict__, spec=(self.spec.name, self.spec.timestep))
+        state = dict(self.__dict__, spec=(self.spec.name, self.spec.timestep, self.spec.max_history))
         if self._reader is not None:
             state["_fields"] = {k: f for k, f in self._fields.items() if f.var.kind == "static"}
         return state
 
     def __setstate__(self, state: dict) -> None:
-        name, timestep = state["spec"]
-        self.__dict__.update(state, spec=with_timestep(get_variant(name), timestep))
+        name, timestep, max_history = state["spec"]
+        self.__dict__.update(state, spec=with_history(with_timestep(get_variant(name), timestep), max_history))
         if self._reader is not None:
             names, resolution = self._reader
             fields, _ = read_fields([(n, Path(n)) for n in names], resolution=resolution)

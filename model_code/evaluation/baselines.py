@@ -5,12 +5,16 @@
   period covers a whole year, else (documented fallback) by hour of day only; the
   dataset's ``climatology`` attribute says which. `climatology_forecast` turns it into a
   forecast for given init and lead times; `evaluate` uses it for ACC anomalies too.
+  `reference_climatology` chooses the period: one given, or the data before the first
+  verified initialisation, never a time inside the verified period (a climatology of the
+  verified days is the answer itself, and its RMSE near 0 makes every model look useless).
 - `user_baseline`: another model's output (NetCDF/Zarr: GraphCast, Pangu, IFS, CAMS,
   WAVEWATCH III ...) at the model's init and lead times, on the same grid.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -22,6 +26,9 @@ from model_code.evaluation.forecasts import INIT, LEAD, TIME, check_leads, open_
 
 DAYOFYEAR_HOUR = "dayofyear-hour"
 HOUR = "hour"
+MIN_CLIMATOLOGY_DAYS = 7
+"""Fewest values of every hour of day a climatology needs (a week of data): fewer, and the
+mean is one weather situation, not a climate."""
 
 
 def _times(values) -> np.ndarray:
@@ -83,6 +90,70 @@ def climatology(truth: xr.Dataset, *, period: tuple | None = None, kind: str = "
     for v in clim.data_vars:
         clim[v].attrs = dict(truth[v].attrs)
     return clim.assign_attrs(climatology=kind, climatology_note=note, samples=int(ds.sizes[TIME]))
+
+
+@dataclass(frozen=True)
+class ReferenceClimatology:
+    """The climatology baseline chosen for one verification, or why there is none."""
+
+    dataset: xr.Dataset | None
+    """None when the period holds too little data: the baseline is left out."""
+    note: str
+    """Where it came from (period, number of times, kind), or why it was left out."""
+    period: tuple[str, str] | None = None
+    """First and last time it was built from."""
+
+
+def _show_times(times: np.ndarray) -> str:
+    return f"{str(times.min())[:16]} .. {str(times.max())[:16]}" if len(times) else "no time"
+
+
+def reference_climatology(source: xr.Dataset, inits, lead_times, *, period: tuple | None = None,
+                          explicit: bool = False, min_days: int = MIN_CLIMATOLOGY_DAYS) -> ReferenceClimatology:
+    """The climatology baseline of a verification from inits x lead_times, never from its answer.
+
+    - `source`: truth-like data (``time`` axis); `period` (start, end inclusive) restricts it;
+      `explicit` says the caller chose `source` itself (a `--climatology` file).
+    - Without `period` or `explicit`, the climatology is the part of `source` before the
+      first initialisation: what a forecaster knew when the first forecast was made.
+
+    A chosen period or file holding any time inside the verified period (first to last
+    valid time) is refused with a `DataError`: that is leakage, not a baseline. A period
+    with fewer than `min_days` values of an hour of day the verification needs gives no
+    climatology, and the note says why.
+    """
+    inits, leads = _times(inits), _leads(lead_times)
+    valid = np.unique((inits[:, None] + leads[None, :]).ravel())
+    verified = f"{_show_times(valid)} ({len(valid)} valid times)"
+    times = source[TIME].values
+    if period is not None:
+        chosen, what = times[(times >= np.datetime64(period[0])) & (times <= np.datetime64(period[1]))], \
+            f"period {period[0]} .. {period[1]}"
+    elif explicit:
+        chosen, what = times, "given files"
+    else:
+        chosen, what = times[times < inits.min()], f"data before the first initialisation ({str(inits.min())[:16]})"
+    leaked = chosen[(chosen >= valid.min()) & (chosen <= valid.max())]
+    if len(leaked) and (period is not None or explicit):
+        raise DataError(
+            f"the climatology ({what}) overlaps the verified period {verified}: {len(leaked)} of its "
+            f"times ({_show_times(leaked)}) are inside it; a climatology of the verified days is the answer "
+            "itself. Take a period before (or after) the verified one")
+    if not len(chosen):
+        return ReferenceClimatology(None, f"left out: the {what} holds no time")
+    chosen_times = pd.DatetimeIndex(chosen)
+    counts = pd.Series(chosen_times.hour).value_counts()
+    needed = sorted(set(pd.DatetimeIndex(valid).hour))
+    short = {h: int(counts.get(h, 0)) for h in needed if counts.get(h, 0) < min_days}
+    span = f"{_show_times(chosen)}, {len(chosen)} time(s)"
+    if short:
+        sample = ", ".join(f"{h:02d}h: {n}" for h, n in list(short.items())[:6])
+        return ReferenceClimatology(
+            None, f"left out: the {what} ({span}) has fewer than {min_days} values of hour(s) of day the "
+                  f"verification needs ({sample}{', ...' if len(short) > 6 else ''})")
+    clim = climatology(source.sel({TIME: chosen}))
+    note = f"{clim.attrs['climatology_note']}; from the {what}, disjoint from the verified period {verified}"
+    return ReferenceClimatology(clim, note, (str(chosen.min())[:19], str(chosen.max())[:19]))
 
 
 def _group_means(ds: xr.Dataset, keys: dict[str, np.ndarray]) -> xr.Dataset:

@@ -4,19 +4,16 @@
 persistence and climatology baselines from the same data, and scores them all
 (`score.evaluate`). `evaluate_window` does that, appends one line to a skill history
 (JSON lines, rewritten atomically so a reader never sees half a line) and compares the
-window with the running mean of the earlier ones:
-
-    change = -improvement(metric, this window, mean of earlier windows)
-
-i.e. the relative loss of skill against the running mean (for RMSE, `(rmse - mean) / mean`;
-positive means this window is worse). A score whose change exceeds `threshold` (default 10 %) is
+window with the running mean of the earlier ones: the relative loss of skill against that
+mean (for RMSE, MAE and CRPS `(x - mean) / mean`, for ACC `(mean - x) / |mean|`; positive
+means this window is worse). A score whose change exceeds `threshold` (default 10 %) is
 flagged as drift. The first window has nothing to compare with and flags nothing.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -27,13 +24,15 @@ import xarray as xr
 from model_code.checkpoint import load_checkpoint
 from model_code.data.ingest import FillMode
 from model_code.errors import DataError
-from model_code.evaluation.baselines import climatology, climatology_forecast, persistence
+from model_code.evaluation.baselines import (
+    ReferenceClimatology, climatology_forecast, persistence, reference_climatology,
+)
 from model_code.evaluation.ensembles import perturbed_ensemble
+from model_code.evaluation.forecasts import on_forecast_points
 from model_code.evaluation.hindcast import hindcast
-from model_code.evaluation.report import improvement
 from model_code.evaluation.score import DEFAULT_METRICS, Scores, evaluate, target_options
 from model_code.evaluation.truth import open_truth
-from model_code.storage import is_s3, local_copy, write_atomic
+from model_code.storage import content_hash, data_hash, is_s3, local_copy, write_atomic
 from model_code.variants import get_variant
 
 __all__ = ["HindcastConfig", "HindcastResult", "WindowResult", "evaluate_window", "read_history",
@@ -56,9 +55,13 @@ class HindcastConfig:
     max_inits: int | None = None
     inits: tuple[str, ...] | None = None
     fill_missing: FillMode | None = None
+    """Fill of absent static fields; None: as the checkpoint's training did."""
     fill_missing_dynamic: FillMode | None = None
-    crop: bool = False
+    """Fill of absent time-dependent inputs (never scored); None: as the checkpoint's training did."""
+    crop: bool | None = None
+    """Crop the grid to the patch size; None: as the checkpoint's training did."""
     levels: tuple[float, ...] | None = None
+    """Pressure levels; None: the checkpoint's training levels, else every level the data have."""
     regions: tuple[str, ...] | None = None
     """Default: the variant's target regions (`score.target_options`)."""
     metrics: tuple[str, ...] = DEFAULT_METRICS
@@ -66,9 +69,13 @@ class HindcastConfig:
     """Above 1: a perturbed-initial-condition ensemble of that size (CRPS, spread-skill)."""
     perturbation: float = 0.05
     seed: int = 0
+    init_period: tuple[str, str] | None = None
+    """Only initialisation times in [start, end] (ISO times): the held-out period verified."""
     climatology: tuple[str, ...] | None = None
-    """Files of a training period to build the climatology from; default: the data itself
-    (in-sample: on a short window it nearly equals the truth, a baseline hard to beat)."""
+    """Files to build the climatology baseline from; default: the data before the first init."""
+    climatology_period: tuple[str, str] | None = None
+    """[start, end] of the climatology in `climatology` (or the data). Either way it must be
+    disjoint from the verified period (`baselines.reference_climatology`)."""
 
 
 @dataclass
@@ -78,18 +85,27 @@ class HindcastResult:
     truth: xr.Dataset
     model: object = field(repr=False)
     spec: object = field(repr=False)
+    config: HindcastConfig | None = None
+    """The config as run: fills, crop and levels resolved from the checkpoint where not given."""
 
 
 def score_checkpoint(cfg: HindcastConfig) -> HindcastResult:
     """Hindcast `cfg.checkpoint` on `cfg.data` and score it beside persistence and climatology.
 
-    The climatology comes from `cfg.climatology` files, else from the data's own truth (by
-    hour of day; a whole year of data gives day of year and hour).
+    The climatology comes from `cfg.climatology` files or `cfg.climatology_period`, else from
+    the data before the first init (`baselines.reference_climatology`): never from the
+    verified days. Without enough of it the baseline is left out and the scores' notes say why.
     """
     model, info = load_checkpoint(cfg.checkpoint, variant=cfg.variant)
     spec = get_variant(info.variant)
+    trained = info.training_data  # fed as it was trained, unless the config says otherwise
+    cfg = replace(cfg, fill_missing=cfg.fill_missing or trained.get("fill_missing"),
+                  fill_missing_dynamic=cfg.fill_missing_dynamic or trained.get("fill_missing_dynamic"),
+                  crop=bool(trained.get("crop")) if cfg.crop is None else cfg.crop,
+                  levels=cfg.levels or info.training_levels)
     options = dict(steps=cfg.steps, inits=list(cfg.inits) if cfg.inits else None, max_inits=cfg.max_inits,
-                   fill_missing=cfg.fill_missing, fill_missing_dynamic=cfg.fill_missing_dynamic, crop=cfg.crop,
+                   init_period=cfg.init_period, fill_missing=cfg.fill_missing,
+                   fill_missing_dynamic=cfg.fill_missing_dynamic, crop=cfg.crop,
                    levels=list(cfg.levels) if cfg.levels else None, seed=cfg.seed)
     if cfg.members > 1:
         truth: list[xr.Dataset] = []
@@ -105,14 +121,37 @@ def score_checkpoint(cfg: HindcastConfig) -> HindcastResult:
     else:
         forecasts, truth_ds = hindcast(model, spec, list(cfg.data), **options)
     inits, leads = forecasts["init_time"].values, forecasts["lead_time"].values
-    clim = climatology(open_truth(list(cfg.climatology)) if cfg.climatology else truth_ds)
-    baselines = {"persistence": persistence(truth_ds, inits, leads),
-                 "climatology": climatology_forecast(clim, inits, leads)}
-    regions = cfg.regions or target_options(spec.name)["regions"]
-    extra = {k: v for k, v in target_options(spec.name).items() if k != "regions"}
-    scores = evaluate({"model": forecasts, **baselines}, truth_ds, climatology=clim, regions=regions,
-                      metrics=cfg.metrics, variant=spec.name, truth_name=", ".join(cfg.data), **extra)
-    return HindcastResult(scores, forecasts, truth_ds, model, spec)
+    ref = climatology_of(cfg.climatology or cfg.data, forecasts, period=cfg.climatology_period,
+                         explicit=bool(cfg.climatology))
+    baselines = {"persistence": persistence(truth_ds, inits, leads)}
+    if ref.dataset is not None:
+        baselines["climatology"] = climatology_forecast(ref.dataset, inits, leads)
+    options = target_options(spec.name, forecasts)
+    regions = cfg.regions or options.pop("regions")
+    options.pop("regions", None)
+    scores = evaluate({"model": forecasts, **baselines}, truth_ds, climatology=ref.dataset, regions=regions,
+                      metrics=cfg.metrics, variant=spec.name, truth_name=", ".join(cfg.data), **options)
+    scores.notes.append(f"climatology: {ref.note}")
+    scores.subject.update(model={"checkpoint": cfg.checkpoint, "checkpoint_sha256": content_hash(cfg.checkpoint)},
+                          data_hash=data_hash(cfg.data), **verified_subject(forecasts))
+    return HindcastResult(scores, forecasts, truth_ds, model, spec, cfg)
+
+
+def climatology_of(uris, forecasts: xr.Dataset, *, period=None, explicit: bool = False) -> ReferenceClimatology:
+    """The climatology baseline for `forecasts` from files `uris`, read only over the times it may use."""
+    inits = forecasts["init_time"].values
+    time_range = period if period is not None else (None, None) if explicit else (
+        None, inits.min() - np.timedelta64(1, "ns"))
+    source, _ = on_forecast_points(open_truth(list(uris), time_range=time_range), forecasts, "the climatology")
+    return reference_climatology(source, inits, forecasts["lead_time"].values, period=period, explicit=explicit)
+
+
+def verified_subject(forecasts: xr.Dataset) -> dict:
+    """What a verification covered: its lead times and initialisation times."""
+    inits = forecasts["init_time"].values
+    return {"leads_hours": [float(h) for h in forecasts["lead_time"].values / np.timedelta64(1, "h")],
+            "inits": {"first": str(inits.min())[:19], "last": str(inits.max())[:19], "count": int(len(inits)),
+                      "times": [str(t)[:19] for t in np.sort(inits)]}}
 
 
 # --------------------------------------------------------------------------------------
@@ -164,11 +203,11 @@ def skill_drift(history: Sequence[dict], current: dict[str, float], *, threshold
             continue
         metric = key.split(" ")[1]
         mean = float(np.mean(past[key]))
-        gain = improvement(metric, value, mean)
-        if gain is None:
+        if mean == 0 or not (np.isfinite(mean) and np.isfinite(value)):
             continue
-        changes[key] = -gain  # positive: skill lost against the earlier mean
-        if -gain > threshold:
+        lost = (mean - value) / abs(mean) if metric == "acc" else (value - mean) / abs(mean)
+        changes[key] = lost
+        if lost > threshold:
             flagged.append(key)
     return {"compared_with": len(history), "threshold": threshold, "changes": changes, "flagged": flagged}
 

@@ -72,8 +72,54 @@ def stack_forecasts(datasets: Iterable[xr.Dataset]) -> xr.Dataset:
     return stacked.sortby(INIT)
 
 
+WB2_LEAD = "prediction_timedelta"
+"""WeatherBench 2's forecast layout: dims `time` (the initialisation) and `prediction_timedelta`."""
+
+
+def canonical_forecast(ds: xr.Dataset, source: str) -> xr.Dataset:
+    """A forecast in this project's names, units and layout, as the readers give a truth.
+
+    Variables under their dataset names (`2t`, `2m_temperature`, `t2m` all become `t2m`;
+    `variables.find`), converted to the catalogue's units where the units attribute makes
+    that unambiguous (noted in the `preprocessing_notes` attribute); `lat`/`lon` named
+    `latitude`/`longitude`; the WeatherBench 2 layout (`time` = init, `prediction_timedelta`
+    = lead) made (init_time, lead_time). Variables Aurora does not know are kept as they are.
+    """
+    from model_code.data.units import to_canonical
+    from model_code.variables import find
+
+    ds = ds.rename({k: v for k, v in (("lat", LAT), ("lon", LON)) if k in ds.dims or k in ds.coords})
+    if WB2_LEAD in ds.dims:
+        if TIME not in ds.dims:
+            raise DataError(f"a forecast with '{WB2_LEAD}' needs the WeatherBench 2 'time' dimension of "
+                            f"initialisation times; dims {dict(ds.sizes)}", source=source)
+        ds = ds.drop_vars([LEAD], errors="ignore").rename({TIME: INIT, WB2_LEAD: LEAD})
+    notes, renames = [], {}
+    for name, da in ds.data_vars.items():
+        v = find(str(name), "atmos" if "level" in da.dims else "surface")
+        if v is None:
+            continue
+        values, note = to_canonical(da.values, da.attrs.get("units"), v.units, variable=str(name), source=source)
+        if note is not None:
+            notes.append(note)
+            ds[name] = da.copy(data=values)
+        ds[name].attrs["units"] = v.units
+        if v.dataset_name != name:
+            renames[name] = v.dataset_name
+            notes.append(f"{name} read as {v.dataset_name}")
+    taken = [k for k in renames.values() if k in ds.data_vars and k not in renames]
+    if taken or len(set(renames.values())) < len(renames):
+        raise DataError(f"the forecast holds one variable under two names: {sorted(renames)} and {taken}",
+                        source=source)
+    ds = ds.rename(renames)
+    if notes:
+        ds.attrs["preprocessing_notes"] = "; ".join(filter(None, [ds.attrs.get("preprocessing_notes"), *notes]))
+    return ds
+
+
 def open_forecast(uri: str) -> xr.Dataset:
-    """A forecast file (NetCDF or Zarr, local or s3://), loaded, in the stacked layout."""
+    """A forecast file (NetCDF or Zarr, local or s3://), loaded, canonical (`canonical_forecast`),
+    in the stacked layout."""
     with contextlib.ExitStack() as stack:
         path = stack.enter_context(local_copy(uri))
         try:
@@ -82,6 +128,7 @@ def open_forecast(uri: str) -> xr.Dataset:
             ds = ds.load()
         except (OSError, ValueError) as err:
             raise DataError(f"cannot read the forecast: {err}", source=str(uri)) from err
+    ds = canonical_forecast(ds, str(uri))
     return stack_forecasts([ds]) if INIT not in ds.dims else ds.transpose(INIT, LEAD, ...)
 
 
@@ -121,6 +168,21 @@ def _on_grid_of(truth: xr.Dataset, forecast: xr.Dataset, name: str) -> xr.Datase
             truth = truth.isel({LAT: lat_order, LON: lon_order})  # only when needed: it reads lazy data
     _same_grid(forecast, truth, name, "the truth")
     return truth.assign_coords({LAT: forecast[LAT].values, LON: forecast[LON].values})
+
+
+def on_forecast_points(ds: xr.Dataset, forecast: xr.Dataset, what: str = "the truth") -> tuple[xr.Dataset, str | None]:
+    """`ds` at the forecast's grid points when it holds them all (Aurora drops the last row of
+    a grid one row over a patch multiple), with a note saying so; else unchanged, for `align`
+    to judge. Returns (dataset, note or None)."""
+    if ds.sizes.get(LAT) == forecast.sizes[LAT] and ds.sizes.get(LON) == forecast.sizes[LON]:
+        return ds, None
+    try:
+        sub = ds.sel({LAT: forecast[LAT].values, LON: _lon360(forecast[LON].values)}, method="nearest",
+                     tolerance=1e-3)
+    except KeyError:
+        return ds, None
+    return sub, (f"{what} cut from {ds.sizes[LAT]}x{ds.sizes[LON]} to the forecast's "
+                 f"{forecast.sizes[LAT]}x{forecast.sizes[LON]} grid points")
 
 
 def align(forecast: xr.Dataset, truth: xr.Dataset, *, name: str = "forecast",

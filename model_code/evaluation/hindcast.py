@@ -19,9 +19,9 @@ from aurora import Aurora
 from model_code.data.ingest import FillMode
 from model_code.data.loader import WindowDataset
 from model_code.errors import DataError
-from model_code.evaluation.forecasts import stack_forecasts
+from model_code.evaluation.forecasts import on_forecast_points, stack_forecasts
 from model_code.forecast import forecast
-from model_code.variants import VariantSpec, get_variant, with_timestep
+from model_code.variants import VariantSpec, get_variant, with_history, with_timestep
 
 
 def _step(model: Aurora, timestep_hours: float | None) -> timedelta:
@@ -45,6 +45,7 @@ def hindcast(
     *,
     steps: int,
     inits: Iterable | None = None,
+    init_period: tuple | None = None,
     max_inits: int | None = None,
     fill_missing: FillMode | None = None,
     fill_missing_dynamic: FillMode | None = None,
@@ -58,7 +59,8 @@ def hindcast(
     """`steps`-step forecasts of `model` from init times of `paths`, and the truth.
 
     - `inits`: initialisation times; by default every time with its full input history
-      and all `steps` targets in the data, thinned evenly to `max_inits` when given.
+      and all `steps` targets in the data (inside `init_period`, [start, end], when given),
+      thinned evenly to `max_inits` when given.
     - `timestep_hours`: the data step (default the model's); it must equal the step the
       model was built with.
     - `fill_missing` / `fill_missing_dynamic` / `crop` / `levels` / `regrid_to`: as for
@@ -69,7 +71,8 @@ def hindcast(
     """
     if steps < 1:
         raise DataError(f"steps must be at least 1; got {steps}")
-    spec = with_timestep(get_variant(spec) if isinstance(spec, str) else spec, _step(model, timestep_hours))
+    spec = with_history(with_timestep(get_variant(spec) if isinstance(spec, str) else spec, _step(model, timestep_hours)),
+                        getattr(model, "max_history_size", None))
     data = WindowDataset.from_files(
         paths, spec, regrid_to=regrid_to, validate=False, history=history, lead_steps=range(1, steps + 1),
         init_times=inits, levels=levels, fill_missing=fill_missing, fill_missing_dynamic=fill_missing_dynamic,
@@ -77,6 +80,14 @@ def hindcast(
     if not len(data):
         raise DataError(f"no initialisation time of {list(map(str, paths))} has {data.history} input time(s) "
                         f"and {steps} target(s) {spec.timestep_hours} h apart")
+    if inits is None and init_period is not None:
+        start, end = (np.datetime64(t, "ns") for t in init_period)
+        chosen = data.init_times[(data.init_times >= start) & (data.init_times <= end)]
+        if not len(chosen):
+            raise DataError(f"no initialisation time of {list(map(str, paths))} in {init_period[0]} .. "
+                            f"{init_period[1]} has {data.history} input time(s) and {steps} target(s) "
+                            f"{spec.timestep_hours} h apart in the data")
+        data = data.subset(chosen)
     if inits is None and max_inits is not None and len(data) > max_inits:
         pick = np.unique(np.linspace(0, len(data) - 1, max_inits).round().astype(int))
         data = data.subset(data.init_times[pick])
@@ -94,8 +105,7 @@ def hindcast(
     truth = truth.isel(time=np.sort(first)).sortby("time")
     stacked = stack_forecasts(forecasts)
     # Aurora drops the last latitude row of a grid one row over a patch multiple: verify on its grid.
-    truth = truth.sel(latitude=stacked["latitude"].values, longitude=stacked["longitude"].values,
-                      method="nearest", tolerance=1e-3).load()
+    truth = on_forecast_points(truth, stacked)[0].load()
     for v in outputs:
         truth[v].attrs = dict(forecasts[0][v].attrs)
     truth.attrs.update(source=", ".join(map(str, paths)), filled_not_scored=", ".join(sorted(filled)))

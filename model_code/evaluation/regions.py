@@ -3,7 +3,9 @@
 A region is named by a string, so configs, the command line and score records share one
 vocabulary:
 
-- ``global``; ``tropics`` (20°S–20°N); ``extra-tropics`` (|φ| > 20°), ``nh-extra-tropics``
+- ``global`` (a grid that covers the globe; refused on a regional grid, which is not the
+  globe), ``domain`` (the whole grid, whatever it covers: a regional grid's own box);
+  ``tropics`` (20°S–20°N); ``extra-tropics`` (|φ| > 20°), ``nh-extra-tropics``
   (20°N–90°N), ``sh-extra-tropics`` (90°S–20°S);
 - named boxes from `BOXES` (``europe``, ``north-america``, ...) or ``box:NAME:S,N,W,E`` in
   degrees, with longitudes in either −180..180 or 0..360 and W > E meaning the box crosses
@@ -27,6 +29,10 @@ from scipy.spatial import cKDTree
 from model_code.errors import DataError
 
 LAT, LON = "latitude", "longitude"
+GLOBAL, DOMAIN = "global", "domain"
+WHOLE_GRID = (GLOBAL, DOMAIN)
+"""The names of the region that is every point of the grid: `global` for a global grid,
+`domain` for a regional one. Scores of one are what a gate without a region compares."""
 EARTH_RADIUS_KM = 6371.0
 COASTAL_CELLS = 3
 
@@ -139,9 +145,41 @@ def _within_cells(land: np.ndarray, cells: float) -> np.ndarray:
     return np.where(land, dist_to_sea, dist_to_land) <= cells
 
 
+def is_global(lat, lon) -> bool:
+    """Whether a grid covers the globe: every longitude, and latitudes whose cells span at
+    least 170° (grids cropped to a patch multiple lose a row)."""
+    lat, lon = np.sort(np.asarray(lat, dtype="float64")), np.sort(np.asarray(lon, dtype="float64") % 360)
+    if len(lon) < 2 or len(lat) < 2:
+        return False
+    lon_step, lat_step = float(np.median(np.diff(lon))), float(np.median(np.diff(lat)))
+    return bool(lon[-1] - lon[0] + lon_step >= 360 - 1e-6 and lat[-1] - lat[0] + lat_step >= 170)
+
+
+def whole_grid_region(lat, lon) -> str:
+    """`global` for a global grid, else `domain`: the region every grid point belongs to."""
+    return GLOBAL if is_global(lat, lon) else DOMAIN
+
+
+def describe_grid(lat, lon) -> str:
+    """`domain: 50.25..58°N, 350..359.75°E (32x40 points)`: what a whole-grid region covers."""
+    lat, lon = np.asarray(lat, dtype="float64"), np.asarray(lon, dtype="float64")
+    east = (lon + 180) % 360 - 180  # -180..180, as a box is named, unless the grid crosses 180°
+    east = east if np.all(np.diff(east) > 0) else lon % 360
+
+    def deg(x: float, pos: str, neg: str) -> str:
+        return f"{abs(x):g}°{pos if x >= 0 else neg}"
+    return (f"{whole_grid_region(lat, lon)}: {deg(lat.min(), 'N', 'S')}..{deg(lat.max(), 'N', 'S')}, "
+            f"{deg(east[0], 'E', 'W')}..{deg(east[-1], 'E', 'W')} ({len(lat)}x{len(lon)} points)")
+
+
 def region_mask(name: str, lat, lon, *, lsm: xr.DataArray | None = None) -> np.ndarray:
     """(lat, lon) boolean mask of region `name` (see the module docstring for names)."""
     lat, lon = np.asarray(lat, dtype="float64"), np.asarray(lon, dtype="float64")
+    if name == DOMAIN:
+        return np.ones((len(lat), len(lon)), dtype=bool)
+    if name == GLOBAL and not is_global(lat, lon):
+        raise DataError(f"region 'global' asked of a regional grid ({describe_grid(lat, lon)}); its scores "
+                        "are of that box, not the globe: use region 'domain'")
     if name in _LATITUDE_BANDS:
         lo, hi = _LATITUDE_BANDS[name]
         return np.broadcast_to(((lat >= lo) & (lat <= hi))[:, None], (len(lat), len(lon))).copy()
@@ -168,7 +206,7 @@ def region_mask(name: str, lat, lon, *, lsm: xr.DataArray | None = None) -> np.n
 
 
 def region_names() -> list[str]:
-    return [*_LATITUDE_BANDS, "extra-tropics", *BOXES, "land", "sea", "coastal", "coastal-land"]
+    return [*_LATITUDE_BANDS, DOMAIN, "extra-tropics", *BOXES, "land", "sea", "coastal", "coastal-land"]
 
 
 def region_masks(names: Iterable[str], lat, lon, *, lsm: xr.DataArray | None = None) -> xr.DataArray:

@@ -6,16 +6,17 @@
 - `curves/<variable>[_<level>]_<metric>.png`: the metric against lead time, the model and
   every baseline on the same axes, one panel per region;
 - `scorecard.json`, `scorecard.md` and `scorecard_<baseline>.png`: the model against each
-  baseline per variable, level, region, metric and lead time, as the relative improvement
-  (positive: the model is better) and the share of targets improved;
+  baseline per variable, level, region, metric and lead time, as a skill score (positive:
+  the model is better) and the share of targets improved;
 - `report.html`: all of it on one self-contained page (images embedded as base64), plus the
   explainability figures and summary when given.
 
-Relative improvement, for a model value m and a baseline value b:
-`(c(b) - c(m)) / c(b)` for scores where lower is better, with cost c(x) = x for RMSE, MAE,
-CRPS and FAR, |x| for bias and |1 - x| for the spread-skill ratio; `(m - b) / |b|` for scores
-where higher is better (ACC, hit rate, CSI, ETS). A baseline whose cost is 0 (perfect) or a
-missing value leaves the target out of the scorecard, and the scorecard lists it as such.
+Skill of a model value m over a baseline value b (`score.skill`): the MSE skill score
+`1 - m²/b²` for RMSE, `1 - m/b` for MAE and CRPS, the reduction of |bias| (and of the
+spread-skill ratio's distance from 1) bounded in [-1, 1], the difference for ACC, hit rate,
+FAR, CSI and ETS. None of them explodes when the baseline is near its perfect value, as a
+percentage of it does. A missing value or a perfect ratio baseline leaves the target out of
+the scorecard, and the scorecard lists it as such.
 """
 
 from __future__ import annotations
@@ -31,28 +32,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from model_code.evaluation.score import ABS_LOWER_IS_BETTER, CLOSER_TO_ONE, HIGHER_IS_BETTER, LOWER_IS_BETTER
+from model_code.evaluation.score import skill
 from model_code.storage import is_s3, write_atomic
 from model_code.variables import by_key
 
-__all__ = ["Report", "improvement", "scorecard", "write_report"]
-
-def improvement(metric: str, model: float, baseline: float) -> float | None:
-    """Relative improvement of `model` over `baseline` for `metric` (positive: model better);
-    None when it is undefined (a missing value, or a perfect baseline cost of 0)."""
-    if model is None or baseline is None or not (math.isfinite(model) and math.isfinite(baseline)):
-        return None
-    if metric in HIGHER_IS_BETTER:
-        return None if baseline == 0 else (model - baseline) / abs(baseline)
-    if metric in ABS_LOWER_IS_BETTER:
-        cb, cm = abs(baseline), abs(model)
-    elif metric in CLOSER_TO_ONE:
-        cb, cm = abs(1.0 - baseline), abs(1.0 - model)
-    elif metric in LOWER_IS_BETTER:
-        cb, cm = baseline, model
-    else:
-        raise ValueError(f"no ordering known for metric '{metric}'")
-    return None if cb == 0 else (cb - cm) / abs(cb)
+__all__ = ["Report", "scorecard", "write_report"]
 
 
 def _key(r: Mapping[str, Any]) -> tuple:
@@ -72,7 +56,7 @@ def scorecard(records: Sequence[Mapping[str, Any]], model: str) -> dict:
 
     Returns `{"model", "baselines": {name: {"improved", "compared", "share_improved",
     "rows": [...], "skipped": [...]}}, "overall": {...}}`; a row is `{variable, level,
-    region, metric, lead_hours, model, baseline, improvement, better}`.
+    region, metric, lead_hours, model, baseline, skill, better}` (`score.skill`).
     """
     by_forecast: dict[str, dict[tuple, float]] = defaultdict(dict)
     for r in records:
@@ -89,14 +73,14 @@ def scorecard(records: Sequence[Mapping[str, Any]], model: str) -> dict:
         for key in sorted(set(ours) & set(theirs), key=lambda k: (k[0], -1 if k[1] is None else k[1], *k[2:])):
             variable, level, region, metric, lead = key
             m, b = ours[key], theirs[key]
-            gain = improvement(metric.split(" ")[0], m, b)
+            gain = skill(metric.split(" ")[0], m, b)
             target = {"variable": variable, "level": level, "region": region, "metric": metric, "lead_hours": lead}
             if gain is None:
                 skipped.append({**target, "model": _finite(m), "baseline": _finite(b),
                                 "reason": "missing value" if m is None or b is None or not
-                                (math.isfinite(m) and math.isfinite(b)) else "baseline is perfect (cost 0)"})
+                                (math.isfinite(m) and math.isfinite(b)) else "baseline is perfect (0)"})
                 continue
-            rows.append({**target, "model": m, "baseline": b, "improvement": gain, "better": gain > 0})
+            rows.append({**target, "model": m, "baseline": b, "skill": gain, "better": gain > 0})
         only = sorted({(k[0], k[1], k[3]) for k in set(ours) ^ set(theirs)}, key=str)
         improved = sum(r["better"] for r in rows)
         out["baselines"][name] = {
@@ -195,7 +179,7 @@ def _plot_scorecard(card: dict, baseline: str, out: Path, plt) -> Path | None:
     grid = np.full((len(targets), len(leads)), np.nan)
     for r in rows:
         label = _target_label(r["variable"], r["level"], r["region"], r["metric"], n_regions)
-        grid[targets.index(label), leads.index(r["lead_hours"])] = 100 * r["improvement"]
+        grid[targets.index(label), leads.index(r["lead_hours"])] = 100 * r["skill"]
     limit = max(1.0, min(100.0, float(np.nanmax(np.abs(grid)))))
     fig, ax = plt.subplots(figsize=(1.6 + 0.75 * len(leads), 1.0 + 0.38 * len(targets)))
     im = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
@@ -208,10 +192,10 @@ def _plot_scorecard(card: dict, baseline: str, out: Path, plt) -> Path | None:
     ax.set_yticks(range(len(targets)), targets)
     ax.set_xlabel("lead time (h)")
     share = card["baselines"][baseline]["share_improved"]
-    ax.set_title(f"{card['model']} vs {baseline}: % improvement (blue better); "
+    ax.set_title(f"{card['model']} vs {baseline}: skill x 100 (blue better); "
                  f"{card['baselines'][baseline]['improved']}/{card['baselines'][baseline]['compared']} improved"
                  + (f" ({100 * share:.0f}%)" if share is not None else ""), fontsize=9)
-    fig.colorbar(im, ax=ax, label="% improvement", shrink=0.8)
+    fig.colorbar(im, ax=ax, label="skill x 100", shrink=0.8)
     path = out / f"scorecard_{_slug(baseline)}.png"
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -225,7 +209,9 @@ def _share(entry: dict) -> str:
 
 def _markdown(card: dict) -> str:
     lines = [f"# Scorecard: {card['model']}", "",
-             "Relative improvement of the model over each baseline (positive: the model is better).", ""]
+             "Skill of the model over each baseline, x 100 (positive: the model is better): the MSE skill "
+             "score 1 - rmse²/rmse_ref² for RMSE, 1 - x/x_ref for MAE and CRPS, the bounded reduction of |bias|, "
+             "the difference for ACC, CSI, ETS.", ""]
     for name, entry in card["baselines"].items():
         lines += [f"## vs {name}", "", f"Targets improved: {_share(entry)}.", ""]
         rows = entry["rows"]
@@ -235,7 +221,7 @@ def _markdown(card: dict) -> str:
             table: dict[str, dict[float, str]] = {}
             for r in rows:
                 label = _target_label(r["variable"], r["level"], r["region"], r["metric"], n_regions)
-                table.setdefault(label, {})[r["lead_hours"]] = f"{100 * r['improvement']:+.1f}%"
+                table.setdefault(label, {})[r["lead_hours"]] = f"{100 * r['skill']:+.1f}"
             lines.append("| target | " + " | ".join(f"+{h:g} h" for h in leads) + " |")
             lines.append("|---|" + "---:|" * len(leads))
             for label, cells in table.items():
@@ -287,7 +273,7 @@ def _html_table(entry: dict) -> str:
                 tds.append("<td></td>")
             else:
                 tds.append(f'<td class="{"better" if r["better"] else "worse"}" title="model {r["model"]:.4g}, '
-                           f'baseline {r["baseline"]:.4g}">{100 * r["improvement"]:+.1f}%</td>')
+                           f'baseline {r["baseline"]:.4g}">{100 * r["skill"]:+.1f}</td>')
         out.append(f"<tr><td>{html.escape(label)}</td>{''.join(tds)}</tr>")
     out.append("</table>")
     return "".join(out)
@@ -298,8 +284,9 @@ def _html(title: str, card: dict, excluded: Sequence, curves, scorecards, figure
     parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]
-    parts.append("<h2>Scorecard</h2><p>Relative improvement of the model over each baseline; positive (blue) means "
-                 "the model is better. Machine-readable numbers: <code>metrics.json</code>, "
+    parts.append("<h2>Scorecard</h2><p>Skill of the model over each baseline x 100 (MSE skill score for RMSE, "
+                 "1 - x/x_ref for MAE and CRPS, bounded reduction of |bias|, difference for ACC, CSI, ETS); "
+                 "positive (blue) means the model is better. Machine-readable numbers: <code>metrics.json</code>, "
                  "<code>scorecard.json</code>.</p>")
     parts.append(f"<p>Overall: the model is better on {_share(card['overall'])} targets.</p>")
     pngs = dict(scorecards)
@@ -354,6 +341,7 @@ def write_report(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    notes = [*getattr(scores, "notes", []), *notes]
     records = list(scores.records)
     if not records:
         raise ValueError("no score records to report: every target was excluded"

@@ -26,7 +26,7 @@ from model_code.errors import DataError
 from model_code.evaluation import metrics as m
 from model_code.evaluation.baselines import climatology_values
 from model_code.evaluation.forecasts import INIT, LEAD, MEMBER, _on_grid_of, align, check_leads, truth_like
-from model_code.evaluation.regions import region_masks, sea_from_data
+from model_code.evaluation.regions import WHOLE_GRID, describe_grid, region_masks, sea_from_data, whole_grid_region
 from model_code.storage import local_copy, write_atomic
 
 DEFAULT_METRICS = ("rmse", "mae", "bias", "acc", "crps", "spread_skill")
@@ -56,6 +56,37 @@ def better(metric: str, a: float, b: float) -> bool:
         return a > b
     if metric in CLOSER_TO_ONE:
         return abs(a - 1) < abs(b - 1)
+    raise DataError(f"no ordering known for metric '{metric}'")
+
+
+def skill(metric: str, model: float | None, reference: float | None) -> float | None:
+    """How much better `model` is than `reference` at `metric` (positive: better; 0: as good).
+
+    A form that stays finite when the reference is near its perfect value, unlike a
+    percentage of it:
+
+    - rmse, rmse_log: the MSE skill score ``1 - rmse² / rmse_ref²`` (1 perfect, < 0 worse);
+    - mae, mae_log, crps: ``1 - x / x_ref``;
+    - bias, bias_log: the reduction of the bias's magnitude, ``(|b_ref| - |b|) / max(|b_ref|, |b|)``,
+      in [-1, 1];
+    - spread_skill: the same on the distance from 1, ``|1 - s_ref|`` against ``|1 - s|``;
+    - acc, csi, ets, hit_rate: the difference ``x - x_ref``; far: ``far_ref - far``.
+
+    None when a value is missing or not finite, or a ratio's reference is 0 (perfect).
+    """
+    if model is None or reference is None or not (math.isfinite(model) and math.isfinite(reference)):
+        return None
+    if metric in ("rmse", "rmse_log"):
+        return None if reference == 0 else 1.0 - (model / reference) ** 2
+    if metric in ("mae", "mae_log", "crps"):
+        return None if reference == 0 else 1.0 - model / reference
+    if metric in ABS_LOWER_IS_BETTER | CLOSER_TO_ONE:
+        a, b = (abs(reference), abs(model)) if metric in ABS_LOWER_IS_BETTER else (abs(1 - reference), abs(1 - model))
+        return 0.0 if max(a, b) == 0 else (a - b) / max(a, b)
+    if metric in HIGHER_IS_BETTER:
+        return model - reference
+    if metric in LOWER_IS_BETTER:
+        return reference - model
     raise DataError(f"no ordering known for metric '{metric}'")
 
 
@@ -95,11 +126,19 @@ class Scores:
     excluded: list[dict] = field(default_factory=list)
     variant: str | None = None
     truth: str | None = None
+    notes: list[str] = field(default_factory=list)
+    """What a reader must know to trust the numbers: where the climatology came from (or why
+    it was left out), the domain the regions cover, cuts of the truth."""
+    subject: dict = field(default_factory=dict)
+    """What was scored against what: `model` and `champion` (`checkpoint_sha256`, registry
+    `version` when known), `data_hash`, `leads_hours`, `inits` (first, last, count). The
+    registry refuses to promote on scores whose subject is another model or champion."""
 
     def to_json(self, uri: str) -> str:
-        """Write ``{"variant", "truth", "records", "excluded"}`` atomically (local or s3://)."""
-        text = json.dumps({"variant": self.variant, "truth": self.truth, "records": self.records,
-                           "excluded": self.excluded}, indent=1, allow_nan=False)
+        """Write ``{"variant", "truth", "subject", "notes", "records", "excluded"}`` atomically (local or s3://)."""
+        text = json.dumps({"variant": self.variant, "truth": self.truth, "subject": self.subject,
+                           "notes": self.notes, "records": self.records, "excluded": self.excluded},
+                          indent=1, allow_nan=False)
         return write_atomic(uri, lambda path: Path(path).write_text(text))
 
     @classmethod
@@ -107,7 +146,8 @@ class Scores:
         with local_copy(uri) as path:
             try:
                 doc = json.loads(Path(path).read_text())
-                return cls(list(doc["records"]), list(doc.get("excluded", [])), doc.get("variant"), doc.get("truth"))
+                return cls(list(doc["records"]), list(doc.get("excluded", [])), doc.get("variant"), doc.get("truth"),
+                           list(doc.get("notes", [])), dict(doc.get("subject") or {}))
             except (ValueError, KeyError, TypeError) as err:
                 raise DataError(f"not a scores file ({err})", source=str(uri)) from err
 
@@ -116,17 +156,21 @@ class Scores:
         return [r for r in self.records if all(r.get(k) == v for k, v in where.items())]
 
     def value(self, forecast: str, variable: str, metric: str, lead_hours: float, level: float | None = None,
-              region: str = "global", threshold: str | None = None) -> float:
-        """The one value of a (forecast, variable, level, region, lead, metric[, threshold]) cell."""
+              region: str | None = None, threshold: str | None = None) -> float:
+        """The one value of a (forecast, variable, level, region, lead, metric[, threshold]) cell;
+        `region` None is the whole grid (`global` or `domain`)."""
         where = dict(forecast=forecast, variable=variable, metric=metric, lead_hours=float(lead_hours),
-                     level=None if level is None else float(level), region=region)
+                     level=None if level is None else float(level))
+        if region is not None:
+            where["region"] = region
         if threshold is not None:
             where["threshold"] = threshold
-        found = self.select(**where)
+        found = [r for r in self.select(**where) if region is not None or r["region"] in WHOLE_GRID]
         if len(found) != 1:
             reasons = [e["reason"] for e in self.excluded
                        if e["forecast"] == forecast and e["variable"] in (variable, "*")
-                       and e["region"] in (region, None) and e["metric"] in (metric, None)]
+                       and e["region"] in ((region, None) if region else (*WHOLE_GRID, None))
+                       and e["metric"] in (metric, None)]
             raise DataError(f"{len(found)} score(s) for {where}" + (f"; excluded: {reasons[0]}" if reasons else ""))
         return found[0]["value"]
 
@@ -277,7 +321,7 @@ def evaluate(
     truth: xr.Dataset,
     *,
     climatology: xr.Dataset | None = None,
-    regions: Sequence[str] = ("global",),
+    regions: Sequence[str] | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     thresholds: Sequence[Threshold] | None = None,
     variables: Sequence[str] | None = None,
@@ -295,7 +339,8 @@ def evaluate(
       init and lead times.
     - `truth`: dataset with a ``time`` axis of valid times, on the forecasts' grid.
     - `climatology`: from `baselines.climatology`; needed for ``acc`` (else ACC is excluded).
-    - `regions`: names understood by `regions.region_mask`; land/sea/coastal regions use
+    - `regions`: names understood by `regions.region_mask` (default: the whole grid, `global`
+      or, for a regional grid, `domain`, whose box the notes give); land/sea/coastal regions use
       `lsm`, else an ``lsm`` variable of the truth, else (waves) the truth's NaN pattern.
     - `metrics`: any of rmse, mae, bias, acc, crps, spread_skill (ensemble metrics apply to
       forecasts with a ``member`` dim; deterministic ones use the ensemble mean).
@@ -327,6 +372,7 @@ def evaluate(
     if climatology is not None:
         climatology = _climatology_on(climatology, aligned[names[0]][0])
     lat, lon = ref["latitude"].values, ref["longitude"].values
+    regions = list(regions) if regions else [whole_grid_region(lat, lon)]
     if lsm is None and "lsm" in ref:  # the truth's own mask, already on the forecast grid (align)
         lsm = ref["lsm"].isel(time=0, drop=True) if "time" in ref["lsm"].dims else ref["lsm"]
     needs_lsm = any(r.split(":")[0] in ("land", "sea", "coastal", "coastal-land") for r in regions)
@@ -361,7 +407,8 @@ def evaluate(
             _score_variable(col, name, var, fc[var], tr[var], wm, metric_set, clim, floor, thr, chunk_bytes)
     if "acc" in metric_set and climatology is None:
         col.exclude(names[0], "*", "no climatology given, so no ACC", metric="acc")
-    return Scores(col.records, col.excluded, variant, truth_name)
+    notes = [f"regions: {describe_grid(lat, lon)}"]
+    return Scores(col.records, col.excluded, variant, truth_name, notes)
 
 
 # ---- variant targets ----------------------------------------------------------------------------
@@ -377,14 +424,15 @@ class Target:
     metric: str
     level: float | None = None
     lead_hours: tuple[float, ...] | None = None
-    region: str = "global"
+    region: str | None = None
+    """None: the whole grid (`global`, or `domain` on a regional grid)."""
     threshold: str | None = None
 
     @property
     def label(self) -> str:
         lev = f"{self.level:g}" if self.level is not None else ""
         thr = f" {self.threshold}" if self.threshold else ""
-        return f"{self.variable}{lev} {self.metric}{thr} ({self.region})"
+        return f"{self.variable}{lev} {self.metric}{thr} ({self.region or 'whole grid'})"
 
 
 _DAYS_3_TO_5 = (72.0, 96.0, 120.0)
@@ -421,10 +469,12 @@ def targets(variant: str) -> tuple[Target, ...]:
     raise DataError(f"no targets for variant '{variant}'; expected medium-range, high-res, air-pollution or wave")
 
 
-def target_options(variant: str) -> dict:
-    """`evaluate` keyword arguments that make every target of `variant` scorable."""
+def target_options(variant: str, grid: xr.Dataset | None = None) -> dict:
+    """`evaluate` keyword arguments that make every target of `variant` scorable on the
+    latitudes and longitudes of `grid` (default: a global grid)."""
     ts = targets(variant)
-    regions = tuple(dict.fromkeys(("global", *(t.region for t in ts))))
+    whole = "global" if grid is None else whole_grid_region(grid["latitude"].values, grid["longitude"].values)
+    regions = tuple(dict.fromkeys((whole, *(t.region or whole for t in ts))))
     options: dict = {"regions": regions}
     if variant == "high-res":
         options["thresholds"] = _EXTREMES
@@ -442,11 +492,15 @@ def target_rows(scores: Scores, variant: str, baseline: str, model: str | None =
     model = model or (scores.forecasts() or [None])[0]
     rows = []
     for t in targets(variant):
-        where = dict(variable=t.variable, metric=t.metric, level=t.level, region=t.region)
+        where = dict(variable=t.variable, metric=t.metric, level=t.level)
+        if t.region:
+            where["region"] = t.region
         if t.threshold:
             where["threshold"] = t.threshold
-        mine = {r["lead_hours"]: r["value"] for r in scores.select(forecast=model, **where)}
-        theirs = {r["lead_hours"]: r["value"] for r in scores.select(forecast=baseline, **where)}
+        regions = (t.region,) if t.region else WHOLE_GRID
+        mine = {r["lead_hours"]: r["value"] for r in scores.select(forecast=model, **where) if r["region"] in regions}
+        theirs = {r["lead_hours"]: r["value"] for r in scores.select(forecast=baseline, **where)
+                  if r["region"] in regions}
         leads = t.lead_hours if t.lead_hours is not None else sorted(set(mine) | set(theirs))
         for lead in leads or [None]:
             a, b = mine.get(lead), theirs.get(lead)

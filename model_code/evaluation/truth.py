@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import Sequence
 
+import numpy as np
 import xarray as xr
 
 from model_code.data.ingest import read_fields
@@ -20,9 +21,12 @@ from model_code.storage import local_copy
 __all__ = ["open_truth"]
 
 
-def open_truth(uris: Sequence[str]) -> xr.Dataset:
+def open_truth(uris: Sequence[str], *, time_range: tuple | None = None) -> xr.Dataset:
     """The time-dependent variables of `uris` (paths or s3:// URIs), merged and loaded,
-    plus `lsm` when a file has it (land/sea regions use it)."""
+    plus `lsm` when a file has it (land/sea regions use it).
+
+    `time_range` (first, last), inclusive, either end None for open, loads only those times.
+    """
     if not uris:
         raise DataError("no truth files given")
     with contextlib.ExitStack() as stack:
@@ -32,7 +36,16 @@ def open_truth(uris: Sequence[str]) -> xr.Dataset:
         for key, field in fields.items():
             if "time" not in field.data.dims and key != "lsm":
                 continue
-            da = field.values()
+            if time_range is not None and "time" in field.data.dims:
+                times = field.data["time"].values
+                keep = np.ones(len(times), dtype=bool)
+                if time_range[0] is not None:
+                    keep &= times >= np.datetime64(time_range[0], "ns")
+                if time_range[1] is not None:
+                    keep &= times <= np.datetime64(time_range[1], "ns")
+                da = field.chunk(time=np.nonzero(keep)[0])
+            else:
+                da = field.values()
             da.attrs = {"units": field.var.units, "long_name": field.var.long_name, "source": field.source}
             data[key] = da
     if not any("time" in da.dims for da in data.values()):

@@ -22,7 +22,7 @@ from model_code.storage import write_atomic
 from model_code.training.losses import LossConfig, default_loss_config
 from model_code.training.optim import OptimConfig, ScheduleConfig
 from model_code.training.schema import from_dict, set_dotted, to_dict
-from model_code.variants import PROFILES, VariantSpec, get_variant, with_timestep
+from model_code.variants import PROFILES, VariantSpec, get_variant, with_history, with_timestep
 
 __all__ = [
     "CheckpointConfig",
@@ -37,7 +37,7 @@ __all__ = [
     "with_overrides",
 ]
 
-FillMode = Literal["synthetic", "zeros"]  # ingest.FILL_MODES
+FillMode = Literal["mean", "synthetic", "zeros"]  # ingest.FILL_MODES
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
@@ -70,6 +70,11 @@ class DataConfig:
     """Regrid every field to this resolution (degrees) on reading."""
     validate: bool = True
     """Run the data validator over every field before training."""
+    normalisation: Literal["aurora", "training"] = "aurora"
+    """`aurora`: Aurora's own statistics (global ERA5; 2 m temperature scaled by 21 K).
+    `training`: the median and scaled MAD of each surface variable over the training
+    inputs, given to the model as `surf_stats` and saved in the checkpoint, so a regional
+    model sees its own range (over the British Isles in March 2 m temperature spans ~2 K)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,11 @@ class TrainConfig:
     """Constructor arguments replacing the profile's (e.g. `embed_dim`, `encoder_depths`)."""
     weights: str | None = None
     """Starting weights: this project's `.safetensors` or a published Aurora `.ckpt` (path or s3://)."""
+    head_init: Literal["aurora", "zero"] = "aurora"
+    """Initial output heads of a model built from scratch: `aurora`, Aurora's random
+    initialisation; `zero`, zeros, so before its first step the model predicts each variable's
+    normalisation location (the training median with `data.normalisation: training`), a flat
+    forecast no worse than the mean, where random heads start from noise."""
     timestep_hours: int | None = None
     """The data's natural step (e.g. 1 for hourly ERA5); default the variant's (6 h, 12 h)."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -158,9 +168,12 @@ class TrainConfig:
 
     @property
     def spec(self) -> VariantSpec:
-        """The variant, stepping by `timestep_hours` when given."""
+        """The variant, stepping by `timestep_hours` and taking `model.max_history_size`
+        input times when given."""
         hours = self.timestep_hours
-        return with_timestep(_variant(self.variant), None if hours is None else timedelta(hours=hours))
+        spec = with_timestep(_variant(self.variant), None if hours is None else timedelta(hours=hours))
+        history = self.model.get("max_history_size")
+        return with_history(spec, history) if isinstance(history, int) else spec
 
     @property
     def max_lead(self) -> int:
@@ -206,6 +219,9 @@ def _validate(cfg: TrainConfig) -> None:
     for key in cfg.model:
         _check(key in accepted, f"model.{key}",
                f"not a constructor argument of {spec.model_class.__name__} (the step is set by timestep_hours)")
+    history = cfg.model.get("max_history_size")
+    _check(history is None or (isinstance(history, int) and history >= spec.min_history), "model.max_history_size",
+           f"must be a whole number of input times >= {spec.min_history}; got {history!r}")
     _check(cfg.timestep_hours is None or cfg.timestep_hours >= 1, "timestep_hours",
            f"must be a whole number of hours >= 1; got {cfg.timestep_hours}")
 

@@ -34,6 +34,33 @@ class TrainData:
     """Targets at `early_stopping.lead_steps`."""
     provenance: Provenance
 
+    @property
+    def filled_inputs(self) -> dict[str, str]:
+        """`{dataset name: fill mode}` of every input the data lacked, as the checkpoint records it."""
+        return {**{v.dataset_name: self.train.fill_missing for v in self.train.filled_static},
+                **{v.dataset_name: self.train.fill_missing_dynamic for v in self.train.filled_dynamic}}
+
+    def surface_stats(self, max_times: int = 240) -> dict[str, tuple[float, float]]:
+        """`{aurora name: (location, scale)}` of the surface variables the data hold, from the
+        times training samples read as inputs (at most `max_times`, spread evenly): robust,
+        area-weighted (`preprocess.normalisation_stats`), as `Aurora(surf_stats=...)` takes them."""
+        import xarray as xr
+
+        from model_code.data.preprocess.normalisation import aurora_surf_stats, normalisation_stats
+
+        ds = self.train
+        history = ds.init_times[:, None] + ds._offsets()[None, :ds.history]
+        times = np.unique(history.ravel())
+        times = times[np.unique(np.linspace(0, len(times) - 1, min(max_times, len(times))).round().astype(int))]
+        filled = {v.dataset_name for v in ds.filled_dynamic}
+        fields = {v.dataset_name: ds._fields[v.dataset_name] for v in ds._dynamic_variables()
+                  if v.kind == "surface" and v.dataset_name not in filled}
+        lat, lon = next(iter(fields.values())).grid
+        data = xr.Dataset({k: f.values(time=times).variable for k, f in fields.items()},
+                          coords={"time": times, "latitude": lat, "longitude": lon})
+        stats = normalisation_stats(data, (str(times[0]), str(times[-1])))
+        return {k: (float(a), float(b)) for k, (a, b) in aurora_surf_stats(stats).items()}
+
     def provenance_record(self) -> dict:
         p = self.provenance
         return {"inputs": p.inputs, "filled": p.filled, "notes": p.notes}

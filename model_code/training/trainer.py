@@ -87,6 +87,15 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _zero_output_heads(model: Aurora) -> None:
+    """Zero the decoder's per-variable output layers: the model then predicts every variable's
+    normalisation location until training moves them."""
+    heads = [*model.decoder.surf_heads.values(), *model.decoder.atmos_heads.values()]
+    with torch.no_grad():
+        for p in (p for head in heads for p in head.parameters()):
+            p.zero_()
+
+
 class Trainer:
     """Everything a run needs, built and checked in order: config, data, model, optimiser."""
 
@@ -150,9 +159,16 @@ class Trainer:
 
     def _build_model(self, resume) -> Aurora:
         cfg = self.cfg
-        model = build_model(self.spec, cfg.profile, seed=cfg.train.seed, overrides=cfg.model)
+        self.model_overrides = dict(cfg.model)
+        """Constructor arguments as built and saved: the config's, with `surf_stats` from the
+        training inputs when `data.normalisation` is `training` (and the config gives none)."""
+        if cfg.data.normalisation == "training" and "surf_stats" not in self.model_overrides:
+            self.model_overrides["surf_stats"] = self.data.surface_stats()
+        model = build_model(self.spec, cfg.profile, seed=cfg.train.seed, overrides=self.model_overrides)
         if cfg.weights and resume is None:
             load_weights(model, cfg.weights)
+        elif cfg.head_init == "zero" and resume is None:
+            _zero_output_heads(model)
         apply_lora_mode(model, cfg.optim)
         if resume is not None:  # after the LoRA rank is set: the saved adapters have it
             load_weights(model, str(run_state.find_last(resume) / run_state.WEIGHTS))
@@ -341,7 +357,7 @@ class Trainer:
         extra = {"step": str(self.step), "val_loss": "" if value is None else repr(value),
                  "training_config": json.dumps(to_dict(self.cfg), default=str)}
         return save_checkpoint(self.model, self.spec, self.cfg.profile, str(path), extra=extra,
-                               overrides=self.cfg.model)
+                               overrides=self.model_overrides, filled_inputs=self.data.filled_inputs)
 
     def _checkpoint(self, kind: str, path: str) -> None:
         self.callbacks.on_checkpoint(self, self.step, path, kind)
