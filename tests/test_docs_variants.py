@@ -119,9 +119,10 @@ def promotion_gates(spec: VariantSpec) -> str:
     from pipelines.gates import default_gates
 
     rows = "".join(
-        f"| {g.metric} | `{g.variable}` | {'-' if g.level is None else f'{g.level:g} hPa'} | {g.region} | "
+        f"| {g.metric} | `{g.variable}` | {'-' if g.level is None else f'{g.level:g} hPa'} | "
+        f"{g.region or 'whole grid'} | "
         f"{g.lead_hours if isinstance(g.lead_hours, str) else ', '.join(f'{h:g}' for h in g.lead_hours)} | "
-        f"{', '.join(g.against)} |\n"
+        f"{', '.join(g.comparators)} |\n"
         for g in default_gates(spec.name))
     return ("From `pipelines/gates.py`: a challenger becomes champion only if it beats every comparator "
             "on every row ([registry.md](../registry.md#promotion-gates)).\n\n"

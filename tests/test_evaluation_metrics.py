@@ -118,6 +118,31 @@ def test_rmse_of_one_region_matches_scores_on_its_points(pair):
     np.testing.assert_allclose(ours.sel(region="tropics").values, theirs.values, rtol=1e-6)
 
 
+def test_acc_matches_weighted_mean_squares_from_scores(pair):
+    """WeatherBench 2's (uncentred, area-weighted) ACC from three of the `scores` package's
+    weighted MSEs per init: ⟨f′o′⟩ = (⟨f′²⟩ + ⟨o′²⟩ − ⟨(f′ − o′)²⟩) / 2."""
+    forecast, truth, weights = pair
+    clim = truth.mean("init_time") * 0.5  # anomalies that are neither centred nor zero
+    fa, oa = forecast - clim, truth - clim
+    keep = ["init_time", "lead_time"]
+    ff = scores.continuous.mse(fa, 0 * fa, preserve_dims=keep, weights=weights)
+    oo = scores.continuous.mse(oa, 0 * oa, preserve_dims=keep, weights=weights)
+    fo = (ff + oo - scores.continuous.mse(fa, oa, preserve_dims=keep, weights=weights)) / 2
+    theirs = (fo / np.sqrt(ff * oo)).mean("init_time")
+    np.testing.assert_allclose(m.acc(forecast, truth, clim).values, theirs.values, rtol=1e-6)
+
+
+def test_spread_skill_matches_weighted_mean_squares_from_scores(pair):
+    """sqrt(⟨member variance⟩) / RMSE of the ensemble mean, both from `scores`' weighted MSE."""
+    forecast, truth, weights = pair
+    rng = np.random.default_rng(3)
+    ens = forecast.expand_dims(member=6).copy(data=forecast.values[None] + rng.normal(size=(6, *forecast.shape)))
+    mean = ens.mean("member")
+    variance = scores.continuous.mse(ens, mean, preserve_dims=["lead_time"], weights=weights) * 6 / 5  # ddof 1
+    error = scores.continuous.mse(mean, truth, preserve_dims=["lead_time"], weights=weights)
+    np.testing.assert_allclose(m.spread_skill(ens, truth).values, np.sqrt(variance / error).values, rtol=1e-6)
+
+
 # ---- ensembles -----------------------------------------------------------------------------------
 
 def test_fair_crps_matches_scores_and_a_hand_value(pair):

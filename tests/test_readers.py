@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import BROKEN, ERA5_HOURLY, ERA5_USA, EUROPE, FORMATS, GFS, GFS_WAVE, IFS_8_STEPS, OPENDATA_0P4, SAMPLES, SOIL_TYPE, SWELL_PERIOD
+from conftest import (
+    BRITISH_ISLES, BROKEN, ERA5_HOURLY, ERA5_USA, EUROPE, FORMATS, GFS, GFS_WAVE, IFS_8_STEPS, OPENDATA_0P4, SAMPLES, SOIL_TYPE,
+    SWELL_PERIOD,
+)
 from model_code.data.canonical import canonicalise
 from model_code.data.ingest import read_fields
 from model_code.data.readers import detect_format, open_datasets
@@ -46,7 +49,8 @@ def test_every_real_sample_converts_to_canonical_fields(path, expected):
 
 
 def test_every_shipped_sample_is_covered_by_a_test():
-    tested = {GFS, IFS_8_STEPS, OPENDATA_0P4, ERA5_USA, ERA5_HOURLY, GFS_WAVE, SWELL_PERIOD, SOIL_TYPE, *EUROPE}
+    tested = {GFS, IFS_8_STEPS, OPENDATA_0P4, ERA5_USA, ERA5_HOURLY, BRITISH_ISLES, GFS_WAVE, SWELL_PERIOD, SOIL_TYPE,
+              *EUROPE}
     shipped = {p for p in SAMPLES.iterdir() if p.is_file() and p.suffix in (".grib", ".grib2", ".nc")}
     assert shipped == tested
 
@@ -57,6 +61,17 @@ def test_the_hourly_era5_sample_is_25_consecutive_hours():
     assert len(times) == 25 and np.all(np.diff(times) == np.timedelta64(1, "h"))
     assert str(times[0])[:13] == "2018-01-02T06"
     assert any("d2m" in item for item in prov.ignored)
+
+
+def test_the_british_isles_month_is_every_hour_of_march_2019_west_of_0():
+    fields, prov = fields_of(BRITISH_ISLES)
+    t2m = fields["t2m"].data
+    times = t2m.time.values
+    assert len(times) == 744 and np.all(np.diff(times) == np.timedelta64(1, "h"))
+    assert str(times[0])[:13] == "2019-03-01T00" and str(times[-1])[:13] == "2019-03-31T23"
+    lon = t2m.longitude.values
+    assert lon.min() == 350.0 and lon.max() == 359.75  # -10 .. -0.25 rolled into [0, 360)
+    assert t2m.sizes["latitude"] == 33 and 265 < float(t2m.min()) and float(t2m.max()) < 295  # K, in March
 
 
 def test_the_same_data_in_grib_netcdf_and_zarr_gives_the_same_fields():
