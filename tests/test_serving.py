@@ -270,3 +270,29 @@ def test_eight_clients_for_twenty_seconds_see_no_errors(server):
                    if line.startswith("aurora_requests_total{") and 'variant="medium-range"' in line
                    and 'code="200"' in line and 'endpoint="infer"' in line)
     assert batches < requests  # concurrent requests were merged into shared forward passes
+
+
+def test_a_request_may_leave_out_what_the_checkpoint_was_trained_without():
+    """Inputs the checkpoint's training filled are filled alike when a request omits them, at
+    the training levels; any other missing input is still a 400 naming it."""
+    from model_code.data.ingest import fill_values
+    from model_code.variables import variable
+    from serving import codec
+
+    spec = get_variant("medium-range")
+    window = make_window("medium-range")
+    fills = codec.InputFills({v.dataset_name: "mean" for v in spec.inputs() if v.dataset_name != "t2m"}, (500.0, 850.0))
+    limits = codec.Limits.for_variant(spec, max_steps=4)
+    given = {k: v for k, v in tensors_of(window, "medium-range").items() if k in ("latitude", "longitude", "t2m")}
+    request = codec.build_window(given, PARAMS, spec, limits, fills=fills)
+    built = request.window
+    assert list(built.level.values) == [500.0, 850.0] and built["t"].attrs["filled"] == "mean"
+    np.testing.assert_array_equal(built["t2m"].values, window["t2m"].values)
+    expected = fill_values(variable("atmos", "t"), "mean", built.latitude.values, built.longitude.values,
+                           built.time.values, (500.0, 850.0))  # Aurora's means of t at 500 and 850 hPa
+    np.testing.assert_array_equal(built["t"].values, expected)
+    with pytest.raises(codec.RequestError, match="t2m: missing surface variable"):
+        codec.build_window({k: v for k, v in given.items() if k != "t2m"} | {"u10": window["u10"].values},
+                           PARAMS, spec, limits, fills=fills)
+    with pytest.raises(codec.RequestError, match="u10: missing surface variable"):
+        codec.build_window(given, PARAMS, spec, limits)  # a checkpoint trained on every input fills none
