@@ -10,13 +10,21 @@
    of fields in one NetCDF) with the tiny model, 1 step: submit-to-succeeded wall time and the
    server's peak resident memory (VmHWM).
 4. Cold start: process start to `ready` (imports, checkpoint load, warm-up forwards).
+5. A swap under load: a server following `models:/aurora-medium-range@champion` (`--follow 1`,
+   a sqlite MLflow registry) answers 4 gRPC clients that never stop while the alias moves
+   between two registered versions several times. Against the same server's steady state:
+   request latency during a swap, alias move to the first answer of the new version, failed
+   requests, and answers of the old version after the new one answered (must be 0).
 """
 
 from __future__ import annotations
 
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -101,8 +109,7 @@ def throughput(workdir: Path, repeat: int) -> list[dict]:
                 ("REST binary", lambda: rest.infer("echo", {"x": x}, {}, binary=True), repeat * 2),
                 ("REST JSON", lambda: rest.infer("echo", {"x": x}, {}, binary=False), 1 if mb > 4 else repeat),
             ):
-                out = call()
-                assert np.array_equal(out["x"], x)
+                assert np.array_equal(call().outputs["x"], x)
                 t = time_ms(call, repeat=n, warmup=0)
                 rows.append({"mb": mb, "path": name, "ms": t.median, "mb_s": mb / (t.median / 1e3)})
         return rows
@@ -130,6 +137,81 @@ def global_job(checkpoint: str, workdir: Path) -> dict:
         server.stop()
 
 
+def swap(workdir: Path, repeat: int) -> dict:
+    from pipelines import registry
+
+    spec, name = get_variant(VARIANT), f"aurora-{VARIANT}"
+    store = f"sqlite:///{workdir / 'mlruns.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = store
+    try:
+        versions = [registry.register(save_checkpoint(build_model(spec, "tiny", seed=s), spec, "tiny",
+                                                      str(workdir / f"v{s}.safetensors")), variant=VARIANT)
+                    for s in (1, 2)]
+        registry.client().set_registered_model_alias(name, "champion", versions[0])
+        server = ServerProcess(VARIANT, f"models:/{name}@champion", workdir / "swap", args=["--follow", "1"],
+                               env={"MLFLOW_TRACKING_URI": store}).start(timeout=600)
+        window = _window(spec.tiny_grid)
+        tensors, params = request_tensors(window, spec), request_parameters(window, 1)
+        answers: list[tuple[float, float, str]] = []  # (sent, answered, version)
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def client_loop() -> None:
+            client = GrpcClient(server.grpc)
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    version = client.infer(name, tensors, params, timeout=60).model_version
+                except Exception as e:  # every failure counts
+                    failures.append(repr(e))
+                    continue
+                answers.append((sent, time.monotonic(), version))
+            client.close()
+
+        clients = [threading.Thread(target=client_loop, daemon=True) for _ in range(4)]
+        try:
+            for c in clients:
+                c.start()
+            time.sleep(5)
+            swaps = []  # (alias moved, first answer of the new version, the new version)
+            for k in range(max(3, repeat)):
+                new = versions[(k + 1) % 2]
+                moved = time.monotonic()
+                registry.client().set_registered_model_alias(name, "champion", new)
+                while not any(v == new and t > moved for _, t, v in answers) and time.monotonic() < moved + 120:
+                    time.sleep(0.05)
+                swaps.append((moved, min(t for _, t, v in answers if v == new and t > moved), new))
+                time.sleep(5)
+        finally:
+            stop.set()
+            for c in clients:
+                c.join(timeout=120)
+            server.stop()
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+    def during(sent, answered):
+        return any(sent < first and answered > moved for moved, first, _ in swaps)
+
+    steady = [1e3 * (t - s) for s, t, _ in answers if not during(s, t)]
+    swapping = [1e3 * (t - s) for s, t, _ in answers if during(s, t)]
+    until = [m for m, _, _ in swaps[1:]] + [float("inf")]  # each swap's version serves until the next move
+    stale = sum(1 for s, _, v in answers for (_, first, new), end in zip(swaps, until) if first < s < end and v != new)
+    return {"swaps": len(swaps), "answers": len(answers), "failures": len(failures),
+            "stale": stale, "to_first_new_s": statistics.median(first - moved for moved, first, _ in swaps),
+            "steady_ms": statistics.median(steady), "steady_p95_ms": _p95(steady),
+            "swap_ms": statistics.median(swapping), "swap_p95_ms": _p95(swapping), "swap_max_ms": max(swapping),
+            "swap_answers": len(swapping)}
+
+
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1]
+
+
 def run(repeat: int = 3) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         workdir = Path(tmp)
@@ -139,11 +221,12 @@ def run(repeat: int = 3) -> dict:
         results["latency"].pop("batch")
         results["throughput"] = throughput(workdir, repeat)
         results["job"] = global_job(checkpoint, workdir)
+        results["swap"] = swap(workdir, repeat)
     return results
 
 
 def table(results: dict) -> str:
-    lat, job = results["latency"], results["job"]
+    lat, job, sw = results["latency"], results["job"], results["swap"]
     lines = [
         "| measure | value |", "|---|---|",
         f"| gRPC request, 1 step, 32x64 (ms) | {lat['grpc_ms']:.1f} |",
@@ -155,6 +238,16 @@ def table(results: dict) -> str:
         "", "| tensor | path | round trip (ms) | MB/s |", "|---|---|---|---|",
     ]
     lines += [f"| {r['mb']} MB | {r['path']} | {r['ms']:.0f} | {r['mb_s']:.1f} |" for r in results["throughput"]]
+    lines += [
+        "", f"Swap under load ({sw['swaps']} alias moves, 4 gRPC clients, {sw['answers']} answers):", "",
+        "| measure | value |", "|---|---|",
+        f"| request latency, steady state: median / p95 (ms) | {sw['steady_ms']:.0f} / {sw['steady_p95_ms']:.0f} |",
+        f"| request latency during a swap ({sw['swap_answers']} answers): median / p95 / max (ms) | "
+        f"{sw['swap_ms']:.0f} / {sw['swap_p95_ms']:.0f} / {sw['swap_max_ms']:.0f} |",
+        f"| alias moved to first answer of the new version, median (s; polling every 1 s) | {sw['to_first_new_s']:.1f} |",
+        f"| failed requests | {sw['failures']} |",
+        f"| answers of the old version after the new one answered | {sw['stale']} |",
+    ]
     return "\n".join(lines)
 
 

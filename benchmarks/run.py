@@ -466,6 +466,11 @@ KFP's executor and its artifact bookkeeping. The sides alternate (median of
   one NetCDF) with the tiny model, 1 step: submit-to-succeeded wall time and the server's
   peak resident memory (VmHWM).
 - **cold start**: process start to ready (imports, checkpoint load, two warm-up forwards).
+- **a swap under load**: a server following `models:/aurora-medium-range@champion`
+  (`--follow 1`, sqlite MLflow registry) answers 4 gRPC clients that never pause while the
+  alias moves between two registered versions; latency of requests in flight during a swap
+  against the same run's steady state, failed requests, and answers of the old version after
+  the new one answered (0 means no client went back).
 
 {serving_table}
 """,

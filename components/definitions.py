@@ -131,6 +131,19 @@ def promote(variant: str, version: str, scores: Input[Artifact], gates: dict, tr
 
 
 @_component
+def canary(variant: str, version: str, percent: int, namespace: str, tracking_uri: str) -> str:
+    """Start a canary of registered `version` on the variant's InferenceService in `namespace`
+    (cluster mode: the task's service account patches it); returns the rollout's state as JSON."""
+    import os
+
+    from components.steps import canary_rollout
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    return canary_rollout(variant, version, percent, namespace=namespace)
+
+
+@_component
 def score_champion(variant: str, data: list, config: dict, champion: str, steps: int, max_inits: int,
                    skill_history: str, tracking_uri: str, scores: Output[Artifact], report: Output[HTML],
                    metrics: Output[Metrics]) -> str:

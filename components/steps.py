@@ -423,6 +423,22 @@ def promote_model(variant: str, version: str, scores_path: str, *, gates: Mappin
     return version
 
 
+def canary_rollout(variant: str, version: str, percent: int, *, namespace: str) -> str:
+    """A canary of registered `version` at `percent` % on the InferenceService of `variant`, its
+    artifact checked against its registered digest first; the rollout's state as JSON."""
+    from kubernetes import client
+
+    from pipelines.cluster import api_client
+    from pipelines.registry import model_name
+    from serving import served
+    from serving.rollout import Rollout
+
+    model = served.describe_uri(f"models:/{model_name(variant)}/{version}")
+    served.verify(model)
+    state = Rollout(client.CustomObjectsApi(api_client()), variant, namespace=namespace).canary(percent, model)
+    return json.dumps(state.to_dict(), default=str)
+
+
 # ---- continuous evaluation ----------------------------------------------------------------
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib.metadata import version
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import xarray as xr
-from aurora import Aurora, Batch, rollout
+from aurora import Aurora, Batch
 
 from model_code.checkpoint import load_checkpoint, read_checkpoint_info
 from model_code.data.batch import forecast_to_dataset, window_to_batch
@@ -21,13 +21,56 @@ from model_code.errors import DataError
 from model_code.variants import VariantSpec, build_model, get_variant
 
 
-def forecast_steps(model: Aurora, batch: Batch, steps: int) -> Iterator[Batch]:
-    """Yield the prediction of every rollout step, on the CPU, without autograd state."""
+def forecast_steps(model: Aurora, batch: Batch, steps: int, *, done: Sequence[Batch] = (),
+                   steps_done: int | None = None) -> Iterator[Batch]:
+    """Yield the prediction of every rollout step after the first `steps_done`, on the CPU,
+    without autograd state.
+
+    Aurora's roll-out (`aurora.rollout`: each prediction, clipped where the model clips, becomes
+    the newest input), with two differences that make a forecast resumable. Static fields stay
+    the ones given: Aurora's own roll-out passes them through normalise and unnormalise at
+    every step, which moves them by float rounding. And an earlier run of the same model and
+    batch continues: `done` holds its last predictions as it yielded them (read back from its
+    step files at full precision), at least as many as the input history when they are not
+    all `steps_done` (default `len(done)`) of them; the steps that follow are bit-identical to
+    those of the uninterrupted forecast.
+    """
     if steps < 1:
         raise DataError(f"steps must be at least 1; got {steps}")
+    skipped = (len(done) if steps_done is None else steps_done) - len(done)
     with torch.inference_mode():
-        for pred in rollout(model, batch, steps=steps):
+        p = next(model.parameters())
+        batch = model.batch_transform_hook(batch).type(p.dtype).crop(model.patch_size).to(p.device)
+        statics = batch.static_vars
+        history = next(iter(batch.surf_vars.values())).shape[1]
+        if skipped < 0 or (skipped and len(done) < history):
+            raise DataError(f"resuming after step {skipped + len(done)} needs the last {history} prediction(s) "
+                            f"(the input history); got {len(done)}")
+        if skipped:  # their history is shifted out by the `done` that follow: only the clock moves on
+            batch = replace(batch, metadata=replace(
+                batch.metadata, time=tuple(t + skipped * model.timestep for t in batch.metadata.time),
+                rollout_step=batch.metadata.rollout_step + skipped))
+        for pred in done:
+            batch = _next_input(model, batch, pred.to(p.device), statics)
+        for _ in range(steps):
+            pred = model.forward(batch)
             yield pred.to("cpu")
+            batch = _next_input(model, batch, pred, statics)
+
+
+def _next_input(model: Aurora, batch: Batch, pred: Batch, statics: dict) -> Batch:
+    """The input after `pred`: the history window moved on by one step, the statics unchanged."""
+    pred = model.apply_rollout_input_clipping(pred)
+    step = model.timestep
+    metadata = replace(batch.metadata, time=tuple(t + step for t in batch.metadata.time),
+                       rollout_step=batch.metadata.rollout_step + 1)
+    # As `aurora.rollout`: a variable goes on when it is both an input and a prediction.
+    return Batch(surf_vars={k: torch.cat([batch.surf_vars[k][:, 1:], v], dim=1)
+                            for k, v in pred.surf_vars.items() if k in batch.surf_vars},
+                 static_vars=statics,
+                 atmos_vars={k: torch.cat([batch.atmos_vars[k][:, 1:], v], dim=1)
+                             for k, v in pred.atmos_vars.items() if k in batch.atmos_vars},
+                 metadata=metadata)
 
 
 def forecast(

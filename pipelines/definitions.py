@@ -2,7 +2,8 @@
 
     training:   validate -> augment -> tune -> train -> evaluate -> register -> [gates] promote
                 (`test_period`, [start, end]: days held out of augment, tune and train, and verified)
-    retrain:    the same, warm-started from the champion's weights, on a new data window
+    retrain:    the same, warm-started from the champion's weights, on a new data window;
+                on a cluster, with `canary_percent` > 0, ending with a canary of the new champion
     evaluation: validate -> score the champion on the latest window (skill history)
 
 Every pipeline runs inside an exit handler that records its outcome (succeeded, failed,
@@ -60,6 +61,8 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
         max_inits: int = 4,
         gates: dict = {},
         test_period: list = [],
+        canary_percent: int = 0,
+        serving_namespace: str = "aurora",
         tracking_uri: str = "",
     ):
         record = configure(c.record_outcome(pipeline=name, variant=variant, tracking_uri=tracking_uri),
@@ -88,9 +91,13 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
                                            tracking_uri=tracking_uri),
                                 "register", retries=retries)
             with dsl.If(scored.outputs["Output"] == True, name="gates-passed"):  # noqa: E712 (a KFP condition)
-                configure(c.promote(variant=variant, version=version.output, scores=scored.outputs["scores"],
-                                    gates=gates, tracking_uri=tracking_uri),
-                          "promote", retries=retries)
+                promoted = configure(c.promote(variant=variant, version=version.output, scores=scored.outputs["scores"],
+                                               gates=gates, tracking_uri=tracking_uri),
+                                     "promote", retries=retries)
+                with dsl.If(canary_percent > 0, name="canary-wanted"):
+                    configure(c.canary(variant=variant, version=promoted.output, percent=canary_percent,
+                                       namespace=serving_namespace, tracking_uri=tracking_uri),
+                              "canary", retries=retries)
 
     return pipeline
 

@@ -493,6 +493,19 @@ def resolve_version(uri: str) -> tuple[str, str]:
     return name, version
 
 
+def version_artifact(uri: str) -> dict[str, str]:
+    """What `models:/NAME@ALIAS` or `models:/NAME/VERSION` serves, read now:
+    `{"name", "version", "uri", "sha256"}`, `uri` the version's checkpoint in the artifact store
+    (immutable: every version has its own run) and `sha256` its digest as registered."""
+    name, version = resolve_version(uri)
+    mv = _model_version(client(), name, version)
+    sha = mv.tags.get("checkpoint_sha256")
+    if not sha:
+        raise DataError(f"{name} version {version} has no checkpoint_sha256 tag: it cannot be served by digest",
+                        source=str(uri))
+    return {"name": name, "version": version, "uri": checkpoint_uri(client(), name, version), "sha256": sha}
+
+
 def resolve_checkpoint(uri: str, dst: str | None = None) -> str:
     """A local checkpoint path for `models:/NAME@ALIAS` or `models:/NAME/VERSION`.
 

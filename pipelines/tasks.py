@@ -61,6 +61,7 @@ STEPS = {
     "register": Step(cpu="1", memory="4Gi", cache=False, retries=2),
     "promote": Step(cpu="500m", memory="1Gi", cache=False, retries=2),
     "record-outcome": Step(cpu="500m", memory="1Gi", cache=False, retries=2),
+    "canary": Step(cpu="500m", memory="1Gi", cache=False, retries=2),  # a patch through the API: idempotent
 }
 
 

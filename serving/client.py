@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Mapping
 
 import httpx
@@ -45,6 +46,14 @@ def split_outputs(named: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray
     return {var: np.stack([steps[h] for h in hours]) for var, steps in by_var.items()}, hours
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A response's tensors by name and the model version that made them ("" if not said)."""
+
+    outputs: dict[str, np.ndarray]
+    model_version: str
+
+
 def _datatype(a: np.ndarray) -> str:
     return "FP64" if a.dtype == np.float64 else "FP32"
 
@@ -68,7 +77,7 @@ class GrpcClient:
         return self._stub.ModelReady(self._pb.ModelReadyRequest(name=model)).ready
 
     def infer(self, model: str, tensors: Mapping[str, np.ndarray], parameters: Mapping[str, str | int],
-              timeout: float | None = None) -> dict[str, np.ndarray]:
+              timeout: float | None = None) -> Answer:
         pb = self._pb
         request = pb.ModelInferRequest(model_name=model)
         for key, value in parameters.items():
@@ -81,8 +90,8 @@ class GrpcClient:
             request.inputs.add(name=name, datatype=_datatype(values), shape=list(values.shape))
             request.raw_input_contents.append(np.ascontiguousarray(values).tobytes())
         response = self._stub.ModelInfer(request, timeout=timeout)
-        return {o.name: np.frombuffer(raw, dtype=np.float32).reshape(list(o.shape))
-                for o, raw in zip(response.outputs, response.raw_output_contents)}
+        return Answer({o.name: np.frombuffer(raw, dtype=np.float32).reshape(list(o.shape))
+                       for o, raw in zip(response.outputs, response.raw_output_contents)}, response.model_version)
 
     def close(self) -> None:
         self._channel.close()
@@ -100,7 +109,7 @@ class RestClient:
         return r.status_code == 200 and r.json().get("ready", False)
 
     def infer(self, model: str, tensors: Mapping[str, np.ndarray], parameters: Mapping[str, str | int],
-              *, binary: bool = True) -> dict[str, np.ndarray]:
+              *, binary: bool = True) -> Answer:
         url = f"{self.url}/v2/models/{model}/infer"
         if binary:
             inputs = [{"name": n, "datatype": _datatype(a), "shape": list(a.shape),
@@ -121,8 +130,10 @@ class RestClient:
                 size = o["parameters"]["binary_data_size"]
                 out[o["name"]] = np.frombuffer(r.content[offset:offset + size], np.float32).reshape(o["shape"])
                 offset += size
-            return out
-        return {o["name"]: np.asarray(o["data"], np.float32).reshape(o["shape"]) for o in r.json()["outputs"]}
+            return Answer(out, meta.get("model_version") or "")
+        meta = r.json()
+        return Answer({o["name"]: np.asarray(o["data"], np.float32).reshape(o["shape"]) for o in meta["outputs"]},
+                      meta.get("model_version") or "")
 
     # ---- jobs -------------------------------------------------------------------------
 
@@ -169,8 +180,10 @@ def _raise_for(r: httpx.Response) -> None:
 
 def predict(client: GrpcClient | RestClient, spec: VariantSpec, window: xr.Dataset, steps: int,
             **options) -> xr.Dataset:
-    """Send `window`, get a `steps`-step forecast back as a CF dataset."""
-    named = client.infer(f"aurora-{spec.name}", request_tensors(window, spec), request_parameters(window, steps),
-                         **options)
-    outputs, hours = split_outputs(named)
-    return forecast_dataset(outputs, spec, window, hours)
+    """Send `window`, get a `steps`-step forecast back as a CF dataset that names the model version."""
+    answer = client.infer(f"aurora-{spec.name}", request_tensors(window, spec), request_parameters(window, steps),
+                          **options)
+    outputs, hours = split_outputs(answer.outputs)
+    ds = forecast_dataset(outputs, spec, window, hours)
+    ds.attrs["aurora_model_version"] = answer.model_version
+    return ds

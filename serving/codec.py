@@ -390,9 +390,10 @@ def output_name(dataset_name: str, hours: int) -> str:
 
 def encode_v2(
     request: InferRequest, forecast: Mapping[str, np.ndarray], hours: Sequence[int], model_name: str,
-    window: xr.Dataset,
+    window: xr.Dataset, *, model_version: str,
 ) -> InferResponse:
-    """One FP32 tensor per variable and lead time; `forecast` maps names to (steps, ...) arrays."""
+    """One FP32 tensor per variable and lead time; `forecast` maps names to (steps, ...) arrays.
+    The response names the model that made it: `model_version` and a parameter of that name."""
     init = window.time.values[-1]
     outputs = []
     for name, values in forecast.items():
@@ -402,10 +403,10 @@ def encode_v2(
             out.set_data_from_numpy(np.ascontiguousarray(values[k], dtype=np.float32), binary_data=True)
             outputs.append(out)
     return InferResponse(
-        response_id=request.id or "", model_name=model_name, infer_outputs=outputs,
+        response_id=request.id or "", model_name=model_name, infer_outputs=outputs, model_version=model_version,
         use_binary_outputs=request.use_binary_outputs,
         parameters={"init_time": str(init)[:19] + "Z", "lead_hours": ",".join(map(str, hours)),
-                    "levels": ",".join(f"{lv:g}" for lv in window.level.values)},
+                    "levels": ",".join(f"{lv:g}" for lv in window.level.values), "model_version": model_version},
     )
 
 
@@ -435,8 +436,10 @@ def decode_v1(body: Any, spec: VariantSpec, limits: Limits, statics: StaticCache
     return requests
 
 
-def encode_v1(forecast: Mapping[str, np.ndarray], hours: Sequence[int], window: xr.Dataset) -> dict:
+def encode_v1(forecast: Mapping[str, np.ndarray], hours: Sequence[int], window: xr.Dataset, *,
+              model_version: str) -> dict:
     return {
+        "model_version": model_version,
         "init_time": str(window.time.values[-1])[:19] + "Z",
         "lead_hours": list(hours),
         "levels": [float(lv) for lv in window.level.values],

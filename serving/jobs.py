@@ -9,15 +9,21 @@ predictor writes
     <output_uri>/_SUCCESS                      only after every step is written
 
 The job id is derived from the variant and the client's idempotency key, so a retried submit
-finds the same job. `<jobs_dir>/<job_id>.json` points from the id to the output URI; on start
-the predictor reads every pointer and re-runs jobs left queued or running by a crash (from the
-first step: steps are deterministic and each file is replaced atomically) until `max_attempts`,
-after which the job is marked failed with the reason. A failed or cancelled job never has a
-`_SUCCESS` marker.
+finds the same job. `<jobs_dir>/<job_id>.json` points from the id to the output URI; a lookup
+checks that the job record there is the same job (an output URI reused after a failure holds
+another job's record: `JobReplaced`). On start the predictor reads every pointer and resumes
+jobs left queued or running by a crash until `max_attempts`, after which the job is marked
+failed with the reason. A job resumes after its last complete lead time: Aurora's input for
+the next step is the last steps it wrote (at full precision), so the files it adds are
+bit-identical to those of an uninterrupted run (`forecast.forecast_steps`); a job whose
+first run used another model than the one serving now starts again from step 1, so no job
+mixes two models. Every job record and step file names the model that made it
+(`served.ServedModel`). A failed or cancelled job never has a `_SUCCESS` marker.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import queue
@@ -30,14 +36,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from model_code.data.batch import forecast_to_dataset, window_to_batch
+from model_code.data.batch import dataset_to_prediction, forecast_to_dataset, window_to_batch
 from model_code.data.ingest import FILL_MODES, load_window
+from model_code.data.writers import write_dataset
 from model_code.errors import DataError
 from model_code.forecast import forecast_steps
-from model_code.storage import is_s3, s3_client, split_s3, write_atomic
-from model_code.data.writers import write_dataset
+from model_code.storage import is_s3, local_copy, s3_client, split_s3, write_atomic
 from serving import metrics
 from serving.codec import RequestError
+from serving.served import Loaded
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = ("succeeded", "failed", "cancelled")
@@ -69,6 +76,22 @@ def read_text(uri: str) -> str | None:
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
             return None
+        raise
+
+
+def read_exists(uri: str) -> bool:
+    """Whether a file (or Zarr store) exists at `uri`."""
+    if not is_s3(uri):
+        return Path(uri).expanduser().exists()
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3(uri)
+    try:
+        s3_client().head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
         raise
 
 
@@ -209,7 +232,8 @@ class JobState:
     attempts: int = 0
     created: str = field(default_factory=_now)
     updated: str = field(default_factory=_now)
-    model_uri: str | None = None
+    model: dict | None = None
+    """The `ServedModel` (uri, sha256, version, name) its steps were made with, once it ran."""
     note: str | None = None
 
     @property
@@ -228,24 +252,27 @@ class JobCancelled(Exception):
     """Raised inside a running job when a client cancelled it."""
 
 
+class JobReplaced(RequestError):
+    """A job id whose output URI now holds another job's record (HTTP 410)."""
+
+
 class JobManager:
     """Queue, run and track the jobs of one predictor; one job runs at a time, in a thread.
 
-    `forward` gives the model for a step (`forward(batch, steps)` yields per-step batches);
-    the predictor passes a function that holds its model lock per step, so inline requests
-    keep being answered while a job runs.
+    `current()` gives the model serving now (`served.Loaded`); a job takes it when it starts
+    and runs on it to its end, one step at a time under `lock`, so inline requests keep being
+    answered while a job runs and a swap of the served model waits for the step in progress.
     """
 
-    def __init__(self, spec, jobs_dir: str, forward: Callable, *, max_steps: int, model_uri: str,
-                 max_attempts: int = 3, fills=None):
-        self.spec = spec
-        self.fills = fills
-        """`codec.InputFills`: how absent inputs are filled when a request does not say (as in training)."""
+    def __init__(self, variant: str, jobs_dir: str, current: Callable[[], Loaded], *, max_steps: int,
+                 max_attempts: int = 3, lock: threading.Lock | None = None, device: str = "cpu"):
+        self.variant = variant
         self.jobs_dir = jobs_dir.rstrip("/")
-        self.forward = forward
+        self.current = current
         self.max_steps = max_steps
-        self.model_uri = model_uri
         self.max_attempts = max_attempts
+        self.lock = lock or threading.Lock()
+        self.device = device
         self._queue: queue.Queue[str] = queue.Queue()
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
@@ -259,19 +286,27 @@ class JobManager:
         return join(self.jobs_dir, f"{job_id}.json")
 
     def state(self, job_id: str) -> JobState | None:
+        """The record of `job_id`, None when there is none; `JobReplaced` when its output URI
+        now holds another job's record (the URI was reused after this job failed)."""
         text = read_text(self._pointer(job_id))
         if text is None:
             return None
         output_uri = json.loads(text)["output_uri"]
         state_text = read_text(join(output_uri, "job.json"))
-        return JobState.from_json(state_text) if state_text else None
+        if not state_text:
+            return None
+        state = JobState.from_json(state_text)
+        if state.job_id != job_id:
+            raise JobReplaced("job_id", f"job '{job_id}' wrote to {output_uri}, which now holds job "
+                              f"'{state.job_id}' ({state.status}); the outputs of '{job_id}' were replaced")
+        return state
 
     def _save(self, state: JobState) -> None:
         state.updated = _now()
         write_text(join(state.output_uri, "job.json"), state.to_json())
         self._status[state.job_id] = state.status
         for s in STATES:
-            metrics.JOBS.labels(variant=self.spec.name, state=s).set(
+            metrics.JOBS.labels(variant=self.variant, state=s).set(
                 sum(1 for v in self._status.values() if v == s))
 
     # ---- API --------------------------------------------------------------------------
@@ -279,9 +314,12 @@ class JobManager:
     def submit(self, body: Any) -> tuple[JobState, bool]:
         """The job for `body` and whether it is new; conflicting reuse raises `JobConflict`."""
         request = JobRequest.from_json(body, self.max_steps)
-        job_id = job_id_for(self.spec.name, request.idempotency_key)
+        job_id = job_id_for(self.variant, request.idempotency_key)
         with self._lock:
-            existing = self.state(job_id)
+            try:
+                existing = self.state(job_id)
+            except JobReplaced:
+                existing = None  # its outputs belong to another job now: this submit starts it again
             if existing is not None:
                 if existing.request != _plain(request):
                     raise JobConflict("idempotency_key", f"'{request.idempotency_key}' was used for job {job_id} "
@@ -296,8 +334,7 @@ class JobManager:
             if read_text(join(request.output_uri, MARKER)) is not None:
                 raise JobConflict("output_uri", f"'{request.output_uri}' already holds a complete forecast "
                                   f"({MARKER}); choose another output URI")
-            state = JobState(job_id=job_id, variant=self.spec.name, request=_plain(request),
-                             model_uri=self.model_uri)
+            state = JobState(job_id=job_id, variant=self.variant, request=_plain(request))
             self._save(state)
             write_text(self._pointer(job_id), json.dumps({"job_id": job_id, "output_uri": request.output_uri}))
         self._queue.put(job_id)
@@ -317,7 +354,10 @@ class JobManager:
         """Recover jobs a previous process left unfinished, then start the runner thread."""
         for uri in list_json(self.jobs_dir):
             pointer = json.loads(read_text(uri) or "{}")
-            state = self.state(pointer.get("job_id", ""))
+            try:
+                state = self.state(pointer.get("job_id", ""))
+            except JobReplaced:
+                continue  # the output URI went to a later job, which has its own pointer
             if state is None:
                 continue
             self._status[state.job_id] = state.status
@@ -333,10 +373,10 @@ class JobManager:
                 self._save(state)
             else:
                 state.status = "queued"
-                state.note = f"resumed after a server restart at step {state.steps_done}; recomputing from step 1"
+                state.note = f"interrupted after step {state.steps_done} by a server restart"
                 self._save(state)
                 self._queue.put(state.job_id)
-        self._thread = threading.Thread(target=self._loop, name=f"jobs-{self.spec.name}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"jobs-{self.variant}", daemon=True)
         self._thread.start()
 
     # ---- runner -------------------------------------------------------------------------
@@ -344,18 +384,31 @@ class JobManager:
     def _loop(self) -> None:
         while True:
             job_id = self._queue.get()
-            state = self.state(job_id)
+            try:
+                state = self.state(job_id)
+            except JobReplaced:
+                continue
             if state is None or state.status in FINAL:
                 continue
             self.run(state)
 
     def run(self, state: JobState) -> None:
+        loaded = self.current()
+        resume = self._resumable(state, loaded)
+        if not resume and state.steps_done:
+            state.note = (f"{state.note}; " if state.note else "") + (
+                f"recomputed from step 1: step {state.steps_done} was made with {state.model['sha256'][:19]}, "
+                f"this server serves {loaded.served.sha256[:19]}" if state.model else "recomputed from step 1")
+        elif resume:
+            state.note = (f"{state.note}; " if state.note else "") + f"resumed after step {state.steps_done}"
         state.status, state.attempts, state.error = "running", state.attempts + 1, None
-        state.steps_done, state.files = 0, []
+        if not resume:
+            state.steps_done, state.files = 0, []
+        state.model = dataclasses.asdict(loaded.served)
         self._save(state)
         remove_partial_writes(state.output_uri)
         try:
-            self._run(state)
+            self._run(state, loaded)
         except JobCancelled:
             state.status, state.error = "cancelled", f"cancelled by a client after {state.steps_done} step(s)"
         except DataError as e:
@@ -366,26 +419,58 @@ class JobManager:
         self._cancelled.discard(state.job_id)
         self._save(state)
 
-    def _run(self, state: JobState) -> None:
-        r = state.request
+    def _resumable(self, state: JobState, loaded: Loaded) -> bool:
+        """Whether the steps already written can be continued: the same model made them, in a
+        format read back exactly, and every one of them is there."""
+        return (state.steps_done > 0 and state.model is not None and state.model["sha256"] == loaded.served.sha256
+                and state.request["format"] == "nc" and len(state.files) == state.steps_done
+                and all(read_exists(join(state.output_uri, f)) for f in state.files[-loaded.spec.max_history:]))
+
+    def _run(self, state: JobState, loaded: Loaded) -> None:
+        r, spec = state.request, loaded.spec
         fills, levels = r["fill_missing"], r["levels"]
-        if fills is None and self.fills is not None:
-            fills, levels = dict(self.fills.modes), levels or self.fills.levels
-        window, _ = load_window(r["inputs"], self.spec, history=r["history"], init_time=r["init_time"],
+        if fills is None and loaded.fills is not None:
+            fills, levels = dict(loaded.fills.modes), levels or loaded.fills.levels
+        window, _ = load_window(r["inputs"], spec, history=r["history"], init_time=r["init_time"],
                                 levels=levels, fill_missing=fills)
-        batch = window_to_batch(window, self.spec)
+        batch = window_to_batch(window, spec)
         init = window.time.values[-1]
         suffix = FORMATS[r["format"]]
-        for k, prediction in enumerate(self.forward(batch, r["steps"]), start=1):
+        done = [self._prediction(join(state.output_uri, f), spec) for f in state.files[-window.sizes["time"]:]]
+        attrs = {"aurora_job": state.job_id, "aurora_model_version": loaded.served.model_version,
+                 "aurora_model_sha256": loaded.served.sha256, "aurora_model_uri": loaded.served.uri,
+                 **({"aurora_registered_model": loaded.served.name} if loaded.served.name else {})}
+        steps = self._forward(loaded, batch, r["steps"] - state.steps_done, done, state.steps_done)
+        for k, prediction in enumerate(steps, start=state.steps_done + 1):
             if state.job_id in self._cancelled:
                 raise JobCancelled()
-            ds = forecast_to_dataset([prediction], self.spec, init, {"aurora_job": state.job_id})
+            ds = forecast_to_dataset([prediction], spec, init, attrs)
             name = f"step_{k:03d}{suffix}"
             write_dataset(ds, join(state.output_uri, name))
             state.steps_done, state.files = k, state.files + [name]
             self._save(state)
         write_text(join(state.output_uri, MARKER), "")
         state.status = "succeeded"
+
+    @staticmethod
+    def _prediction(uri: str, spec):
+        import xarray as xr
+
+        with local_copy(uri) as path, xr.open_dataset(path) as ds:
+            return dataset_to_prediction(ds.load(), spec)
+
+    def _forward(self, loaded: Loaded, batch, steps: int, done: list, steps_done: int):
+        """The job's steps through `loaded.model`, holding the lock one step at a time."""
+        if steps < 1:
+            return
+        generator = forecast_steps(loaded.model, batch.to(self.device), steps, done=done, steps_done=steps_done)
+        while True:
+            with self.lock:
+                try:
+                    prediction = next(generator)
+                except StopIteration:
+                    return
+            yield prediction
 
 
 class JobConflict(RequestError):
@@ -397,20 +482,3 @@ def _plain(request: JobRequest) -> dict:
     d["inputs"] = list(d["inputs"])
     d["levels"] = list(d["levels"]) if d["levels"] is not None else None
     return d
-
-
-def job_forward(predictor) -> Callable:
-    """Steps of a job through the predictor's model, holding its lock one step at a time."""
-
-    def forward(batch, steps):
-        batch = batch.to(predictor.device)
-        generator = forecast_steps(predictor.model, batch, steps)
-        while True:
-            with predictor.model_lock:
-                try:
-                    prediction = next(generator)
-                except StopIteration:
-                    return
-            yield prediction
-
-    return forward

@@ -3,13 +3,22 @@
 The weights load once (`load`), a warm-up forward runs before the model reports ready (the
 first forward is ~3x slower than later ones), concurrent small requests on the same grid are
 merged into one forward pass, and the same model runs forecast jobs by reference
-(`serving.jobs`) between requests.
+(`serving.jobs`) between requests. Every answer names the model that gave it
+(`served.ServedModel`): the registry version in each response and job, the registry name,
+version and checkpoint digest in the v2 metadata, the version in the Prometheus labels.
+
+With `follow_s`, a `models:/NAME@ALIAS` predictor reads the alias again every `follow_s`
+seconds; when it names another version, the new checkpoint is downloaded, checked against
+its registered digest, loaded and warmed up beside the old one, then swapped in between two
+forward passes. A request or job keeps the model it started with to its end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +30,7 @@ import xarray as xr
 from aurora import Batch
 from kserve import Model
 from kserve.errors import InvalidInput
+from kserve.logging import KSERVE_LOGGER_NAME
 from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
@@ -31,23 +41,17 @@ from model_code.errors import DataError
 from model_code.forecast import forecast_steps
 from model_code.storage import local_copy
 from model_code.variants import VariantSpec, get_variant
-from serving import codec, metrics
+from serving import codec, metrics, served
 from serving.batching import MicroBatcher
 from serving.codec import ForecastRequest, Limits, StaticCache
+from serving.served import Loaded
 
-Forecast = tuple[dict[str, np.ndarray], list[int]]
-"""Per output variable an array (steps, [level], lat, lon), and the lead times in hours."""
+Forecast = tuple[dict[str, np.ndarray], list[int], Loaded]
+"""Per output variable an array (steps, [level], lat, lon), the lead times in hours, and the
+model that made them."""
 
-
-def resolve_model_uri(uri: str) -> str:
-    """A checkpoint path or s3:// URI for `uri`; `models:/aurora-V@alias` goes through the registry."""
-    if not uri.startswith("models:/"):
-        return uri
-    try:
-        from pipelines.registry import resolve_checkpoint
-    except ImportError as e:
-        raise DataError(f"cannot resolve '{uri}': the model registry module is not available ({e})") from None
-    return resolve_checkpoint(uri)
+logger = logging.getLogger(f"{KSERVE_LOGGER_NAME}.aurora")
+"""Under KServe's logger, so the server's log shows swaps beside KServe's own lines."""
 
 
 def merge_batches(batches: Sequence[Batch]) -> Batch:
@@ -78,82 +82,147 @@ class AuroraPredictor(Model):
         max_batch: int = 8,
         batch_wait_ms: float = 5.0,
         static_uri: str | None = None,
+        follow_s: float | None = None,
+        expect_sha256: str | None = None,
     ):
-        self.spec: VariantSpec = get_variant(variant)
-        super().__init__(f"aurora-{self.spec.name}")
+        spec = get_variant(variant)
+        super().__init__(f"aurora-{spec.name}")
+        self.variant = spec.name
         self.model_uri = model_uri
         self.device = torch.device(device)
         self.autocast = autocast
-        self.limits = Limits.for_variant(self.spec, max_steps, max_request_bytes)
+        self.max_steps, self.max_request_bytes = max_steps, max_request_bytes
         self.statics = StaticCache()
         self.static_uri = static_uri
+        if follow_s is not None and (follow_s <= 0 or not served.is_registry_uri(model_uri) or "@" not in model_uri
+                                     or expect_sha256):
+            raise DataError(f"--follow needs a positive interval and a models:/NAME@ALIAS model, and no "
+                            f"--model-sha256 (the alias decides); got {follow_s}, {model_uri}")
+        self.follow_s = follow_s
+        self.expect_sha256 = expect_sha256 or None
+        """The digest the deployment expects (from the InferenceService): loading anything else fails."""
         self.model_lock = threading.Lock()
-        """Held for every forward pass: inline batches and job steps take turns."""
+        """Held for every forward pass and for a swap: inline batches and job steps take turns."""
+        self.loaded: Loaded | None = None
+        """The model serving now; replaced as a whole by `swap`."""
+        self._spec = spec
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-forward")
         self._batcher = MicroBatcher(self.run_batch, self._executor, max_batch=max_batch,
                                      wait_s=batch_wait_ms / 1000)
-        self.model = None
-        self.checkpoint = None
-        self.fills: codec.InputFills | None = None
-        """Inputs a request may leave out: those the checkpoint's training filled, filled alike."""
+        self._stop = threading.Event()
+
+    @property
+    def spec(self) -> VariantSpec:
+        """The variant as the serving checkpoint was built (its step and history)."""
+        return self.loaded.spec if self.loaded is not None else self._spec
+
+    @property
+    def limits(self) -> Limits:
+        return Limits.for_variant(self.spec, self.max_steps, self.max_request_bytes)
+
+    @property
+    def model(self):
+        return self.loaded.model if self.loaded is not None else None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
     def load(self) -> bool:
-        path = resolve_model_uri(self.model_uri)
-        model, info = load_checkpoint(path, variant=self.spec.name)
-        self.spec = info.spec  # its time step and history
-        model.autocast_backbone = self.autocast  # bf16 autocast of the backbone; weights stay FP32
-        self.model = model.to(self.device).eval()
-        self.checkpoint = info
-        self.fills = codec.InputFills(info.filled_inputs, info.training_levels) if info.filled_inputs else None
+        self.loaded = self._load(self.model_uri, self.expect_sha256)
         if self.static_uri:
             with local_copy(self.static_uri) as p:
                 self.statics.load(xr.open_dataset(p).load(), self.spec)
-        self._warm_up()
-        metrics.MODEL_INFO.labels(variant=self.spec.name).info(
-            {"version": info.metadata.get("registered_version", ""), "uri": self.model_uri,
-             "profile": info.profile, "autocast": str(self.autocast).lower()})
+        self._announce(self.loaded)
+        if self.follow_s is not None:
+            threading.Thread(target=self._follow, name=f"{self.name}-follow", daemon=True).start()
         self.ready = True
         return self.ready
 
-    def _warm_up(self) -> None:
-        """Two forwards on a synthetic window of the variant's small grid, before `ready`."""
-        h, w = self.spec.tiny_grid
+    def _load(self, uri: str, expect_sha256: str | None = None) -> Loaded:
+        """Download (registry URIs), check the digest, build, warm up: a `Loaded` ready to swap in."""
+        with tempfile.TemporaryDirectory(prefix="auroraops-serve-") as tmp:
+            identity, path = served.resolve(uri, tmp)
+            if expect_sha256 and identity.sha256 != expect_sha256:
+                raise DataError(f"{uri}: the checkpoint has digest {identity.sha256}, but this deployment "
+                                f"expects {expect_sha256}; nothing is served from it")
+            model, info = load_checkpoint(path, variant=self._spec.name)
+        model.autocast_backbone = self.autocast  # bf16 autocast of the backbone; weights stay FP32
+        fills = codec.InputFills(info.filled_inputs, info.training_levels) if info.filled_inputs else None
+        loaded = Loaded(model.to(self.device).eval(), identity, info.spec, fills)
+        self._warm_up(loaded)
+        return loaded
+
+    def swap(self, new: Loaded) -> Loaded:
+        """Serve `new` from the next forward pass on; returns the model it replaced."""
+        with self.model_lock:
+            old, self.loaded = self.loaded, new
+        metrics.MODEL_SWAPS.labels(variant=self.variant).inc()
+        self._announce(new)
+        logger.info("%s now serves %s (before: %s)", self.name, new.served.label, old.served.label if old else None)
+        return old
+
+    def _follow(self) -> None:
+        """Swap in the version the alias names, whenever it names another; keep serving on errors."""
+        while not self._stop.wait(self.follow_s):
+            try:
+                named = served.describe_uri(self.model_uri)
+                if named.sha256 != self.loaded.served.sha256:
+                    self.swap(self._load(self.model_uri))
+            except Exception as e:  # the registry or the store may be away: the current model keeps serving
+                metrics.FOLLOW_ERRORS.labels(variant=self.variant).inc()
+                logger.warning("%s: could not follow %s (%s); still serving %s", self.name, self.model_uri, e,
+                               self.loaded.served.label)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _announce(self, loaded: Loaded) -> None:
+        model = loaded.served
+        metrics.MODEL_INFO.labels(variant=self.variant).info(
+            {"version": model.model_version, "name": model.name or "", "sha256": model.sha256, "uri": model.uri,
+             "autocast": str(self.autocast).lower()})
+
+    def _warm_up(self, loaded: Loaded) -> None:
+        """Two forwards on a synthetic window of the variant's small grid, before it serves."""
+        spec = loaded.spec
+        h, w = spec.tiny_grid
         lat = np.linspace(90, -90, h)
         lon = np.linspace(0, 360, w, endpoint=False)
-        step = np.timedelta64(self.spec.timestep_hours, "h")
+        step = np.timedelta64(spec.timestep_hours, "h")
         end = np.datetime64("2024-01-01T00:00")
-        times = np.array([end - k * step for k in range(self.spec.max_history - 1, -1, -1)])
-        window = synthetic_window(self.spec, lat, lon, times).astype("float32")
-        self.run_batch([ForecastRequest(window=window, steps=2)])
+        times = np.array([end - k * step for k in range(spec.max_history - 1, -1, -1)])
+        window = synthetic_window(spec, lat, lon, times).astype("float32")
+        self.run_batch([(loaded, ForecastRequest(window=window, steps=2))])
 
     # ---- forward ------------------------------------------------------------------------
 
-    def run_batch(self, requests: Sequence[ForecastRequest]) -> list[Forecast]:
-        """One rollout for requests sharing a batch key; split back per request."""
+    def run_batch(self, items: Sequence[tuple[Loaded, ForecastRequest]]) -> list[Forecast]:
+        """One rollout for requests sharing a batch key (one model among them); split back per request."""
+        loaded = items[0][0]
+        requests = [r for _, r in items]
         steps = requests[0].steps
-        batch = merge_batches([window_to_batch(r.window, self.spec) for r in requests]).to(self.device)
+        batch = merge_batches([window_to_batch(r.window, loaded.spec) for r in requests]).to(self.device)
         with self.model_lock:
-            predictions = list(forecast_steps(self.model, batch, steps))
-        metrics.BATCH_SIZE.labels(variant=self.spec.name).observe(len(requests))
-        metrics.ROLLOUT_STEPS.labels(variant=self.spec.name).observe(steps)
+            predictions = list(forecast_steps(loaded.model, batch, steps))
+        metrics.BATCH_SIZE.labels(variant=self.variant).observe(len(requests))
+        metrics.ROLLOUT_STEPS.labels(variant=self.variant).observe(steps)
         results = []
         for i, request in enumerate(requests):
             outputs = {}
-            for v in self.spec.outputs():
+            for v in loaded.spec.outputs():
                 source = "surf_vars" if v.kind == "surface" else "atmos_vars"
                 outputs[v.dataset_name] = np.stack(
                     [getattr(p, source)[v.name][i, 0].float().numpy() for p in predictions])
             valid = [np.datetime64(p.metadata.time[i], "ns") for p in predictions]
-            results.append((outputs, codec.lead_hours(request.window, valid)))
+            results.append((outputs, codec.lead_hours(request.window, valid), loaded))
         return results
 
     # ---- request lifecycle ----------------------------------------------------------------
 
     async def __call__(self, body, headers=None, verb: InferenceVerb = InferenceVerb.PREDICT):
         protocol = ("grpc-v2" if body.from_grpc else "rest-v2") if isinstance(body, InferRequest) else "rest-v1"
-        labels = dict(variant=self.spec.name, protocol=protocol, endpoint="infer")
+        # The version serving when the request arrives; its answer names the one that made it.
+        labels = dict(variant=self.variant, protocol=protocol, endpoint="infer",
+                      model_version=self.loaded.served.model_version if self.loaded else "")
         start = time.perf_counter()
         code = "200"
         try:
@@ -170,37 +239,48 @@ class AuroraPredictor(Model):
             if code != "200":
                 metrics.REQUEST_ERRORS.labels(**labels, code=code).inc()
 
-    async def preprocess(self, payload, headers=None) -> tuple[Any, list[ForecastRequest]]:
+    async def preprocess(self, payload, headers=None) -> tuple[Any, list[ForecastRequest], Loaded]:
+        loaded = self.loaded  # the request is read for, and answered by, this model
+        limits = Limits.for_variant(loaded.spec, self.max_steps, self.max_request_bytes)
         if isinstance(payload, InferRequest):
-            request = await asyncio.to_thread(codec.decode_v2, payload, self.spec, self.limits, self.statics,
-                                              self.fills)
+            request = await asyncio.to_thread(codec.decode_v2, payload, loaded.spec, limits, self.statics,
+                                              loaded.fills)
             forecasts = [request]
         else:
-            forecasts = await asyncio.to_thread(codec.decode_v1, payload, self.spec, self.limits, self.statics,
-                                                self.fills)
+            forecasts = await asyncio.to_thread(codec.decode_v1, payload, loaded.spec, limits, self.statics,
+                                                loaded.fills)
         nbytes = sum(v.nbytes for f in forecasts for v in f.window.data_vars.values())
-        metrics.PAYLOAD_BYTES.labels(variant=self.spec.name, direction="in").observe(nbytes)
-        return payload, forecasts
+        metrics.PAYLOAD_BYTES.labels(variant=self.variant, direction="in").observe(nbytes)
+        return payload, forecasts, loaded
 
     def validate(self, payload):
         return payload  # decoded and checked in preprocess
 
     async def predict(self, payload, headers=None, response_headers=None):
-        body, forecasts = payload
-        results = await asyncio.gather(*(self._batcher.submit(f.batch_key, f) for f in forecasts))
+        body, forecasts, loaded = payload
+        results = await asyncio.gather(*(self._batcher.submit((loaded.served.sha256, f.batch_key), (loaded, f))
+                                         for f in forecasts))
         return body, forecasts, results
 
     async def postprocess(self, result, headers=None, response_headers=None) -> dict | InferResponse:
         body, forecasts, results = result
-        nbytes = sum(a.nbytes for outputs, _ in results for a in outputs.values())
-        metrics.PAYLOAD_BYTES.labels(variant=self.spec.name, direction="out").observe(nbytes)
+        nbytes = sum(a.nbytes for outputs, _, _ in results for a in outputs.values())
+        metrics.PAYLOAD_BYTES.labels(variant=self.variant, direction="out").observe(nbytes)
         if isinstance(body, InferRequest):
-            (outputs, hours), = results
-            return codec.encode_v2(body, outputs, hours, self.name, forecasts[0].window)
-        return {"predictions": [codec.encode_v1(outputs, hours, f.window)
-                                for f, (outputs, hours) in zip(forecasts, results)]}
+            (outputs, hours, loaded), = results
+            return codec.encode_v2(body, outputs, hours, self.name, forecasts[0].window,
+                                   model_version=loaded.served.model_version)
+        return {"predictions": [codec.encode_v1(outputs, hours, f.window, model_version=loaded.served.model_version)
+                                for f, (outputs, hours, loaded) in zip(forecasts, results)]}
 
     # ---- metadata (GET /v2/models/<name>) -------------------------------------------------
+
+    def metadata(self) -> dict:
+        """What `GET /v2/models/<name>` adds to the inputs and outputs: the registry's version and
+        name (the model name), and the checkpoint digest (as the platform, the one other field
+        the v2 metadata has)."""
+        model = self.loaded.served
+        return {"versions": [model.model_version], "platform": f"pytorch aurora checkpoint {model.sha256}"}
 
     def get_input_types(self) -> list[dict]:
         shapes = {"surface": [-1, -1, -1], "atmos": [-1, -1, -1, -1], "static": [-1, -1]}

@@ -1,17 +1,23 @@
-"""Canary rollouts of a predictor through the Kubernetes API: the changes KServe documents,
-as JSON merge patches (RFC 7386) of the InferenceService.
+"""Rollouts of a predictor through the Kubernetes API: the changes KServe documents, as JSON
+merge patches (RFC 7386) of the InferenceService, each naming the model it serves.
 
-- **canary**: new model URI (a new revision) and `canaryTrafficPercent: N`. KServe sends N %
-  of requests to the new revision and the rest to the last revision rolled out to 100 %.
-  A canary already running takes a new percentage alone.
+A model (`served.ServedModel`) is a registry version's checkpoint at its immutable URI in the
+artifact store and its digest: the predictor container's first two environment variables
+(the storage URI it loads, the digest it must find) and the annotations
+`aurora-mlops.io/model` (the record as JSON) and `aurora-mlops.io/model-version`.
+
+- **deploy**: serve a model on all traffic (a new revision); any canary ends.
+- **canary**: a new model (a new revision) with `canaryTrafficPercent: N`. KServe sends N %
+  of requests to the new revision and the rest to the last revision rolled out to 100 %. A
+  canary already running takes a new percentage alone.
 - **promote**: remove `canaryTrafficPercent`: the latest revision takes all traffic.
 - **rollback**, during a canary: `canaryTrafficPercent: 0` pins all traffic to the last
-  rolled-out revision at once, and the spec's model URI goes back to the stable one (a new
+  rolled-out revision at once, and the spec's model goes back to the stable one (a new
   revision of the stable model is made, with no traffic until the next promote). After a
-  rollout finished there is no older revision left to pin: the rollback is a rollout of the
-  URI given, with `canaryTrafficPercent` removed.
+  rollout finished there is no older revision left to pin: the rollback is a deploy of the
+  model given.
 
-The stable and canary URIs are kept in annotations while a canary runs, so a rollback needs
+The stable and canary models are kept in annotations while a canary runs, so a rollback needs
 no arguments. Patches that replace the container list carry `metadata.resourceVersion`, so
 the API server refuses them (409) if the object changed since it was read.
 """
@@ -23,8 +29,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from model_code.errors import DataError
-from serving.manifests import (API_VERSION, CANARY_ANNOTATION, CONTAINER, MODEL_ENV, NAMESPACE,
-                               STABLE_ANNOTATION, service_name)
+from serving.manifests import (API_VERSION, CANARY_ANNOTATION, CONTAINER, DIGEST_ENV, MODEL_ANNOTATION, MODEL_ENV,
+                               NAMESPACE, STABLE_ANNOTATION, VERSION_ANNOTATION, model_annotations, service_name)
+from serving.served import ServedModel
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "inferenceservices"
@@ -48,10 +55,10 @@ class RolloutStatus:
     name: str
     namespace: str
     ready: bool
-    model_uri: str
-    """The URI of the spec: what the latest revision serves."""
-    stable_uri: str | None
-    """During a canary: the URI of the last rolled-out revision."""
+    model: ServedModel
+    """The model of the spec: what the latest revision serves."""
+    stable: ServedModel | None
+    """During a canary: the model of the last rolled-out revision."""
     canary_percent: int | None
     """`canaryTrafficPercent`; None when no canary runs (all traffic to the latest revision)."""
     latest_ready_revision: str | None = None
@@ -65,6 +72,10 @@ class RolloutStatus:
         if self.canary_percent is None:
             return "stable"
         return "pinned" if self.canary_percent == 0 else "canary"
+
+    @property
+    def model_uri(self) -> str:
+        return self.model.uri
 
     def to_dict(self) -> dict:
         return {**asdict(self), "phase": self.phase}
@@ -80,25 +91,45 @@ def _container(isvc: dict) -> dict:
                     f"(found {[c.get('name') for c in containers]}); it is not an auroraops predictor")
 
 
-def current_uri(isvc: dict) -> str:
-    """The model URI of the spec: env `AURORA_MODEL_URI` of the predictor container."""
+def _env_value(isvc: dict, name: str) -> str | None:
     for env in _container(isvc).get("env") or []:
-        if env.get("name") == MODEL_ENV and "value" in env:
+        if env.get("name") == name and "value" in env:
             return env["value"]
-    raise DataError(f"InferenceService {isvc['metadata'].get('name')}: container {CONTAINER!r} "
-                    f"sets no env {MODEL_ENV} with a value")
+    return None
 
 
-def _with_uri(isvc: dict, uri: str) -> list[dict]:
-    """The predictor's containers list with the model URI replaced (a merge patch replaces
-    lists whole, so the patch carries all of it)."""
-    current_uri(isvc)  # the variable must exist
+def current_model(isvc: dict) -> ServedModel:
+    """The model of the spec: the `aurora-mlops.io/model` annotation, or (an object a rollout
+    has not touched) the container's storage URI and digest."""
+    text = _annotations(isvc).get(MODEL_ANNOTATION)
+    if text:
+        return ServedModel.from_json(text)
+    uri = _env_value(isvc, MODEL_ENV)
+    if uri is None:
+        raise DataError(f"InferenceService {isvc['metadata'].get('name')}: container {CONTAINER!r} "
+                        f"sets no env {MODEL_ENV} with a value")
+    return ServedModel(uri=uri, sha256=_env_value(isvc, DIGEST_ENV) or "")
+
+
+def current_uri(isvc: dict) -> str:
+    return current_model(isvc).uri
+
+
+def _with_model(isvc: dict, model: ServedModel) -> list[dict]:
+    """The predictor's containers list with the storage URI and digest of `model` (a merge
+    patch replaces lists whole, so the patch carries all of it)."""
     containers = copy.deepcopy(isvc["spec"]["predictor"]["containers"])
     for c in containers:
-        if c.get("name") == CONTAINER:
-            for env in c["env"]:
-                if env.get("name") == MODEL_ENV:
-                    env["value"] = uri
+        if c.get("name") != CONTAINER:
+            continue
+        values = {MODEL_ENV: model.uri, DIGEST_ENV: model.sha256}
+        for env in c.setdefault("env", []):
+            if env.get("name") in values:
+                env["value"] = values.pop(env["name"])
+        if MODEL_ENV in values:
+            raise DataError(f"InferenceService {isvc['metadata'].get('name')}: container {CONTAINER!r} "
+                            f"sets no env {MODEL_ENV}")
+        c["env"] += [{"name": k, "value": v} for k, v in values.items()]
     return containers
 
 
@@ -116,31 +147,49 @@ def _metadata(isvc: dict, annotations: dict) -> dict:
     return {"annotations": annotations, **({"resourceVersion": version} if version else {})}
 
 
+def _serving(model: ServedModel) -> dict:
+    """Annotations naming `model` as the spec's, with a version annotation removed when it has none."""
+    return {VERSION_ANNOTATION: None, **model_annotations(model)}
+
+
 def _check_percent(percent: int) -> None:
     if not isinstance(percent, int) or isinstance(percent, bool) or not 1 <= percent <= 99:
         raise DataError(f"--percent: canary traffic must be an integer from 1 to 99, got {percent!r} "
                         "(use promote for 100, rollback for 0)")
 
 
-def canary_patch(isvc: dict, percent: int, uri: str | None = None) -> dict:
-    """Start a canary of `uri` at `percent` %, or move a running canary to `percent` % (no uri)."""
+def _same(a: ServedModel, b: ServedModel) -> bool:
+    return a.uri == b.uri and a.sha256 == b.sha256
+
+
+def deploy_patch(isvc: dict, model: ServedModel) -> dict:
+    """Serve `model` on all traffic; a running canary ends (its annotations go)."""
+    name = isvc["metadata"]["name"]
+    if _same(model, current_model(isvc)) and _canary_percent(isvc) is None:
+        raise DataError(f"InferenceService {name} already serves {model.label} on all traffic")
+    return {"metadata": _metadata(isvc, {**_serving(model), STABLE_ANNOTATION: None, CANARY_ANNOTATION: None}),
+            "spec": {"predictor": {"canaryTrafficPercent": None, "containers": _with_model(isvc, model)}}}
+
+
+def canary_patch(isvc: dict, percent: int, model: ServedModel | None = None) -> dict:
+    """Start a canary of `model` at `percent` %, or move a running canary to `percent` % (no model)."""
     _check_percent(percent)
     name, running = isvc["metadata"]["name"], STABLE_ANNOTATION in _annotations(isvc)
-    if uri is None:
+    if model is None:
         if not running and _canary_percent(isvc) is None:
-            raise DataError(f"InferenceService {name}: no canary is running; start one with --model-uri URI")
+            raise DataError(f"InferenceService {name}: no canary is running; start one with --model URI")
         return {"spec": {"predictor": {"canaryTrafficPercent": percent}}}
-    if not uri.strip():
-        raise DataError("--model-uri: empty URI")
-    stable = _annotations(isvc).get(STABLE_ANNOTATION) if running else current_uri(isvc)
-    if uri == current_uri(isvc):
-        raise DataError(f"InferenceService {name} already serves {uri} in its spec: a canary needs a "
-                        "different model URI (a new revision)")
-    if uri == stable:
-        raise DataError(f"--model-uri {uri} is the stable model of {name}; to go back to it use rollback")
+    current = current_model(isvc)
+    stable = ServedModel.from_json(_annotations(isvc)[STABLE_ANNOTATION]) if running else current
+    if _same(model, current):
+        raise DataError(f"InferenceService {name} already serves {model.label} in its spec: a canary needs a "
+                        "different model (a new revision)")
+    if _same(model, stable):
+        raise DataError(f"{model.label} is the stable model of {name}; to go back to it use rollback")
     return {
-        "metadata": _metadata(isvc, {STABLE_ANNOTATION: stable, CANARY_ANNOTATION: uri}),
-        "spec": {"predictor": {"canaryTrafficPercent": percent, "containers": _with_uri(isvc, uri)}},
+        "metadata": _metadata(isvc, {**_serving(model), STABLE_ANNOTATION: stable.to_json(),
+                                     CANARY_ANNOTATION: model.to_json()}),
+        "spec": {"predictor": {"canaryTrafficPercent": percent, "containers": _with_model(isvc, model)}},
     }
 
 
@@ -153,23 +202,40 @@ def promote_patch(isvc: dict) -> dict:
             "spec": {"predictor": {"canaryTrafficPercent": None}}}
 
 
-def rollback_patch(isvc: dict, uri: str | None = None) -> dict:
+def rollback_patch(isvc: dict, model: ServedModel | None = None) -> dict:
     """Send all traffic back to the stable model (see the module docstring for both cases)."""
     name = isvc["metadata"]["name"]
-    notes = _metadata(isvc, {STABLE_ANNOTATION: None, CANARY_ANNOTATION: None})
     if _canary_percent(isvc) is not None:
-        target = uri or _annotations(isvc).get(STABLE_ANNOTATION)
+        stable = _annotations(isvc).get(STABLE_ANNOTATION)
+        target = model or (ServedModel.from_json(stable) if stable else None)
         predictor: dict[str, Any] = {"canaryTrafficPercent": 0}
-        if target and target != current_uri(isvc):
-            predictor["containers"] = _with_uri(isvc, target)
-        return {"metadata": notes, "spec": {"predictor": predictor}}
-    if not uri:
+        notes = {STABLE_ANNOTATION: None, CANARY_ANNOTATION: None}
+        if target is not None and not _same(target, current_model(isvc)):
+            predictor["containers"] = _with_model(isvc, target)
+            notes.update(_serving(target))
+        return {"metadata": _metadata(isvc, notes), "spec": {"predictor": predictor}}
+    if model is None:
         raise DataError(f"InferenceService {name}: no canary is running, so there is no revision to pin; "
-                        "roll out the previous model with --model-uri URI")
-    if uri == current_uri(isvc):
-        raise DataError(f"InferenceService {name} already serves {uri}")
-    return {"metadata": notes,
-            "spec": {"predictor": {"canaryTrafficPercent": None, "containers": _with_uri(isvc, uri)}}}
+                        "deploy the previous model with --model URI")
+    return deploy_patch(isvc, model)
+
+
+def kubectl_deploy(variant: str, model: ServedModel, *, namespace: str = NAMESPACE, name: str | None = None) -> str:
+    """The `kubectl patch` (a JSON patch) that serves `model` on an InferenceService as
+    `deploy_patch` does, for operators who apply changes themselves. Its `test` operations make
+    sure the variables it replaces are the storage URI and the digest."""
+    import json
+
+    def annotation(key: str) -> str:
+        return "/metadata/annotations/" + key.replace("/", "~1")
+
+    ops = [{"op": "test", "path": "/spec/predictor/containers/0/env/0/name", "value": MODEL_ENV},
+           {"op": "replace", "path": "/spec/predictor/containers/0/env/0/value", "value": model.uri},
+           {"op": "test", "path": "/spec/predictor/containers/0/env/1/name", "value": DIGEST_ENV},
+           {"op": "replace", "path": "/spec/predictor/containers/0/env/1/value", "value": model.sha256},
+           *({"op": "add", "path": annotation(k), "value": v} for k, v in model_annotations(model).items())]
+    return (f"kubectl patch inferenceservice {name or service_name(variant)} -n {namespace} --type json "
+            f"-p '{json.dumps(ops)}'")
 
 
 def status_of(isvc: dict) -> RolloutStatus:
@@ -182,7 +248,9 @@ def status_of(isvc: dict) -> RolloutStatus:
                     for t in predictor.get("traffic") or [])
     return RolloutStatus(
         name=isvc["metadata"]["name"], namespace=isvc["metadata"].get("namespace", ""), ready=ready,
-        model_uri=current_uri(isvc), stable_uri=_annotations(isvc).get(STABLE_ANNOTATION),
+        model=current_model(isvc),
+        stable=ServedModel.from_json(_annotations(isvc)[STABLE_ANNOTATION]) if STABLE_ANNOTATION in _annotations(isvc)
+        else None,
         canary_percent=_canary_percent(isvc),
         latest_ready_revision=predictor.get("latestReadyRevision"),
         latest_rolled_out_revision=predictor.get("latestRolledoutRevision"),
@@ -230,11 +298,14 @@ class Rollout:
                                 f"the patch: {e.body}") from e
             raise
 
-    def canary(self, percent: int, uri: str | None = None) -> RolloutStatus:
-        return status_of(self.patch(canary_patch(self.get(), percent, uri)))
+    def deploy(self, model: ServedModel) -> RolloutStatus:
+        return status_of(self.patch(deploy_patch(self.get(), model)))
+
+    def canary(self, percent: int, model: ServedModel | None = None) -> RolloutStatus:
+        return status_of(self.patch(canary_patch(self.get(), percent, model)))
 
     def promote(self) -> RolloutStatus:
         return status_of(self.patch(promote_patch(self.get())))
 
-    def rollback(self, uri: str | None = None) -> RolloutStatus:
-        return status_of(self.patch(rollback_patch(self.get(), uri)))
+    def rollback(self, model: ServedModel | None = None) -> RolloutStatus:
+        return status_of(self.patch(rollback_patch(self.get(), model)))

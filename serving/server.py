@@ -27,12 +27,34 @@ from kserve.errors import InvalidInput
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.server import RESTServer
 
 from serving import metrics
-from serving.jobs import JobConflict, JobManager
+from serving.jobs import JobConflict, JobManager, JobReplaced
 from serving.predictor import AuroraPredictor
+
+
+class _DataPlane(DataPlane):
+    """KServe's data plane, with the served model's version and checkpoint digest in the v2
+    metadata (`AuroraPredictor.metadata`); KServe 0.21 leaves versions out."""
+
+    async def model_metadata(self, model_name: str):
+        metadata = await super().model_metadata(model_name)
+        model = self.get_model_from_registry(model_name)
+        return {**metadata, **(model.metadata() if isinstance(model, AuroraPredictor) else {})}
+
+
+class _Servicer(InferenceServicer):
+    """KServe's gRPC servicer, answering model metadata with its versions too."""
+
+    async def ModelMetadata(self, request, context):
+        metadata = await self._data_plane.model_metadata(model_name=request.name)
+        return pb.ModelMetadataResponse(name=metadata["name"], versions=metadata.get("versions", []),
+                                        platform=metadata["platform"], inputs=metadata["inputs"],
+                                        outputs=metadata["outputs"])
 
 
 class _GRPCServer(GRPCServer):
@@ -51,7 +73,7 @@ class _GRPCServer(GRPCServer):
         self._server = aio.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                                   interceptors=(ExceptionToStatusInterceptor(),), options=self._options)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self._data_plane, self._model_repository_extension), self._server)
+            _Servicer(self._data_plane, self._model_repository_extension), self._server)
         host = f"[{self._host}]" if ":" in self._host else self._host
         self._server.add_insecure_port(f"{host}:{self._port}")
         await self._server.start()
@@ -63,6 +85,7 @@ class AuroraModelServer(ModelServer):
 
     def __init__(self, predictors: list[AuroraPredictor], *, host: str, http_port: int, grpc_port: int, **kwargs):
         super().__init__(http_port=http_port, grpc_port=grpc_port, **kwargs)
+        self.dataplane = _DataPlane(model_registry=self.registered_models)
         self.host = host
         self.predictors = predictors
 
@@ -101,10 +124,11 @@ def add_body_limit(app: FastAPI, max_bytes: int) -> None:
 
 def add_job_routes(app: FastAPI, predictor: AuroraPredictor, jobs: JobManager) -> None:
     router = APIRouter(prefix=f"/v1/models/{predictor.name}/jobs", tags=["jobs"])
-    variant = predictor.spec.name
+    variant = predictor.variant
 
     def count(endpoint: str, code: int, start: float) -> None:
-        labels = dict(variant=variant, protocol="jobs", endpoint=endpoint)
+        labels = dict(variant=variant, protocol="jobs", endpoint=endpoint,
+                      model_version=predictor.loaded.served.model_version)
         metrics.REQUEST_SECONDS.labels(**labels).observe(time.perf_counter() - start)
         metrics.REQUESTS.labels(**labels, code=str(code)).inc()
         if code >= 400:
@@ -131,7 +155,11 @@ def add_job_routes(app: FastAPI, predictor: AuroraPredictor, jobs: JobManager) -
 
     async def answer(action: str, lookup, job_id: str):
         start = time.perf_counter()
-        state = await run_in_threadpool(lookup, job_id)
+        try:
+            state = await run_in_threadpool(lookup, job_id)
+        except JobReplaced as e:
+            count(action, 410, start)
+            return JSONResponse(status_code=410, content={"error": str(e)})
         if state is None:
             count(action, 404, start)
             return JSONResponse(status_code=404, content={"error": f"job_id: no job '{job_id}'"})
@@ -162,7 +190,7 @@ def serve(predictors: list[AuroraPredictor], *, host: str = "127.0.0.1", http_po
     Jobs of each variant are indexed under `<jobs_dir>/<variant>`.
     """
     from kserve.model_server import app
-    from serving.jobs import job_forward, join
+    from serving.jobs import join
 
     for predictor in predictors:
         predictor.load()
@@ -170,9 +198,9 @@ def serve(predictors: list[AuroraPredictor], *, host: str = "127.0.0.1", http_po
     add_body_limit(app, 8 * max(p.limits.max_request_bytes for p in predictors))
     if jobs_dir is not None:
         for predictor in predictors:
-            jobs = JobManager(predictor.spec, join(jobs_dir, predictor.spec.name), job_forward(predictor),
-                              max_steps=job_max_steps, model_uri=predictor.model_uri, max_attempts=job_attempts,
-                              fills=predictor.fills)
+            jobs = JobManager(predictor.variant, join(jobs_dir, predictor.variant), lambda p=predictor: p.loaded,
+                              max_steps=job_max_steps, max_attempts=job_attempts, lock=predictor.model_lock,
+                              device=str(predictor.device))
             add_job_routes(app, predictor, jobs)
             jobs.start()
     AuroraModelServer(predictors, host=host, http_port=http_port, grpc_port=grpc_port).start(predictors)

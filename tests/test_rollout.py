@@ -1,12 +1,14 @@
 """`auroraops rollout`: the merge patches sent through the Kubernetes client, checked by a small
-API server on 127.0.0.1 that applies them and validates the result against KServe's CRD, and
-the skill-gated canary decision."""
+API server on 127.0.0.1 that applies them and validates the result against KServe's CRD; the
+models they serve resolved from a real MLflow registry (sqlite) to their versions' artifacts;
+and the skill-gated canary decision."""
 
 from __future__ import annotations
 
 import copy
 import json
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,9 +20,17 @@ from kserve_schemas import isvc_validator, merge_patch
 from model_code.errors import DataError
 from serving import manifests
 from serving.canary_decision import Ops, Rule, Target, decide, load_skill
-from serving.rollout import Rollout, canary_patch, promote_patch, rollback_patch, status_of
+from serving.rollout import Rollout, canary_patch, deploy_patch, promote_patch, rollback_patch, status_of
+from serving.served import ServedModel
 
-V1, V2, V3 = (manifests.model_uri("medium-range", v) for v in ("v1", "v2", "v3"))
+
+def version(n: int, variant: str = "medium-range") -> ServedModel:
+    """A registry version's record as rollouts carry it (its artifact URI as MLflow records it)."""
+    return ServedModel(uri=f"s3://aurora-mlflow/artifacts/1/run{n}/artifacts/model/artifacts/checkpoint.safetensors",
+                       sha256=f"sha256:{n:064x}", version=str(n), name=f"aurora-{variant}")
+
+
+V1, V2, V3 = version(1), version(2), version(3)
 PATH = "/apis/serving.kserve.io/v1beta1/namespaces/aurora/inferenceservices/aurora-medium-range"
 STATUS = {
     "conditions": [{"type": "Ready", "status": "True"}],
@@ -90,7 +100,7 @@ def kube():
     from kubernetes import client
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _KubeApi)
-    isvc = manifests.inference_service("medium-range")
+    isvc = manifests.inference_service("medium-range", model=V1)  # as `rollout deploy` of version 1 leaves it
     isvc["metadata"]["resourceVersion"] = "1"
     server.store, server.requests = {PATH: isvc}, []
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -106,6 +116,10 @@ def _patches(server) -> list[dict]:
     return [r[3] for r in server.requests if r[0] == "PATCH"]
 
 
+def env(isvc: dict) -> dict:
+    return {e["name"]: e.get("value") for e in isvc["spec"]["predictor"]["containers"][0]["env"][:2]}
+
+
 def test_canary_promote_cycle_sends_kserves_documented_changes(kube):
     api, server = kube
     rollout = Rollout(api, "medium-range")
@@ -116,15 +130,17 @@ def test_canary_promote_cycle_sends_kserves_documented_changes(kube):
     assert (method, path, content_type) == ("PATCH", PATH, "application/merge-patch+json")
     assert query == {"fieldManager": ["auroraops"]}
     containers = copy.deepcopy(base["spec"]["predictor"]["containers"])
-    containers[0]["env"][0]["value"] = V2  # a merge patch replaces the list whole
+    containers[0]["env"][0]["value"], containers[0]["env"][1]["value"] = V2.uri, V2.sha256  # the list whole
     assert body == {
-        "metadata": {"resourceVersion": "1", "annotations": {"aurora-mlops.io/stable-model-uri": V1,
-                                                              "aurora-mlops.io/canary-model-uri": V2}},
+        "metadata": {"resourceVersion": "1", "annotations": {
+            "aurora-mlops.io/model-version": "2", "aurora-mlops.io/model": V2.to_json(),
+            "aurora-mlops.io/stable-model": V1.to_json(), "aurora-mlops.io/canary-model": V2.to_json()}},
         "spec": {"predictor": {"canaryTrafficPercent": 10, "containers": containers}},
     }
     stored = server.store[PATH]
     assert errors(isvc_validator(), stored) == []
-    assert (state.phase, state.model_uri, state.stable_uri, state.canary_percent) == ("canary", V2, V1, 10)
+    assert (state.phase, state.model, state.stable, state.canary_percent) == ("canary", V2, V1, 10)
+    assert env(stored) == {"AURORA_MODEL_URI": V2.uri, "AURORA_MODEL_SHA256": V2.sha256}
     # everything but the model, the traffic share and the notes is untouched
     assert stored["spec"]["predictor"]["containers"][0]["args"] == base["spec"]["predictor"]["containers"][0]["args"]
     assert {k: v for k, v in stored["spec"]["predictor"].items() if k not in ("canaryTrafficPercent", "containers")} \
@@ -135,43 +151,51 @@ def test_canary_promote_cycle_sends_kserves_documented_changes(kube):
 
     state = rollout.promote()
     assert _patches(server)[-1] == {
-        "metadata": {"annotations": {"aurora-mlops.io/stable-model-uri": None, "aurora-mlops.io/canary-model-uri": None}},
+        "metadata": {"annotations": {"aurora-mlops.io/stable-model": None, "aurora-mlops.io/canary-model": None}},
         "spec": {"predictor": {"canaryTrafficPercent": None}}}
     stored = server.store[PATH]
     assert "canaryTrafficPercent" not in stored["spec"]["predictor"]
-    assert not any(k.startswith("aurora-mlops.io/") for k in stored["metadata"]["annotations"])
-    assert (state.phase, state.model_uri, state.stable_uri) == ("stable", V2, None)
+    assert stored["metadata"]["annotations"]["aurora-mlops.io/model-version"] == "2"
+    assert (state.phase, state.model, state.stable) == ("stable", V2, None)
     assert errors(isvc_validator(), stored) == []
 
 
-def test_rollback_during_a_canary_pins_the_stable_revision_and_restores_its_uri(kube):
+def test_rollback_during_a_canary_pins_the_stable_revision_and_restores_its_model(kube):
     api, server = kube
     rollout = Rollout(api, "medium-range")
     rollout.canary(20, V2)
     state = rollout.rollback()
     body = _patches(server)[-1]
     assert body["spec"]["predictor"]["canaryTrafficPercent"] == 0
-    assert body["spec"]["predictor"]["containers"][0]["env"][0] == {"name": "AURORA_MODEL_URI", "value": V1}
+    assert body["spec"]["predictor"]["containers"][0]["env"][:2] == [
+        {"name": "AURORA_MODEL_URI", "value": V1.uri}, {"name": "AURORA_MODEL_SHA256", "value": V1.sha256}]
     assert body["metadata"] == {"resourceVersion": "2", "annotations": {
-        "aurora-mlops.io/stable-model-uri": None, "aurora-mlops.io/canary-model-uri": None}}
-    assert (state.phase, state.model_uri, state.canary_percent) == ("pinned", V1, 0)
+        "aurora-mlops.io/stable-model": None, "aurora-mlops.io/canary-model": None,
+        "aurora-mlops.io/model-version": "1", "aurora-mlops.io/model": V1.to_json()}}
+    assert (state.phase, state.model, state.canary_percent) == ("pinned", V1, 0)
     assert errors(isvc_validator(), server.store[PATH]) == []
 
     # the next canary starts from the pinned state; promoting a pin gives the latest revision all traffic
     state = rollout.canary(10, V3)
-    assert (state.stable_uri, state.model_uri, state.canary_percent) == (V1, V3, 10)
+    assert (state.stable, state.model, state.canary_percent) == (V1, V3, 10)
 
 
-def test_rollback_after_a_finished_rollout_is_a_rollout_of_the_given_uri(kube):
+def test_deploy_and_a_rollback_after_a_finished_rollout_serve_the_model_given_on_all_traffic(kube):
     api, server = kube
     rollout = Rollout(api, "medium-range")
-    with pytest.raises(DataError, match="no canary is running.*--model-uri"):
+    with pytest.raises(DataError, match="no canary is running.*--model"):
         rollout.rollback()
     state = rollout.rollback(V3)
     body = _patches(server)[-1]
     assert body["spec"]["predictor"]["canaryTrafficPercent"] is None
-    assert body["spec"]["predictor"]["containers"][0]["env"][0]["value"] == V3
-    assert (state.phase, state.model_uri) == ("stable", V3)
+    assert env(server.store[PATH]) == {"AURORA_MODEL_URI": V3.uri, "AURORA_MODEL_SHA256": V3.sha256}
+    assert (state.phase, state.model) == ("stable", V3)
+    rollout.canary(10, V2)
+    state = rollout.deploy(V1)  # deploy ends a canary
+    assert (state.phase, state.model, state.stable) == ("stable", V1, None)
+    assert "aurora-mlops.io/canary-model" not in server.store[PATH]["metadata"]["annotations"]
+    with pytest.raises(DataError, match="already serves aurora-medium-range/1 on all traffic"):
+        rollout.deploy(V1)
 
 
 def test_bad_requests_are_refused_before_anything_is_sent(kube):
@@ -180,9 +204,10 @@ def test_bad_requests_are_refused_before_anything_is_sent(kube):
     for percent in (0, 100, 150, -5):
         with pytest.raises(DataError, match="--percent: canary traffic must be an integer from 1 to 99"):
             rollout.canary(percent, V2)
-    with pytest.raises(DataError, match="already serves .*v1.* a canary needs a different model URI"):
+    with pytest.raises(DataError, match="already serves aurora-medium-range/1 in its spec: a canary needs a "
+                                        "different model"):
         rollout.canary(10, V1)
-    with pytest.raises(DataError, match="no canary is running; start one with --model-uri"):
+    with pytest.raises(DataError, match="no canary is running; start one with --model"):
         rollout.canary(30)
     with pytest.raises(DataError, match="no canary to promote"):
         rollout.promote()
@@ -213,19 +238,20 @@ def test_dry_run_is_checked_by_the_server_and_changes_nothing(kube):
 
 
 def test_patches_applied_to_the_manifest_stay_valid_at_every_step():
-    isvc = manifests.inference_service("high-res")
-    steps = [lambda o: canary_patch(o, 10, "models:/aurora-high-res/7"), lambda o: canary_patch(o, 60),
-             rollback_patch, lambda o: canary_patch(o, 5, "models:/aurora-high-res/8"), promote_patch,
-             lambda o: rollback_patch(o, "models:/aurora-high-res/7")]
+    isvc = manifests.inference_service("high-res")  # as shipped: the champion alias as a pod starts
+    assert env(isvc) == {"AURORA_MODEL_URI": "models:/aurora-high-res@champion", "AURORA_MODEL_SHA256": ""}
+    h7, h8 = version(7, "high-res"), version(8, "high-res")
+    steps = [lambda o: deploy_patch(o, h7), lambda o: canary_patch(o, 10, h8), lambda o: canary_patch(o, 60),
+             rollback_patch, lambda o: canary_patch(o, 5, h8), promote_patch, lambda o: rollback_patch(o, h7)]
     for step in steps:
         isvc = merge_patch(isvc, step(isvc))
         assert errors(isvc_validator(), isvc) == []
-    assert status_of(isvc).model_uri == "models:/aurora-high-res/7"
+    assert status_of(isvc).model == h7 and env(isvc)["AURORA_MODEL_SHA256"] == h7.sha256
 
 
 def test_status_reads_kserves_revisions_and_traffic():
-    isvc = merge_patch(manifests.inference_service("medium-range"), canary_patch(
-        manifests.inference_service("medium-range"), 10, V2))
+    base = manifests.inference_service("medium-range", model=V1)
+    isvc = merge_patch(base, canary_patch(base, 10, V2))
     isvc["status"] = STATUS
     assert errors(isvc_validator(), isvc) == []
     state = status_of(isvc)
@@ -244,23 +270,105 @@ def _kubeconfig(tmp_path, server) -> str:
     return str(path)
 
 
-def test_cli_rollout_goes_through_the_kubeconfigs_api_server(kube, tmp_path, capsys):
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    """A sqlite registry holding two versions of aurora-medium-range, version 1 the champion."""
+    from model_code.checkpoint import save_checkpoint
+    from model_code.variants import build_model, get_variant
+    from pipelines import registry as reg
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    spec = get_variant("medium-range")
+    versions = [reg.register(save_checkpoint(build_model(spec, "tiny", seed=s), spec, "tiny",
+                                             str(tmp_path / f"seed{s}.safetensors")), variant="medium-range")
+                for s in (1, 2)]
+    reg.client().set_registered_model_alias("aurora-medium-range", "champion", versions[0])
+    return reg
+
+
+def test_cli_deploys_and_canaries_registry_versions_at_their_artifacts(kube, registry, tmp_path, capsys):
     from auroraops.cli import main
 
     _, server = kube
     kubeconfig = ["--kubeconfig", _kubeconfig(tmp_path, server)]
-    assert main(["rollout", "canary", "--variant", "medium-range", "--model-uri", V2, "--percent", "10",
+    assert main(["rollout", "deploy", "--variant", "medium-range", "--model", "models:/aurora-medium-range@champion",
                  *kubeconfig]) == 0
+    stored = server.store[PATH]
+    c = registry.client()
+    v1 = c.get_model_version("aurora-medium-range", "1")
+    assert env(stored) == {"AURORA_MODEL_URI": registry.checkpoint_uri(c, "aurora-medium-range", "1"),
+                           "AURORA_MODEL_SHA256": v1.tags["checkpoint_sha256"]}
+    assert stored["metadata"]["annotations"]["aurora-mlops.io/model-version"] == "1"
+    assert env(stored)["AURORA_MODEL_URI"].startswith(str(tmp_path / "mlartifacts"))  # the version's own run
+    assert errors(isvc_validator(), stored) == []
+    assert "model (spec):  aurora-medium-range/1 at" in capsys.readouterr().out
+
+    assert main(["rollout", "canary", "--variant", "medium-range", "--model", "models:/aurora-medium-range/2",
+                 "--percent", "10", *kubeconfig]) == 0
     out = capsys.readouterr().out
     assert "aurora/aurora-medium-range: canary" in out and "canary traffic: 10%" in out
     server.store[PATH]["status"] = STATUS
     assert main(["rollout", "status", "--variant", "medium-range", "--json", *kubeconfig]) == 0
     state = json.loads(capsys.readouterr().out)
-    assert state["stable_uri"] == V1 and state["traffic"][1]["percent"] == 90
+    assert state["stable"]["version"] == "1" and state["model"]["version"] == "2"
+    assert state["traffic"][1]["percent"] == 90
     assert main(["rollout", "promote", "--variant", "medium-range", *kubeconfig]) == 0
     assert "canaryTrafficPercent" not in server.store[PATH]["spec"]["predictor"]
     assert main(["rollout", "canary", "--variant", "medium-range", *kubeconfig]) == 1
     assert "needs --percent" in capsys.readouterr().err
+
+
+def test_a_missing_alias_or_artifact_or_a_changed_digest_changes_nothing(kube, registry, tmp_path, capsys):
+    from auroraops.cli import main
+
+    _, server = kube
+    kubeconfig = ["--kubeconfig", _kubeconfig(tmp_path, server)]
+    before = copy.deepcopy(server.store[PATH])
+    assert main(["rollout", "deploy", "--variant", "medium-range", "--model", "models:/aurora-medium-range@staging",
+                 *kubeconfig]) == 1
+    assert "aurora-medium-range has no alias 'staging'" in capsys.readouterr().err
+    artifact = Path(registry.checkpoint_uri(registry.client(), "aurora-medium-range", "2"))
+    artifact.write_bytes(artifact.read_bytes()[:-1] + b"x")  # replaced after registration
+    assert main(["rollout", "canary", "--variant", "medium-range", "--model", "models:/aurora-medium-range/2",
+                 "--percent", "10", *kubeconfig]) == 1
+    err = capsys.readouterr().err
+    assert "aurora-medium-range/2: the checkpoint at" in err and "but the registry recorded sha256:" in err
+    artifact.unlink()
+    assert main(["rollout", "canary", "--variant", "medium-range", "--model", "models:/aurora-medium-range/2",
+                 "--percent", "10", *kubeconfig]) == 1
+    assert "file not found" in capsys.readouterr().err
+    assert main(["rollout", "canary", "--variant", "medium-range", "--model", "models:/aurora-medium-range/1",
+                 "--percent", "150", *kubeconfig]) == 1
+    assert "--percent: canary traffic must be an integer from 1 to 99" in capsys.readouterr().err
+    assert _patches(server) == [] and server.store[PATH] == before
+
+
+def test_registry_promote_prints_or_applies_the_rollout_that_serves_the_new_champion(kube, registry, tmp_path,
+                                                                                     capsys):
+    from auroraops.cli import main
+
+    _, server = kube
+    scores = tmp_path / "s2.json"
+    sha2 = registry.client().get_model_version("aurora-medium-range", "2").tags["checkpoint_sha256"]
+    records = [{"forecast": f, "variable": "t2m", "level": None, "region": "domain", "lead_hours": 6.0,
+                "metric": "rmse", "value": v} for f, v in (("model", 1.0), ("champion", 1.5), ("persistence", 2.0),
+                                                           ("climatology", 1.8))]
+    scores.write_text(json.dumps({"variant": "medium-range", "subject": {"model": {"checkpoint_sha256": sha2},
+                                  "champion": {"version": "1"}}, "records": records}))
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("gates:\n  - {metric: rmse, variable: t2m}\n")
+    assert main(["registry", "promote", "--variant", "medium-range", "--version", "2", "--scores", str(scores),
+                 "--gates", str(gates)]) == 0
+    out = capsys.readouterr().out
+    assert "to serve it: auroraops rollout deploy --variant medium-range --model models:/aurora-medium-range/2" in out
+    assert "kubectl patch inferenceservice aurora-medium-range -n aurora --type json" in out and sha2 in out
+    assert _patches(server) == []
+
+    assert main(["registry", "rollback", "--variant", "medium-range", "--apply",
+                 "--kubeconfig", _kubeconfig(tmp_path, server)]) == 0
+    assert "champion is version 1 again" in capsys.readouterr().out
+    stored = server.store[PATH]  # the kube fixture served version 1 already: nothing to do is an error
+    assert stored["metadata"]["annotations"]["aurora-mlops.io/model-version"] == "1"
 
 
 # --- the skill-gated decision ------------------------------------------------------------------
@@ -368,10 +476,9 @@ def test_skill_files_pair_by_init_time_or_by_file(tmp_path):
 def test_cli_decide_prints_the_evidence_and_applies_the_decision(kube, tmp_path, capsys):
     from auroraops.cli import main
 
-    _, server = kube
+    api, server = kube
     kubeconfig = ["--kubeconfig", _kubeconfig(tmp_path, server)]
-    assert main(["rollout", "canary", "--variant", "medium-range", "--model-uri", V2, "--percent", "10",
-                 *kubeconfig]) == 0
+    Rollout(api, "medium-range").canary(10, V2)
     scores = tmp_path / "scores.json"
     scores.write_text(json.dumps({"records": [{**{k: v for k, v in r.items() if k != "case"}, "init_time": r["case"]}
                                                for r in _records(12, 1.1)]}))

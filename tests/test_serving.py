@@ -8,6 +8,7 @@ its field, and the server keeps serving.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -138,6 +139,11 @@ def test_each_variant_answers_every_protocol_with_the_in_process_forecast(varian
     assert r.status_code == 200, r.text
     (prediction,) = r.json()["predictions"]
     assert prediction["lead_hours"] == [k * get_variant(variant).timestep_hours for k in range(1, STEPS + 1)]
+    # Every answer names its model; the v2 metadata names it with the checkpoint's digest.
+    sha = "sha256:" + hashlib.sha256(Path(checkpoints[variant]).read_bytes()).hexdigest()
+    assert prediction["model_version"] == sha[:19]
+    metadata = httpx.get(f"{server.url}/v2/models/{model}").json()
+    assert metadata["name"] == model and metadata["versions"] == [sha[:19]] and sha in metadata["platform"]
     v1 = {f"{name}+{h}h": np.asarray(values[k], np.float32)
           for name, values in prediction["outputs"].items() for k, h in enumerate(prediction["lead_hours"])}
     assert_same(v1, want)
@@ -214,7 +220,9 @@ def test_v1_and_oversized_bodies_are_refused_with_4xx(server):
 def test_metrics_are_exported_on_the_kserve_metrics_endpoint(server):
     triton_http_infer(server, "aurora-wave", tensors_of(make_window("wave"), "wave"), PARAMS)
     text = httpx.get(f"{server.url}/metrics").text
-    assert 'aurora_requests_total{code="200",endpoint="infer",protocol="rest-v2",variant="wave"}' in text
+    digest = httpx.get(f"{server.url}/v2/models/aurora-wave").json()["versions"][0]  # sha256:<12 hex>, unregistered
+    assert (f'aurora_requests_total{{code="200",endpoint="infer",model_version="{digest}",protocol="rest-v2",'
+            'variant="wave"}') in text
     assert 'aurora_request_seconds_bucket{endpoint="infer"' in text
     assert 'aurora_model_info{' in text and 'variant="wave"' in text
     assert "aurora_rollout_steps_bucket" in text and "aurora_payload_bytes_bucket" in text
@@ -233,6 +241,9 @@ def test_auroraops_predict_over_grpc_and_rest_writes_the_forecast(server, checkp
         assert done.returncode == 0, done.stderr
         ds = xr.load_dataset(out)
         assert ds.attrs["aurora_variant"] == "high-res"
+        served = httpx.get(f"{server.url}/v2/models/aurora-high-res").json()["versions"][0]
+        assert ds.attrs["aurora_model_version"] == served and served.startswith("sha256:")
+        assert f"model version {served}" in done.stdout
         got = {f"{name}+{int(h)}h": ds[name].values[k]
                for name in ds.data_vars for k, h in enumerate(ds.lead_time.values.astype("timedelta64[h]").astype(int))}
         assert_same(got, want)

@@ -135,15 +135,89 @@ def test_a_job_interrupted_too_often_is_marked_failed_with_the_reason(checkpoint
     jobs = tmp_path / "jobs"
     jobs.mkdir()
     state = {"job_id": "j1", "variant": "medium-range", "status": "running", "steps_done": 7, "files": [],
-             "error": None, "attempts": 3, "created": "", "updated": "", "model_uri": checkpoint, "note": None,
+             "error": None, "attempts": 3, "created": "", "updated": "", "model": None, "note": None,
              "request": {"inputs": [str(input_file)], "output_uri": str(out), "steps": 40, "init_time": None,
                          "history": None, "levels": None, "fill_missing": None, "format": "nc",
                          "idempotency_key": "j1"}}
     (out / "job.json").write_text(json.dumps(state))
     (jobs / "j1.json").write_text(json.dumps({"job_id": "j1", "output_uri": str(out)}))
-    manager = JobManager(get_variant("medium-range"), str(jobs), forward=None, max_steps=40, model_uri=checkpoint)
+    manager = JobManager("medium-range", str(jobs), lambda: None, max_steps=40)
     manager.start()
     got = manager.state("j1")
     assert got.status == "failed" and "interrupted 3 time(s)" in got.error
     assert json.loads((out / "job.json").read_text())["status"] == "failed"
     assert not (out / "_SUCCESS").exists()
+
+
+# ---- resuming, and ids that outlive their outputs --------------------------------------------------
+
+
+@pytest.fixture
+def manager(checkpoint, tmp_path):
+    """A job manager on the tiny checkpoint, as the predictor builds one."""
+    from model_code.checkpoint import load_checkpoint
+    from serving.served import Loaded, resolve
+
+    identity, path = resolve(checkpoint)
+    model, info = load_checkpoint(path)
+    loaded = Loaded(model, identity, info.spec)
+
+    def make(jobs_dir: str = "jobs") -> JobManager:
+        return JobManager("medium-range", str(tmp_path / jobs_dir), lambda: loaded, max_steps=40)
+    return make
+
+
+def test_a_job_killed_after_3_of_6_lead_times_resumes_at_lead_4_with_the_files_of_an_uninterrupted_run(
+        manager, input_file, tmp_path):
+    """The state a kill after step 3 leaves (whole step files 1-3, the record `running`), read by
+    a starting job manager: it writes steps 4-6 only, and they equal an uninterrupted job's to the bit."""
+    import shutil
+
+    import numpy as np
+    import xarray as xr
+
+    jobs = manager()
+    whole, _ = jobs.submit({"inputs": [str(input_file)], "output_uri": str(tmp_path / "whole"), "steps": 6,
+                            "idempotency_key": "whole"})
+    jobs.run(jobs.state(whole.job_id))
+    assert jobs.state(whole.job_id).status == "succeeded"
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    record = json.loads((tmp_path / "whole" / "job.json").read_text())
+    record.update(job_id="killed", status="running", steps_done=3, files=record["files"][:3],
+                  request={**record["request"], "output_uri": str(killed), "idempotency_key": "killed"})
+    (killed / "job.json").write_text(json.dumps(record))
+    for name in record["files"]:
+        shutil.copy(tmp_path / "whole" / name, killed / name)
+    written = {name: (killed / name).stat().st_mtime_ns for name in record["files"]}
+    (tmp_path / "jobs" / "killed.json").write_text(json.dumps({"job_id": "killed", "output_uri": str(killed)}))
+
+    restarted = manager()
+    restarted.start()
+    deadline = time.monotonic() + 120
+    while restarted.state("killed").status not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    state = restarted.state("killed")
+    assert state.status == "succeeded" and state.attempts == 2 and "resumed after step 3" in state.note
+    assert {name: (killed / name).stat().st_mtime_ns for name in written} == written  # steps 1-3 not rewritten
+    for k in range(1, 7):
+        with xr.open_dataset(killed / f"step_{k:03d}.nc") as a, xr.open_dataset(tmp_path / "whole" / f"step_{k:03d}.nc") as b:
+            for v in b.data_vars:
+                np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=f"step {k} {v}")
+            assert a.attrs["aurora_model_sha256"] == state.model["sha256"]
+
+
+def test_polling_an_old_job_after_its_output_uri_was_reused_names_both_jobs(manager, tmp_path):
+    from serving.jobs import JobReplaced
+
+    jobs = manager()
+    out = str(tmp_path / "out")
+    first, _ = jobs.submit({"inputs": [str(tmp_path)], "output_uri": out, "steps": 2, "idempotency_key": "a"})
+    jobs.run(jobs.state(first.job_id))  # the input is a folder, not data: the job fails
+    assert jobs.state(first.job_id).status == "failed"
+    second, new = jobs.submit({"inputs": [str(tmp_path)], "output_uri": out, "steps": 2, "idempotency_key": "b"})
+    assert new and jobs.state(second.job_id).job_id == second.job_id
+    with pytest.raises(JobReplaced, match=f"job '{first.job_id}' wrote to {out}, which now holds job "
+                                          f"'{second.job_id}'"):
+        jobs.state(first.job_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ from kserve_schemas import graph_validator, isvc_validator, merge_patch
 from model_code.variants import VARIANTS, get_variant
 from serving import manifests
 from serving.rollout import canary_patch
+from serving.served import ServedModel
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVING = ROOT / "manifests" / "serving"
@@ -56,11 +58,19 @@ def test_predictor_pod_runs_the_serve_command_on_a_gpu_node_securely(variant):
     predictor = isvc["spec"]["predictor"]
     (c,) = predictor["containers"]
     assert c["name"] == "kserve-container" and c["image"] == "ghcr.io/aurora-mlops/aurora-mlops:0.1.0"
-    assert c["args"] == ["serve", "--variant", variant, "--model", "$(AURORA_MODEL_URI)", "--host", "0.0.0.0",
+    assert c["args"] == ["serve", "--variant", variant, "--model", "$(AURORA_MODEL_URI)",
+                         "--model-sha256", "$(AURORA_MODEL_SHA256)", "--host", "0.0.0.0",
                          "--http-port", "8080", "--grpc-port", "8081", "--autocast",
                          "--jobs-dir", f"s3://aurora-jobs/{variant}"]
-    assert c["env"][0] == {"name": "AURORA_MODEL_URI",
-                           "value": f"s3://aurora-models/{variant}/v1/checkpoint.safetensors"}
+    # As shipped, before a rollout pins a version: the registry's champion as a pod starts.
+    assert c["env"][:2] == [{"name": "AURORA_MODEL_URI", "value": f"models:/aurora-{variant}@champion"},
+                            {"name": "AURORA_MODEL_SHA256", "value": ""}]
+    pinned = manifests.inference_service(variant, model=ServedModel(
+        uri="s3://aurora-mlflow/artifacts/3/abc/artifacts/model/artifacts/checkpoint.safetensors",
+        sha256="sha256:" + "a" * 64, version="7", name=f"aurora-{variant}"))
+    assert pinned["spec"]["predictor"]["containers"][0]["env"][1]["value"] == "sha256:" + "a" * 64
+    assert pinned["metadata"]["annotations"]["aurora-mlops.io/model-version"] == "7"
+    assert errors(validator(pinned), pinned) == []
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
     assert secrets["AWS_SECRET_ACCESS_KEY"] == {"name": "aurora-s3", "key": "AWS_SECRET_ACCESS_KEY"}
     assert secrets["AWS_ENDPOINT_URL"]["optional"] is True
@@ -91,9 +101,10 @@ def test_container_args_parse_as_the_serve_command():
     from auroraops.cli import build_parser
 
     args = manifests.serve_args("high-res")
-    args[args.index("$(AURORA_MODEL_URI)")] = "s3://aurora-models/high-res/v1/checkpoint.safetensors"
+    args[args.index("$(AURORA_MODEL_URI)")] = "s3://aurora-mlflow/artifacts/3/abc/artifacts/model/artifacts/x.safetensors"
+    args[args.index("$(AURORA_MODEL_SHA256)")] = "sha256:" + "a" * 64
     parsed = build_parser().parse_args(args)
-    assert (parsed.command, parsed.host) == ("serve", "0.0.0.0")
+    assert (parsed.command, parsed.host, parsed.model_sha256) == ("serve", "0.0.0.0", "sha256:" + "a" * 64)
     assert parsed.variant in ("high-res", ["high-res"])  # one variant, however serve collects them
     assert (parsed.http_port, parsed.grpc_port, parsed.autocast) == (8080, 8081, True)
 
@@ -135,7 +146,7 @@ def test_strict_validation_catches_typos_and_wrong_types():
 @needs_kubectl
 def test_canary_overlay_is_the_change_rollout_canary_makes():
     base = manifests.inference_service("medium-range")
-    patch = canary_patch(base, 10, manifests.model_uri("medium-range", "v2"))
+    patch = canary_patch(base, 10, manifests.served_model("medium-range", "challenger"))
     (overlay,) = kustomize(SERVING / "canary")
     assert overlay == merge_patch(base, patch)
     assert overlay["spec"]["predictor"]["canaryTrafficPercent"] == 10
@@ -153,4 +164,13 @@ def test_ab_graph_splits_between_the_two_services_it_ships_with():
         # the model inside each service keeps the variant's name, so the URL names it
         assert step["serviceUrl"] == f"http://{name}.{ns}.svc.cluster.local/v2/models/aurora-medium-range/infer"
     uris = [i["spec"]["predictor"]["containers"][0]["env"][0]["value"] for i in (isvc_a, isvc_b)]
-    assert uris == [manifests.model_uri("medium-range", "v1"), manifests.model_uri("medium-range", "v2")]
+    assert uris == ["models:/aurora-medium-range@champion", "models:/aurora-medium-range@challenger"]
+    assert json.loads(graph["metadata"]["annotations"]["aurora-mlops.io/models"]) == {
+        "aurora-medium-range-a": "models:/aurora-medium-range@champion",
+        "aurora-medium-range-b": "models:/aurora-medium-range@challenger"}
+    # rendered from the registry, the graph names both versions
+    v3, v4 = (ServedModel(uri=f"s3://x/{n}/checkpoint.safetensors", sha256=f"sha256:{n:064x}", version=str(n),
+                          name="aurora-medium-range") for n in (3, 4))
+    *_, pinned = manifests.ab_objects("medium-range", v3, v4)
+    assert json.loads(pinned["metadata"]["annotations"]["aurora-mlops.io/models"]) == {
+        "aurora-medium-range-a": "3", "aurora-medium-range-b": "4"}

@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     client.close()
     out = write_dataset(ds, args.out)
     hours = ", ".join(f"+{int(h)}h" for h in ds.lead_time.values.astype("timedelta64[h]").astype(int))
-    print(f"forecast written: {out} ({args.protocol}; lead times {hours})")
+    print(f"forecast written: {out} ({args.protocol}; lead times {hours}; "
+          f"model version {ds.attrs['aurora_model_version'] or 'not named'})")
     return 0
 
 

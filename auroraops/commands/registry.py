@@ -36,6 +36,16 @@ def add_parser(sub) -> None:
 
     for command in (show, promote, rollback):
         command.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+    for command in (promote, rollback):
+        command.add_argument("--apply", action="store_true",
+                             help="also deploy the new champion to the variant's InferenceService (otherwise the "
+                                  "rollout is printed, as an auroraops and a kubectl command)")
+        command.add_argument("--namespace", default="aurora", help="namespace (default: %(default)s)")
+        command.add_argument("--name", help="InferenceService name (default: aurora-VARIANT)")
+        command.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+        command.add_argument("--context", help="kubeconfig context (default: the current one)")
+        command.add_argument("--dry-run", action="store_true", help="with --apply: a server-side dry run")
+        command.add_argument("--json", action="store_true", help="with --apply: print the rollout's result as JSON")
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -67,6 +77,7 @@ def run_promote(args: argparse.Namespace) -> int:
     name = model_name(args.variant)
     if result.promoted:
         print(f"{name} version {result.version} is champion (before: {result.previous_champion or 'none'})")
+        _follow_alias(args, f"models:/{name}/{result.version}")
         return 0
     print(f"{name} version {result.version} not promoted; champion stays {result.previous_champion or 'none'}:")
     for reason in result.reasons:
@@ -77,5 +88,20 @@ def run_promote(args: argparse.Namespace) -> int:
 def run_rollback(args: argparse.Namespace) -> int:
     from pipelines.registry import model_name, rollback
 
-    print(f"{model_name(args.variant)}: champion is version {rollback(args.variant)} again")
+    version = rollback(args.variant)
+    print(f"{model_name(args.variant)}: champion is version {version} again")
+    _follow_alias(args, f"models:/{model_name(args.variant)}/{version}")
     return 0
+
+
+def _follow_alias(args: argparse.Namespace, uri: str) -> None:
+    """Make what the cluster serves follow the alias: print the rollout, or with --apply do it."""
+    from auroraops.commands.rollout import print_status, resolved, rollout_of
+    from serving.rollout import kubectl_deploy
+
+    model = resolved(uri)
+    if args.apply:
+        print_status(rollout_of(args).deploy(model), args)
+        return
+    print(f"to serve it: auroraops rollout deploy --variant {args.variant} --model {uri}")
+    print(f"  or: {kubectl_deploy(args.variant, model, namespace=args.namespace, name=args.name)}")

@@ -1,4 +1,5 @@
-"""`auroraops rollout`: canary rollouts of a predictor's InferenceService, and the skill-gated decision."""
+"""`auroraops rollout`: what a predictor's InferenceService serves (deploy, canary, promote, rollback),
+each model resolved from the registry to its version's immutable artifact, and the skill-gated decision."""
 
 from __future__ import annotations
 
@@ -7,21 +8,24 @@ import json
 
 from model_code.variants import VARIANTS
 
-ACTIONS = ("status", "canary", "promote", "rollback", "decide")
+ACTIONS = ("status", "deploy", "canary", "promote", "rollback", "decide")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "rollout",
-        help="canary rollouts of a KServe predictor (status, canary, promote, rollback, decide)",
+        help="what a KServe predictor serves (status, deploy, canary, promote, rollback, decide)",
         description=(
             "Change the InferenceService of a variant through the Kubernetes API of the kubeconfig "
-            "(or the pod's service account), as `kubectl patch --type merge` would. canary: serve "
-            "--model-uri on a new revision with --percent of the traffic (or move a running canary to "
-            "--percent); promote: all traffic to the canary; rollback: all traffic back to the stable "
-            "revision; decide: promote, hold or roll back from the forecast skill of both versions "
-            "(--skill) and their request figures (--ops), and with --apply do it. "
-            "See docs/runbooks/rollout.md."
+            "(or the pod's service account), as `kubectl patch --type merge` would. A --model "
+            "models:/aurora-V@ALIAS (or /VERSION) is resolved now to its version, the checkpoint's URI "
+            "in the artifact store and its registered digest, which is checked against the stored "
+            "bytes; the InferenceService then names all three. deploy: serve --model on all traffic; "
+            "canary: serve --model on a new revision with --percent of the traffic (or move a running "
+            "canary to --percent); promote: all traffic to the canary; rollback: all traffic back to "
+            "the stable revision (or deploy --model when no canary runs); decide: promote, hold or "
+            "roll back from the forecast skill of both versions (--skill) and their request figures "
+            "(--ops), and with --apply do it. See docs/runbooks/rollout.md."
         ),
     )
     p.add_argument("action", choices=ACTIONS)
@@ -30,9 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--name", help="InferenceService name (default: aurora-VARIANT)")
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: the current one)")
-    p.add_argument("--model-uri", metavar="URI",
-                   help="canary: the new model (s3://..., models:/aurora-V/N); rollback: the model to go back "
-                        "to when no canary runs")
+    p.add_argument("--model", metavar="URI",
+                   help="deploy, canary: the model (models:/aurora-V@champion, models:/aurora-V/N, or a checkpoint "
+                        "URI); rollback: the model to go back to when no canary runs")
     p.add_argument("--percent", type=int, help="canary: share of requests for the new revision, 1-99")
     p.add_argument("--dry-run", action="store_true",
                    help="server-side dry run: the API server checks the change and stores nothing")
@@ -63,21 +67,37 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "decide":
         return _decide(args)
     if args.action == "canary" and args.percent is None:
-        raise DataError("rollout canary needs --percent N (and --model-uri URI to start a canary)")
-    rollout = _rollout(args)
+        raise DataError("rollout canary needs --percent N (and --model URI to start a canary)")
+    if args.action == "deploy" and not args.model:
+        raise DataError("rollout deploy needs --model URI (e.g. models:/aurora-VARIANT@champion)")
+    if args.percent is not None and args.action != "canary":
+        raise DataError(f"--percent is for canary, not {args.action}")
+    model = resolved(args.model) if args.model else None  # before anything is sent
+    rollout = rollout_of(args)
     if args.action == "status":
         state = rollout.status()
+    elif args.action == "deploy":
+        state = rollout.deploy(model)
     elif args.action == "canary":
-        state = rollout.canary(args.percent, args.model_uri)
+        state = rollout.canary(args.percent, model)
     elif args.action == "promote":
         state = rollout.promote()
     else:
-        state = rollout.rollback(args.model_uri)
-    _print_status(state, args)
+        state = rollout.rollback(model)
+    print_status(state, args)
     return 0
 
 
-def _rollout(args: argparse.Namespace):
+def resolved(uri: str):
+    """The `ServedModel` `uri` names now, its artifact checked against its registered digest."""
+    from serving import served
+
+    model = served.describe_uri(uri)
+    served.verify(model)
+    return model
+
+
+def rollout_of(args: argparse.Namespace):
     from kubernetes import client, config
 
     from pipelines.cluster import api_client
@@ -91,15 +111,15 @@ def _rollout(args: argparse.Namespace):
                    name=args.name, dry_run=args.dry_run)
 
 
-def _print_status(state, args: argparse.Namespace) -> None:
+def print_status(state, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(state.to_dict(), indent=2))
         return
     dry = " (dry run: nothing changed)" if args.dry_run else ""
     print(f"InferenceService {state.namespace}/{state.name}: {state.phase}, ready: {state.ready}{dry}")
-    print(f"  model (spec):  {state.model_uri}")
-    if state.stable_uri:
-        print(f"  stable model:  {state.stable_uri}")
+    print(f"  model (spec):  {state.model.label} at {state.model.uri}")
+    if state.stable:
+        print(f"  stable model:  {state.stable.label} at {state.stable.uri}")
     if state.canary_percent is not None:
         print(f"  canary traffic: {state.canary_percent}%")
     for t in state.traffic:
@@ -120,9 +140,9 @@ def _decide(args: argparse.Namespace) -> int:
                       targets=targets, canary_ops=canary_ops, stable_ops=stable_ops)
     print(json.dumps(decision.to_dict(), indent=2) if args.json else table(decision, rule.metric))
     if args.apply and decision.action in ("promote", "rollback"):
-        rollout = _rollout(args)
+        rollout = rollout_of(args)
         state = rollout.promote() if decision.action == "promote" else rollout.rollback()
         if not args.json:
             print()
-            _print_status(state, args)
+            print_status(state, args)
     return 0

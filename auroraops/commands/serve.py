@@ -20,7 +20,12 @@ def add_parser(sub) -> None:
     p.add_argument("--variant", required=True, choices=list(VARIANTS), action="append",
                    help="variant to serve; repeat (with one --model each) to serve several from one process")
     p.add_argument("--model", required=True, metavar="URI", action="append",
-                   help="checkpoint path, s3:// URI, or models:/aurora-<variant>@champion")
+                   help="checkpoint path, s3:// URI, or models:/aurora-<variant>@champion (or /VERSION)")
+    p.add_argument("--follow", type=float, metavar="SECONDS",
+                   help="read the models:/...@ALIAS again every SECONDS and swap in the version it names, "
+                        "loaded and warmed up first, between requests")
+    p.add_argument("--model-sha256", metavar="DIGEST",
+                   help="refuse to serve a checkpoint whose digest is not this sha256:... (as a rollout sets it)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
     p.add_argument("--http-port", type=int, default=8080)
     p.add_argument("--grpc-port", type=int, default=8081)
@@ -52,11 +57,14 @@ def run(args: argparse.Namespace) -> int:
                         f"and {len(args.model)} model(s)")
     if args.static and len(args.variant) > 1:
         raise DataError("--static holds one variant's static fields: serve that variant alone")
+    if args.model_sha256 and len(args.variant) > 1:
+        raise DataError("--model-sha256 names one checkpoint: serve that variant alone")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     predictors = [AuroraPredictor(
         variant, model, device=device, autocast=args.autocast, max_steps=args.max_steps,
         max_request_bytes=args.max_request_bytes, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
-        static_uri=args.static) for variant, model in zip(args.variant, args.model)]
+        static_uri=args.static, follow_s=args.follow, expect_sha256=args.model_sha256)
+        for variant, model in zip(args.variant, args.model)]
     serve(predictors, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, jobs_dir=args.jobs_dir,
           job_attempts=args.job_attempts, job_max_steps=args.job_max_steps)
     return 0

@@ -17,6 +17,7 @@ import xarray as xr
 from aurora import Batch, Metadata
 
 from model_code.data.contract import check_window
+from model_code.errors import DataError
 from model_code.variables import variable
 from model_code.variants import VariantSpec
 
@@ -89,3 +90,27 @@ def forecast_to_dataset(
         **(attrs or {}),
     )
     return ds
+
+
+def dataset_to_prediction(ds: xr.Dataset, spec: VariantSpec, step: int = 0) -> Batch:
+    """Step `step` of a forecast dataset (`forecast_to_dataset`'s layout) as the prediction
+    `Batch` it was made from: what `forecast.forecast_steps(done=...)` continues a forecast from."""
+    one = ds.isel(time=step)
+
+    def tensor(key: str) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(one[key].values, dtype=np.float32))[None, None]
+
+    missing = [v.dataset_name for v in spec.outputs() if v.dataset_name not in one]
+    if missing:
+        raise DataError(f"the forecast lacks predicted variable(s) {missing}; it cannot continue a forecast")
+    return Batch(
+        surf_vars={n: tensor(variable("surface", n).dataset_name) for n in spec.output_surf_vars},
+        static_vars={},
+        atmos_vars={n: tensor(variable("atmos", n).dataset_name) for n in spec.output_atmos_vars},
+        metadata=Metadata(
+            lat=torch.from_numpy(one.latitude.values.astype(np.float32)),
+            lon=torch.from_numpy(one.longitude.values.astype(np.float32)),
+            time=(one.time.values.astype("datetime64[us]").astype(datetime),),
+            atmos_levels=_level_tuple(one.level.values),
+        ),
+    )
