@@ -13,10 +13,10 @@ import json
 import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
-from pathlib import Path
+from urllib.parse import urlparse
 
 from model_code.errors import DataError
-from model_code.storage import content_hash, is_s3
+from model_code.storage import content_hash
 
 REGISTRY_PREFIX = "models:/"
 
@@ -73,20 +73,36 @@ def describe_uri(uri: str) -> ServedModel:
 
         found = version_artifact(uri)
         return ServedModel(uri=found["uri"], sha256=found["sha256"], version=found["version"], name=found["name"])
-    return ServedModel(uri=str(uri), sha256=content_hash(str(uri)))
+    with tempfile.TemporaryDirectory(prefix="auroraops-describe-") as tmp:
+        return ServedModel(uri=str(uri), sha256=content_hash(fetched(str(uri), tmp)))
+
+
+def is_proxied(uri: str) -> bool:
+    """Whether `uri` is read through MLflow (`mlflow-artifacts:/...`, as a tracking server
+    with `--serve-artifacts` records every artifact) rather than as a path or `s3://` object."""
+    scheme = urlparse(str(uri)).scheme
+    return len(scheme) > 1 and scheme not in ("s3", "file")
+
+
+def fetched(uri: str, dst: str) -> str:
+    """A path or `s3://` URI holding `uri`'s bytes: artifacts behind MLflow's proxy are
+    downloaded into `dst` (from the tracking server of `MLFLOW_TRACKING_URI`)."""
+    if not is_proxied(uri):
+        return uri.removeprefix("file://")
+    import mlflow
+
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
+    except Exception as e:  # MlflowException, OSError, HTTP errors: the artifact is not readable
+        raise DataError(f"cannot read the artifact through MLflow ({e})", source=uri) from None
 
 
 def verify(model: ServedModel) -> None:
     """Check that the artifact exists and its bytes are the digest recorded; a `DataError`
-    naming both digests otherwise. Artifacts behind MLflow's proxy are downloaded to hash."""
+    naming both digests otherwise."""
     uri = model.uri
-    if is_s3(uri) or Path(uri).exists() or "://" not in uri:
-        found = content_hash(uri)
-    else:
-        import mlflow
-
-        with tempfile.TemporaryDirectory(prefix="auroraops-verify-") as tmp:
-            found = content_hash(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+    with tempfile.TemporaryDirectory(prefix="auroraops-verify-") as tmp:
+        found = content_hash(fetched(uri, tmp))
     if found != model.sha256:
         raise DataError(f"{model.label}: the checkpoint at {uri} has digest {found}, but the registry recorded "
                         f"{model.sha256}; it was changed or replaced after registration: nothing is served from it")
@@ -94,9 +110,10 @@ def verify(model: ServedModel) -> None:
 
 def resolve(uri: str, dst: str | None = None) -> tuple[ServedModel, str]:
     """(`ServedModel`, a local or `s3://` path to load) for `uri`, its digest checked."""
-    model = describe_uri(uri)
     if not is_registry_uri(uri):
-        return model, str(uri)
+        path = fetched(str(uri), dst or tempfile.mkdtemp(prefix="auroraops-model-"))
+        return ServedModel(uri=str(uri), sha256=content_hash(path)), path
+    model = describe_uri(uri)
     from pipelines.registry import resolve_checkpoint
 
     path = resolve_checkpoint(f"{REGISTRY_PREFIX}{model.name}/{model.version}", dst)

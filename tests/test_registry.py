@@ -32,6 +32,7 @@ from model_code.forecast import forecast
 from model_code.variants import build_model, get_variant
 from pipelines import gates as g
 from pipelines import registry
+from serving import served
 
 VARIANT = "medium-range"
 NAME = "aurora-medium-range"
@@ -501,14 +502,16 @@ def postgres():
 
 @pytest.fixture
 def tracking_server(postgres, bucket, s3_endpoint, tmp_path, monkeypatch):
-    """`mlflow server` as on the cluster: PostgreSQL store, artifacts written straight to S3."""
+    """`mlflow server` as on the cluster (manifests/base/mlflow.yaml): PostgreSQL store,
+    artifacts in S3 behind the server's proxy, so clients need only the tracking URI."""
     port = _free_port()
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres,
-         "--default-artifact-root", f"s3://{bucket}/mlflow", "--no-serve-artifacts",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)  # its own group: uvicorn too
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres, "--serve-artifacts",
+         "--artifacts-destination", f"s3://{bucket}/mlflow", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,  # its own group: uvicorn too
+        env={**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -554,9 +557,16 @@ def test_cluster_stores_postgres_and_s3(tracking_server, bucket, checkpoints, tm
 
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
     assert sum(k.endswith("model/artifacts/checkpoint.safetensors") for k in keys) == 2
-    assert registry.client().get_model_version(NAME, v1).source.startswith(f"s3://{bucket}/mlflow/")
     path = registry.resolve_checkpoint(f"models:/{NAME}@champion", dst=str(tmp_path / "dl"))
     assert Path(path).read_bytes() == Path(checkpoints[0]).read_bytes()
+    # What a rollout pins and a pod then loads: the version's artifact behind the proxy, by digest.
+    champion = served.describe_uri(f"models:/{NAME}@champion")
+    assert champion.version == v1 and champion.uri.startswith("mlflow-artifacts:")
+    served.verify(champion)
+    pinned, local = served.resolve(champion.uri, str(tmp_path / "pod"))
+    assert pinned.sha256 == champion.sha256 and Path(local).read_bytes() == Path(checkpoints[0]).read_bytes()
+    with pytest.raises(DataError, match="cannot read the artifact through MLflow"):
+        served.resolve(champion.uri.replace("checkpoint.safetensors", "missing.safetensors"), str(tmp_path / "x"))
     assert tags(v2)["gates_passed"] == "false"
     loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")  # from S3; forecasting is tested above
     assert loaded.metadata.get_params_schema().to_dict()[0]["name"] == "steps"
