@@ -318,6 +318,25 @@ def test_cli_deploys_and_canaries_registry_versions_at_their_artifacts(kube, reg
     assert "needs --percent" in capsys.readouterr().err
 
 
+def test_render_writes_the_inference_service_of_exactly_the_registered_version(registry, tmp_path, capsys):
+    import yaml
+
+    from auroraops.cli import main
+
+    out = tmp_path / "isvc.yaml"
+    assert main(["rollout", "render", "--variant", "medium-range", "--model", "models:/aurora-medium-range@champion",
+                 "--out", str(out)]) == 0
+    assert "serves aurora-medium-range/1" in capsys.readouterr().out
+    isvc = yaml.safe_load(out.read_text())
+    c = registry.client()
+    assert env(isvc) == {"AURORA_MODEL_URI": registry.checkpoint_uri(c, "aurora-medium-range", "1"),
+                         "AURORA_MODEL_SHA256": c.get_model_version("aurora-medium-range", "1").tags["checkpoint_sha256"]}
+    assert isvc["metadata"]["annotations"]["aurora-mlops.io/model-version"] == "1"
+    assert errors(isvc_validator(), isvc) == []
+    assert main(["rollout", "render", "--variant", "medium-range"]) == 1
+    assert "rollout render needs --model URI" in capsys.readouterr().err
+
+
 def test_a_missing_alias_or_artifact_or_a_changed_digest_changes_nothing(kube, registry, tmp_path, capsys):
     from auroraops.cli import main
 

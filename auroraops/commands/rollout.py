@@ -8,13 +8,13 @@ import json
 
 from model_code.variants import VARIANTS
 
-ACTIONS = ("status", "deploy", "canary", "promote", "rollback", "decide")
+ACTIONS = ("status", "deploy", "canary", "promote", "rollback", "decide", "render")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "rollout",
-        help="what a KServe predictor serves (status, deploy, canary, promote, rollback, decide)",
+        help="what a KServe predictor serves (status, deploy, canary, promote, rollback, decide, render)",
         description=(
             "Change the InferenceService of a variant through the Kubernetes API of the kubeconfig "
             "(or the pod's service account), as `kubectl patch --type merge` would. A --model "
@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
             "canary to --percent); promote: all traffic to the canary; rollback: all traffic back to "
             "the stable revision (or deploy --model when no canary runs); decide: promote, hold or "
             "roll back from the forecast skill of both versions (--skill) and their request figures "
-            "(--ops), and with --apply do it. See docs/runbooks/rollout.md."
+            "(--ops), and with --apply do it; render: write the InferenceService that serves --model, "
+            "for a cluster applied from git (--out, else standard output). See docs/runbooks/rollout.md."
         ),
     )
     p.add_argument("action", choices=ACTIONS)
@@ -41,6 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="server-side dry run: the API server checks the change and stores nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", metavar="FILE.yaml", help="render: write the InferenceService here (atomically)")
     d = p.add_argument_group("decide")
     d.add_argument("--skill", nargs="+", metavar="FILE.json",
                    help="evaluation scores (Scores JSON) of both versions; one case per init_time or per file")
@@ -68,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
         return _decide(args)
     if args.action == "canary" and args.percent is None:
         raise DataError("rollout canary needs --percent N (and --model URI to start a canary)")
-    if args.action == "deploy" and not args.model:
-        raise DataError("rollout deploy needs --model URI (e.g. models:/aurora-VARIANT@champion)")
+    if args.action in ("deploy", "render") and not args.model:
+        raise DataError(f"rollout {args.action} needs --model URI (e.g. models:/aurora-VARIANT@champion)")
     if args.percent is not None and args.action != "canary":
         raise DataError(f"--percent is for canary, not {args.action}")
     model = resolved(args.model) if args.model else None  # before anything is sent
+    if args.action == "render":
+        return _render(args, model)
     rollout = rollout_of(args)
     if args.action == "status":
         state = rollout.status()
@@ -95,6 +99,23 @@ def resolved(uri: str):
     model = served.describe_uri(uri)
     served.verify(model)
     return model
+
+
+def _render(args: argparse.Namespace, model) -> int:
+    """The variant's InferenceService as shipped, serving `model`: what `deploy` would leave."""
+    from pathlib import Path
+
+    from model_code.storage import write_atomic
+    from pipelines.trainjob import to_yaml
+    from serving.manifests import inference_service
+
+    text = to_yaml(inference_service(args.variant, name=args.name, model=model, namespace=args.namespace))
+    if not args.out:
+        print(text, end="")
+        return 0
+    write_atomic(args.out, lambda tmp: Path(tmp).write_text(text))
+    print(f"InferenceService written: {args.out} (serves {model.label}; apply with kubectl apply -f)")
+    return 0
 
 
 def rollout_of(args: argparse.Namespace):
