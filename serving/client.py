@@ -23,17 +23,23 @@ INFERENCE_HEADER = "inference-header-content-length"
 
 
 def request_tensors(window: xr.Dataset, spec: VariantSpec) -> dict[str, np.ndarray]:
-    """The request tensors of a window: coordinates, then every input variable as FP32."""
+    """The request tensors of a window: coordinates, then every input variable it holds as FP32
+    (the server fills those left out as the served checkpoint's training did, or names them)."""
     tensors = {"latitude": window.latitude.values.astype(np.float64),
                "longitude": window.longitude.values.astype(np.float64)}
     for v in spec.inputs():
-        tensors[v.dataset_name] = np.ascontiguousarray(window[v.dataset_name].values, dtype=np.float32)
+        if v.dataset_name in window:
+            tensors[v.dataset_name] = np.ascontiguousarray(window[v.dataset_name].values, dtype=np.float32)
     return tensors
 
 
 def request_parameters(window: xr.Dataset, steps: int) -> dict[str, str | int]:
-    return {"init_time": str(window.time.values[-1])[:19] + "Z", "steps": int(steps),
-            "levels": ",".join(f"{lv:g}" for lv in window.level.values)}
+    """Init time and steps; the levels when the window sends atmospheric fields (else the
+    server chooses them: the checkpoint's training levels)."""
+    parameters: dict[str, str | int] = {"init_time": str(window.time.values[-1])[:19] + "Z", "steps": int(steps)}
+    if any("level" in window[k].dims for k in window.data_vars):
+        parameters["levels"] = ",".join(f"{lv:g}" for lv in window.level.values)
+    return parameters
 
 
 def split_outputs(named: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[int]]:
@@ -48,10 +54,16 @@ def split_outputs(named: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray
 
 @dataclass(frozen=True)
 class Answer:
-    """A response's tensors by name and the model version that made them ("" if not said)."""
+    """A response's tensors by name, the model version that made them ("" if not said) and
+    the pressure levels of its atmospheric outputs (hPa; empty if not said)."""
 
     outputs: dict[str, np.ndarray]
     model_version: str
+    levels: tuple[float, ...] = ()
+
+
+def _levels(text: str | None) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",")) if text else ()
 
 
 def _datatype(a: np.ndarray) -> str:
@@ -90,8 +102,10 @@ class GrpcClient:
             request.inputs.add(name=name, datatype=_datatype(values), shape=list(values.shape))
             request.raw_input_contents.append(np.ascontiguousarray(values).tobytes())
         response = self._stub.ModelInfer(request, timeout=timeout)
+        levels = response.parameters["levels"].string_param if "levels" in response.parameters else ""
         return Answer({o.name: np.frombuffer(raw, dtype=np.float32).reshape(list(o.shape))
-                       for o, raw in zip(response.outputs, response.raw_output_contents)}, response.model_version)
+                       for o, raw in zip(response.outputs, response.raw_output_contents)}, response.model_version,
+                      _levels(levels))
 
     def close(self) -> None:
         self._channel.close()
@@ -130,10 +144,10 @@ class RestClient:
                 size = o["parameters"]["binary_data_size"]
                 out[o["name"]] = np.frombuffer(r.content[offset:offset + size], np.float32).reshape(o["shape"])
                 offset += size
-            return Answer(out, meta.get("model_version") or "")
+            return Answer(out, meta.get("model_version") or "", _levels((meta.get("parameters") or {}).get("levels")))
         meta = r.json()
         return Answer({o["name"]: np.asarray(o["data"], np.float32).reshape(o["shape"]) for o in meta["outputs"]},
-                      meta.get("model_version") or "")
+                      meta.get("model_version") or "", _levels((meta.get("parameters") or {}).get("levels")))
 
     # ---- jobs -------------------------------------------------------------------------
 
@@ -184,6 +198,6 @@ def predict(client: GrpcClient | RestClient, spec: VariantSpec, window: xr.Datas
     answer = client.infer(f"aurora-{spec.name}", request_tensors(window, spec), request_parameters(window, steps),
                           **options)
     outputs, hours = split_outputs(answer.outputs)
-    ds = forecast_dataset(outputs, spec, window, hours)
+    ds = forecast_dataset(outputs, spec, window, hours, levels=answer.levels or None)
     ds.attrs["aurora_model_version"] = answer.model_version
     return ds

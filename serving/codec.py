@@ -452,9 +452,10 @@ def encode_v1(forecast: Mapping[str, np.ndarray], hours: Sequence[int], window: 
 
 def forecast_dataset(
     outputs: Mapping[str, np.ndarray], spec: VariantSpec, window: xr.Dataset, hours: Sequence[int],
-    attrs: Mapping[str, Any] | None = None,
+    attrs: Mapping[str, Any] | None = None, levels: Sequence[float] | None = None,
 ) -> xr.Dataset:
-    """A CF forecast dataset like `model_code.forecast.forecast` writes, from response tensors.
+    """A CF forecast dataset like `model_code.forecast.forecast` writes, from response tensors
+    (on `levels`, the response's, when the server chose them: default the window's).
 
     Aurora drops a grid's last latitude row when the height is one over a multiple of the patch
     size, so the output's latitudes are the first rows of the input's."""
@@ -471,7 +472,7 @@ def forecast_dataset(
         "time": ("time", init + leads, {"long_name": "valid time"}),
         "lead_time": ("time", leads, {"standard_name": "forecast_period"}),
         "forecast_reference_time": ((), init),
-        "level": ("level", window.level.values.astype("float64"), {"units": "hPa"}),
+        "level": ("level", np.asarray(window.level.values if levels is None else levels, "float64"), {"units": "hPa"}),
         "latitude": ("latitude", window.latitude.values[:n_lat].astype("float64"), {"units": "degrees_north"}),
         "longitude": ("longitude", window.longitude.values.astype("float64"), {"units": "degrees_east"}),
     })

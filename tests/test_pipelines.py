@@ -119,6 +119,43 @@ def test_the_registered_version_reproduces_its_scores_through_auroraops_forecast
 
 
 @pytest.mark.slow
+def test_the_promoted_version_is_what_a_following_server_answers_with_and_what_a_rollout_pins(
+        first_run, store, days, tmp_path, capsys):
+    """The pipeline's champion, end to end: a server following the alias answers with version 1's
+    own forecast (the file's missing inputs filled by the server as training filled them, its
+    five input times), every answer names version 1, and the InferenceService `rollout render`
+    writes points at version 1's artifact and digest."""
+    import yaml
+
+    from serving.process import ServerProcess
+
+    assert first_run.promoted
+    local = tmp_path / "local.nc"
+    assert main(["forecast", "--variant", "medium-range", "--checkpoint", "models:/aurora-medium-range/1",
+                 "--input", days, "--init-time", "2019-03-17T00:00", "--steps", "2", "--out", str(local)]) == 0
+    server = ServerProcess("medium-range", "models:/aurora-medium-range@champion", tmp_path / "server",
+                           args=["--follow", "5"]).start(timeout=300)
+    try:
+        served = tmp_path / "served.nc"
+        assert main(["predict", "--url", server.grpc, "--variant", "medium-range", "--input", days,
+                     "--init-time", "2019-03-17T00:00", "--history", "5", "--steps", "2", "--out", str(served)]) == 0
+        assert "model version 1" in capsys.readouterr().out
+    finally:
+        server.stop()
+    with xr.open_dataset(served) as got, xr.open_dataset(local) as want:
+        assert got.attrs["aurora_model_version"] == "1" and list(got.level.values) == [500.0, 850.0]
+        np.testing.assert_allclose(got.t2m.values, want.t2m.values, rtol=1e-6, atol=1e-4)
+
+    out = tmp_path / "isvc.yaml"
+    assert main(["rollout", "render", "--variant", "medium-range", "--model", "models:/aurora-medium-range@champion",
+                 "--out", str(out)]) == 0
+    env = {e["name"]: e.get("value") for e in yaml.safe_load(out.read_text())["spec"]["predictor"]["containers"][0]["env"]}
+    champion = describe("medium-range")["champion"]
+    assert env["AURORA_MODEL_URI"] == champion["checkpoint_uri"]
+    assert env["AURORA_MODEL_SHA256"] == champion["checkpoint_sha256"]
+
+
+@pytest.mark.slow
 def test_a_first_model_worse_than_persistence_is_registered_and_not_promoted(tmp_path, monkeypatch):
     """The demo's split and gates in an empty registry, two steps from the initial weights:
     nothing passes because there is nothing to compare."""

@@ -31,8 +31,11 @@ def add_parser(sub) -> None:
     p.add_argument("--output-uri", metavar="URI", help="job output directory or s3:// prefix")
     p.add_argument("--idempotency-key", metavar="KEY", help="a retried submit with the same key finds the same job")
     p.add_argument("--init-time", metavar="ISO", help="initialisation time (default: latest possible)")
-    p.add_argument("--history", type=int, help="input time steps (default: the variant's maximum)")
-    p.add_argument("--fill-missing", help="fill variables absent from the inputs (see `auroraops forecast`)")
+    p.add_argument("--history", type=int,
+                   help="input time steps (default: the variant's maximum; the served checkpoint may take more)")
+    p.add_argument("--fill-missing",
+                   help="fill variables absent from the inputs here (see `auroraops forecast`); default: leave "
+                        "them out of the request, for the server to fill as the served checkpoint was trained")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for a job")
     p.set_defaults(run=run)
 
@@ -40,7 +43,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from model_code.data.writers import write_dataset
     from model_code.errors import DataError
-    from model_code.variants import get_variant
+    from model_code.variants import get_variant, with_history
 
     spec = get_variant(args.variant)
     if args.by_reference:
@@ -51,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
     from model_code.data.ingest import load_window
     from serving.client import GrpcClient, RestClient, predict
 
-    window, _ = load_window(args.input, spec, history=args.history, init_time=args.init_time,
-                            fill_missing=args.fill_missing)
+    # The served checkpoint decides its history and fills: what the file lacks is left out of
+    # the request (the server fills it as training did, or answers 400 naming it).
+    window, _ = load_window(args.input, with_history(spec, max(args.history or 0, spec.max_history)),
+                            history=args.history, init_time=args.init_time,
+                            fill_missing=args.fill_missing or "zeros")
+    if not args.fill_missing:
+        window = window.drop_vars([k for k in window.data_vars if "filled" in window[k].attrs])
     if args.protocol == "grpc":
         client = GrpcClient(args.url)
         ds = predict(client, spec, window, args.steps)
