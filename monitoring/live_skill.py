@@ -6,15 +6,16 @@ any analysis files the readers understand; steps whose valid time the truth does
 yet are left for a later run. Scores use `model_code.evaluation.metrics` (area-weighted,
 WeatherBench 2 definitions), are set as `aurora_live_*` gauges, and are appended to a JSON
 lines store, one record per (forecast, valid time, variable, level); a step already in the
-store is not scored twice.
+store is not scored twice. `judge` reads the store to say whether skill degraded over a
+window, for the retrain trigger.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -189,3 +190,74 @@ def update(forecasts: Sequence[str], truth: Sequence[str], *, store: str | None 
         append_store(store, records)
     publish(records)
     return records
+
+
+@dataclass(frozen=True)
+class SkillRule:
+    """When live skill counts as degraded: the RMSE of the last `recent` days against the
+    `baseline` days before them."""
+
+    tolerance: float = 0.25
+    """RMSE this much above its baseline (0.25: 25% higher) is degraded."""
+    recent: timedelta = timedelta(days=7)
+    baseline: timedelta = timedelta(days=28)
+    min_records: int = 28
+    """Records needed in the recent period and in the baseline for a comparison (28: a week
+    of six-hourly steps): fewer make a ratio that weather alone pushes past the tolerance."""
+
+    def __post_init__(self):
+        if not self.tolerance > 0:
+            raise DataError(f"skill tolerance must be positive, got {self.tolerance}")
+        if self.min_records < 1:
+            raise DataError(f"min_records must be at least 1, got {self.min_records}")
+
+
+@dataclass
+class SkillVerdict:
+    degraded: bool
+    detail: str
+    ratios: dict[str, float] = field(default_factory=dict)
+    """Recent RMSE over baseline RMSE, per `variable[@level] +lead h`."""
+
+
+def _rms(values: list[float]) -> float:
+    return float(np.sqrt(np.mean(np.square(values))))
+
+
+def _days(t: timedelta) -> str:
+    return f"{t / timedelta(days=1):g} days"
+
+
+def judge(records: Sequence[SkillRecord], variant: str, end, rule: SkillRule = SkillRule()) -> SkillVerdict:
+    """Did the skill of `variant` degrade in the `rule.recent` days up to `end` (a valid time)?
+
+    Per variable, level and lead time with `min_records` records in both periods, the RMSE
+    of the recent records (root of their mean squared RMSE, as WeatherBench 2 averages) is
+    compared with the baseline's; skill degraded when any ratio reaches 1 + `tolerance`.
+    Weather alone moves an RMSE: the tolerance must stay above that (see docs/monitoring.md).
+    """
+    end = np.datetime64(end, "s")
+    start = end - np.timedelta64(int(rule.recent.total_seconds()), "s")
+    first = start - np.timedelta64(int(rule.baseline.total_seconds()), "s")
+    recent: dict[str, list[float]] = {}
+    baseline: dict[str, list[float]] = {}
+    for r in records:
+        if r.variant != variant:
+            continue
+        valid = np.datetime64(r.valid_time, "s")
+        key = f"{r.variable}{'' if r.level is None else f'@{r.level:g}'} +{r.lead_hours:g} h"
+        if start < valid <= end:
+            recent.setdefault(key, []).append(r.rmse)
+        elif first < valid <= start:
+            baseline.setdefault(key, []).append(r.rmse)
+    ratios = {k: _rms(recent[k]) / _rms(baseline[k]) for k in sorted(recent.keys() & baseline.keys())
+              if min(len(recent[k]), len(baseline[k])) >= rule.min_records and _rms(baseline[k]) > 0}
+    if not ratios:
+        return SkillVerdict(False, f"no skill to judge: fewer than {rule.min_records} scored steps of {variant} "
+                                   f"in the {_days(rule.recent)} to {end} or in the {_days(rule.baseline)} before")
+    worst = max(ratios, key=ratios.get)
+    degraded = ratios[worst] >= 1 + rule.tolerance
+    detail = (f"RMSE of {worst} over the {_days(rule.recent)} to {end}: {ratios[worst]:.2f}x the "
+              f"{_days(rule.baseline)} before ({'at or above' if degraded else 'below'} the "
+              f"{1 + rule.tolerance:.2f}x that is degraded)")
+    return SkillVerdict(degraded, detail, ratios)

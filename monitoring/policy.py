@@ -1,11 +1,15 @@
-"""When drift calls for retraining: sustained over N windows, once per episode, after a cool-down.
+"""When to retrain: on degraded live skill, or on a feed shift sustained over N windows; once
+per episode, after a cool-down.
 
-An episode starts with the first drifted window and ends with the first window without
-drift. It fires (asks for a retraining run) once, when it has lasted `sustained_windows`
-windows and the last run started at least `cooldown` ago; a fired episode never fires
-again, however long it lasts. A submission that failed leaves the episode unhandled, so the
-next check tries again. The state lives in one JSON file (path or s3://), written
-atomically, with every decision and its evidence.
+Each checked window brings two signals: whether the feed's distribution shifted
+(`monitoring.drift`) and whether the served model's live skill degraded
+(`monitoring.live_skill.judge`). An episode starts with the first window that has either and
+ends with the first window that has neither. It fires (asks for a retraining run) once:
+at once when skill degraded, or when it has lasted `sustained_windows` windows, so one
+windowed test alone never retrains; and only when the last run started at least `cooldown`
+ago. A fired episode never fires again, however long it lasts. A submission that failed
+leaves the episode unhandled, so the next check tries again. The state lives in one JSON
+file (path or s3://), written atomically, with every decision and its evidence.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ DECISIONS_KEPT = 500
 """Older decisions are dropped from the state file; episodes are all kept."""
 
 # Actions a decision can take.
-NO_DRIFT = "no_drift"
-PENDING = "pending"            # drift, not yet sustained over enough windows
-COOLDOWN = "cooldown"          # sustained drift, but the last run is too recent
+NO_DRIFT = "no_drift"          # neither a feed shift nor degraded skill
+PENDING = "pending"            # a feed shift, not yet sustained over enough windows
+COOLDOWN = "cooldown"          # sustained shift or degraded skill, but the last run is too recent
 TRIGGER = "trigger"            # submit a retraining run now
 HANDLED = "handled"            # this episode already has its run
 SUBMITTED = "submitted"        # outcome of TRIGGER: the run was accepted
@@ -36,7 +40,7 @@ SUBMIT_FAILED = "submit_failed"  # outcome of TRIGGER: every attempt failed
 @dataclass(frozen=True)
 class DriftPolicy:
     sustained_windows: int = 2
-    """Consecutive drifted windows before an episode fires."""
+    """Consecutive windows with a feed shift before an episode fires (degraded skill fires at once)."""
     cooldown: timedelta = timedelta(hours=24)
     """Least time between two triggered runs."""
 
@@ -51,9 +55,9 @@ class DriftPolicy:
 class Episode:
     id: str
     start: str
-    """When the first drifted window was checked (UTC, ISO 8601)."""
+    """When the episode's first window was checked (UTC, ISO 8601)."""
     windows: list[str] = field(default_factory=list)
-    """The drifted windows (`first .. last` valid time) seen in this episode."""
+    """Its windows (`first .. last` valid time), each with a feed shift or degraded skill."""
     evidence: list[dict[str, Any]] = field(default_factory=list)
     handled: bool = False
     run_id: str | None = None
@@ -69,9 +73,12 @@ class Decision:
     variant: str
     window: str
     drifted: bool
+    """The feed's distribution shifted in this window."""
     action: str
     reason: str
     episode: str | None = None
+    skill_degraded: bool = False
+    """The served model's live skill degraded over this window."""
     evidence: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
 
@@ -128,43 +135,48 @@ def _parse(s: str) -> datetime:
 
 
 def decide(state: PolicyState, policy: DriftPolicy, *, drifted: bool, window: str,
-           evidence: dict[str, Any], now: datetime) -> Decision:
+           evidence: dict[str, Any], now: datetime, skill_degraded: bool = False) -> Decision:
     """Update `state` with one checked window and return what to do (recorded in `state`).
 
+    `drifted`: the feed shifted in this window; `skill_degraded`: live skill degraded over it.
     A TRIGGER decision is provisional: call `record_submission` with the outcome.
     """
-    decision = Decision(_iso(now), state.variant, window, drifted, NO_DRIFT, "", evidence=evidence)
+    decision = Decision(_iso(now), state.variant, window, drifted, NO_DRIFT, "", evidence=evidence,
+                        skill_degraded=skill_degraded)
     episode = state.open_episode
-    if not drifted:
-        decision.reason = "no drift beyond the thresholds"
+    if not (drifted or skill_degraded):
+        decision.reason = "no feed shift and no skill loss"
         if episode is not None:
             episode.end = _iso(now)
             decision.episode = episode.id
             decision.reason += f"; episode {episode.id} ended"
+        state.decisions.append(decision)
+        return decision
+    if episode is None:
+        episode = Episode(f"ep-{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", _iso(now))
+        state.episodes.append(episode)
+    if window not in episode.windows:  # a window checked twice counts once
+        episode.windows.append(window)
+        episode.evidence.append({"time": _iso(now), **evidence})
+    decision.episode = episode.id
+    cause = ("live skill degraded" if skill_degraded
+             else f"feed shift sustained over {len(episode.windows)} windows")
+    last = state.last_trigger
+    if episode.handled:
+        decision.action = HANDLED
+        decision.reason = f"episode already handled by run {episode.run_id}"
+        decision.run_id = episode.run_id
+    elif not skill_degraded and len(episode.windows) < policy.sustained_windows:
+        decision.action = PENDING
+        decision.reason = (f"feed shift in {len(episode.windows)} of the {policy.sustained_windows} consecutive "
+                           "windows the policy needs")
+    elif last is not None and now - last < policy.cooldown:
+        decision.action = COOLDOWN
+        decision.reason = (f"{cause}, but the last run started at {_iso(last)}; the cool-down "
+                           f"of {policy.cooldown} ends at {_iso(last + policy.cooldown)}")
     else:
-        if episode is None:
-            episode = Episode(f"ep-{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", _iso(now))
-            state.episodes.append(episode)
-        if window not in episode.windows:  # a window checked twice counts once
-            episode.windows.append(window)
-            episode.evidence.append({"time": _iso(now), **evidence})
-        decision.episode = episode.id
-        last = state.last_trigger
-        if episode.handled:
-            decision.action = HANDLED
-            decision.reason = f"episode already handled by run {episode.run_id}"
-            decision.run_id = episode.run_id
-        elif len(episode.windows) < policy.sustained_windows:
-            decision.action = PENDING
-            decision.reason = (f"drift in {len(episode.windows)} of the {policy.sustained_windows} "
-                               "consecutive windows the policy needs")
-        elif last is not None and now - last < policy.cooldown:
-            decision.action = COOLDOWN
-            decision.reason = (f"sustained drift, but the last run started at {_iso(last)}; the cool-down "
-                               f"of {policy.cooldown} ends at {_iso(last + policy.cooldown)}")
-        else:
-            decision.action = TRIGGER
-            decision.reason = f"drift sustained over {len(episode.windows)} windows"
+        decision.action = TRIGGER
+        decision.reason = cause
     state.decisions.append(decision)
     return decision
 

@@ -1,4 +1,5 @@
-"""`check`: summarise the new window, test it for drift, apply the policy, maybe ask for a retrain.
+"""`check`: summarise the new window, test it for drift, judge live skill over it, apply the
+policy, maybe ask for a retrain.
 
 The submitter is injected: `local_submitter` runs the retrain pipeline here with KFP's
 local runner, `cluster_submitter` submits it to Kubeflow Pipelines; tests pass a plain
@@ -17,9 +18,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from model_code.errors import DataError
 from monitoring import metrics
-from monitoring.drift import DriftResult, DriftThresholds, compare, save
+from monitoring.drift import DriftResult, DriftRule, compare, save
+from monitoring.live_skill import SkillRule, SkillVerdict, judge, read_store
 from monitoring.policy import SUBMITTED, TRIGGER, Decision, DriftPolicy, PolicyState, decide, record_submission
-from monitoring.summaries import REGIONS, Region, Summaries, summarise
+from monitoring.summaries import Summaries, summarise
 
 Submitter = Callable[[str, Mapping[str, Any]], str]
 """(pipeline name, arguments) -> run id; raises when the run could not be started."""
@@ -84,12 +86,16 @@ def submit_with_retry(submitter: Submitter, name: str, arguments: Mapping[str, A
 class CheckResult:
     decision: Decision
     drift: DriftResult
+    skill: SkillVerdict | None = None
 
     def describe(self) -> str:
         d, r = self.decision, self.drift
         lines = [f"{d.variant}: window {d.window}: {d.action} ({d.reason})",
-                 f"  drifted columns {len(r.drifted_columns)}/{len(r.columns)} (share {r.share:.2f}); "
-                 f"variables over their threshold: {', '.join(r.drifted_variables) or 'none'}"]
+                 f"  feed: {'shifted' if r.drifted else 'no shift'}; drifted columns {len(r.drifted_columns)}/"
+                 f"{len(r.columns)}; variables over their threshold: {', '.join(r.drifted_variables) or 'none'}"]
+        lines += [f"  - {reason.describe()}" for reason in r.reasons]
+        if self.skill is not None:
+            lines.append(f"  live skill: {'degraded' if self.skill.degraded else 'not degraded'}: {self.skill.detail}")
         if d.episode:
             lines.append(f"  episode {d.episode}")
         if r.artifacts.get("html"):
@@ -108,33 +114,38 @@ def _publish(variant: str, result: DriftResult, decision: Decision) -> None:
 
 def check(
     variant: str, data: Sequence[str], reference: Sequence[str] | Summaries, *, state_uri: str,
-    submitter: Submitter, policy: DriftPolicy = DriftPolicy(), thresholds: DriftThresholds = DriftThresholds(),
+    submitter: Submitter, policy: DriftPolicy = DriftPolicy(), rule: DriftRule = DriftRule(),
     out: str | None = None, report_limit: int = 24, retry: Retry = Retry(),
-    retrain_arguments: Mapping[str, Any] | None = None,
-    variables: Sequence[str] | None = None, regions: Sequence[Region] = REGIONS,
+    retrain_arguments: Mapping[str, Any] | None = None, variables: Sequence[str] | None = None,
+    skill_store: str | None = None, skill_rule: SkillRule = SkillRule(),
     now: datetime | None = None, sleep: Callable[[float], None] = time.sleep,
 ) -> CheckResult:
     """One policy check of the window in `data` against `reference`.
 
-    Bad input (missing reference, mismatched grids or variables, an empty window) raises a
-    `DataError` before the state is touched: no decision, no trigger. A drifted window's
-    report (`report_limit` columns) goes to `out/<variant>/<time>/`. The retrain pipeline
-    gets `{"data": data, **retrain_arguments, "variant": variant}`: the checked window unless
-    `retrain_arguments` names other data.
+    Bad input (missing reference, mismatched grids, units or variables, an empty window, no
+    hour in common) raises a `DataError` before the state is touched: no decision, no
+    trigger. With `skill_store` (the live-skill JSON lines of `monitor skill`), live skill up
+    to the window's last valid time is judged too (`live_skill.judge`). A drifted window's report goes to
+    `out/<variant>/<time>/`. The retrain pipeline gets `{"data": data, **retrain_arguments,
+    "variant": variant}`: the checked window unless `retrain_arguments` names other data.
     """
     if not isinstance(reference, Summaries) and not reference:
         raise DataError("missing reference: give the reference window's files or its .summaries.json "
                         "(e.g. of the training period)")
     now = now or datetime.now(timezone.utc)
     state = PolicyState.load(state_uri, variant)
-    ref = reference if isinstance(reference, Summaries) else summarise(reference, variables=variables, regions=regions)
-    cur = summarise(data, variables=variables, regions=regions)
-    result = compare(ref, cur, thresholds)
+    ref = reference if isinstance(reference, Summaries) else summarise(reference, variables=variables)
+    cur = summarise(data, variables=variables)
+    result = compare(ref, cur, rule)
+    skill = judge(read_store(skill_store), variant, cur.table.index[-1], skill_rule) if skill_store else None
     if out is not None and result.drifted:  # quiet windows leave only their decision
         stamp = now.strftime("%Y%m%dT%H%M%SZ")
         save(result, ref, cur, f"{str(out).rstrip('/')}/{variant}/{stamp}", report_limit)
-    decision = decide(state, policy, drifted=result.drifted, window=cur.window(), evidence=result.evidence(),
-                      now=now)
+    evidence = result.evidence()
+    if skill is not None:
+        evidence["skill"] = {"degraded": skill.degraded, "detail": skill.detail, "ratios": skill.ratios}
+    decision = decide(state, policy, drifted=result.drifted, window=cur.window(), evidence=evidence, now=now,
+                      skill_degraded=skill is not None and skill.degraded)
     if decision.action == TRIGGER:
         arguments = {"data": list(data), **(retrain_arguments or {}), "variant": variant}
         run_id, attempts = submit_with_retry(submitter, "retrain", arguments, retry, sleep)
@@ -142,4 +153,4 @@ def check(
         metrics.RETRAIN_SUBMISSIONS.labels(variant, "submitted" if decision.action == SUBMITTED else "failed").inc()
     state.save(state_uri)
     _publish(variant, result, decision)
-    return CheckResult(decision, result)
+    return CheckResult(decision, result, skill)

@@ -1,4 +1,5 @@
-"""Drift policy and retrain trigger: once per episode, cool-down, retried submissions, live skill."""
+"""Retrain policy and trigger on the real March 2019 series: quiet over a month of ordinary
+weather, once for a sustained fault or degraded skill; cool-down, retried submissions, live skill."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 from prometheus_client import REGISTRY, generate_latest
@@ -13,27 +15,46 @@ from prometheus_client import REGISTRY, generate_latest
 from auroraops.cli import main
 from model_code.data.ingest import merge_sources, read_source
 from model_code.errors import DataError
-from monitoring.policy import (COOLDOWN, HANDLED, NO_DRIFT, PENDING, SUBMIT_FAILED, SUBMITTED, DriftPolicy,
-                               PolicyState, decide)
+from model_code.evaluation.metrics import mae, rmse
+from monitoring.faults import frozen
+from monitoring.live_skill import SkillRecord, SkillRule, append_store, judge, update
+from monitoring.policy import (COOLDOWN, HANDLED, NO_DRIFT, PENDING, SUBMIT_FAILED, SUBMITTED, TRIGGER,
+                               DriftPolicy, PolicyState, decide)
 from monitoring.summaries import summarise
-from monitoring.live_skill import update
 from monitoring.trigger import Retry, check
 
-from conftest import ERA5_HOURLY, IFS_8_STEPS, SAMPLES as ROOT_SAMPLES
+from conftest import BRITISH_ISLES, ERA5_HOURLY, SAMPLES as ROOT_SAMPLES
 
 T0 = datetime(2024, 6, 5, 0, tzinfo=timezone.utc)
+FROZEN_DAYS = (22, 23, 24)
 
 
 @pytest.fixture(scope="module")
-def windows(tmp_path_factory) -> dict[str, str]:
-    """The real IFS sample, and the same fields 2 K warmer, as NetCDF windows."""
+def march() -> xr.DataArray:
+    fields, _ = merge_sources([read_source(str(BRITISH_ISLES), BRITISH_ISLES)])
+    return fields["t2m"].values()
+
+
+def _day(march: xr.DataArray, day: int) -> xr.DataArray:
+    return march.sel(time=f"2019-03-{day:02d}")
+
+
+@pytest.fixture(scope="module")
+def windows(march, tmp_path_factory) -> dict:
+    """Every day of March 2019 as its own file, the days of a frozen feed (each hour a copy of
+    the day's first), and the stored summaries of the fortnights 1-14 and 18-31 March."""
     d = tmp_path_factory.mktemp("windows")
-    fields, _ = merge_sources([read_source(str(IFS_8_STEPS), IFS_8_STEPS)])
-    ds = xr.Dataset({k: f.values() for k, f in fields.items()})
-    ds.to_netcdf(d / "normal.nc")
-    ds.assign(t=ds.t + 2.0).to_netcdf(d / "warm.nc")
-    ref = summarise([str(IFS_8_STEPS)]).save(str(d / "train.summaries.json"))
-    return {"normal": str(d / "normal.nc"), "warm": str(d / "warm.nc"), "reference": ref}
+
+    def write(da: xr.DataArray, name: str) -> str:
+        da.to_dataset(name="t2m").to_netcdf(d / name)
+        return str(d / name)
+
+    days = {day: write(_day(march, day), f"2019-03-{day:02d}.nc") for day in range(1, 32)}
+    broken = [write(_day(march, day).copy(data=frozen(_day(march, day).values)), f"frozen-2019-03-{day:02d}.nc")
+              for day in FROZEN_DAYS]
+    first = summarise([days[day] for day in range(1, 15)]).save(str(d / "first.summaries.json"))
+    second = summarise([days[day] for day in range(18, 32)]).save(str(d / "second.summaries.json"))
+    return {"days": days, "frozen": broken, "first": first, "second": second}
 
 
 class Recorder:
@@ -56,15 +77,15 @@ class Recorder:
 def test_policy_fires_once_per_episode_and_honours_the_cooldown():
     state, policy = PolicyState("medium-range"), DriftPolicy(sustained_windows=2, cooldown=timedelta(hours=24))
 
-    def step(hours, drifted, window):
-        return decide(state, policy, drifted=drifted, window=window, evidence={"share": 0.5 if drifted else 0.0},
-                      now=T0 + timedelta(hours=hours))
+    def step(hours, drifted, window, skill=False):
+        return decide(state, policy, drifted=drifted, window=window, evidence={"drifted": drifted},
+                      now=T0 + timedelta(hours=hours), skill_degraded=skill)
 
     assert step(0, False, "w0").action == NO_DRIFT
     assert step(6, True, "w1").action == PENDING
     assert step(7, True, "w1").action == PENDING  # the same window again is no new evidence
     fire = step(12, True, "w2")
-    assert fire.action == "trigger"
+    assert fire.action == TRIGGER and fire.reason == "feed shift sustained over 2 windows"
     state.episodes[-1].handled, state.episodes[-1].run_id = True, "run-a"
     state.episodes[-1].triggered_at = fire.time
     assert step(18, True, "w3").action == HANDLED  # same episode, however long it lasts
@@ -73,49 +94,100 @@ def test_policy_fires_once_per_episode_and_honours_the_cooldown():
     assert step(26, True, "w5").action == PENDING
     cool = step(30, True, "w6")
     assert cool.action == COOLDOWN and "ends at 2024-06-06T12:00:00+00:00" in cool.reason
-    assert step(36, True, "w7").action == "trigger"  # the cool-down has passed, the episode still runs
+    assert step(36, True, "w7").action == TRIGGER  # the cool-down has passed, the episode still runs
     assert len(state.episodes) == 2 and state.episodes[0].windows == ["w1", "w2", "w3"]
+    # Degraded skill fires at once, without a feed shift and without waiting for a second window.
+    state.episodes[-1].handled, state.episodes[-1].triggered_at = True, (T0 + timedelta(hours=36)).isoformat()
+    assert step(40, False, "w8").action == NO_DRIFT
+    skill = step(72, False, "w9", skill=True)
+    assert skill.action == TRIGGER and skill.reason == "live skill degraded" and skill.skill_degraded
     with pytest.raises(DataError, match="sustained_windows must be at least 1"):
         DriftPolicy(sustained_windows=0)
 
 
-def test_check_submits_the_retrain_pipeline_once_and_records_the_evidence(windows, tmp_path):
-    state, runs = str(tmp_path / "state.json"), Recorder(tmp_path / "runs")
-    kw = dict(state_uri=state, submitter=runs, out=str(tmp_path / "reports"), report_limit=2, retry=Retry(3, 0.0),
-              policy=DriftPolicy(sustained_windows=1, cooldown=timedelta(hours=24)))
-    quiet = check("medium-range", [windows["normal"]], [windows["reference"]], now=T0, **kw)
-    assert quiet.decision.action == NO_DRIFT and runs.calls == []
-    first = check("medium-range", [windows["warm"]], [windows["reference"]], now=T0 + timedelta(hours=6), **kw)
-    assert first.decision.action == SUBMITTED and first.decision.run_id == "run-1"
-    assert runs.calls == [("retrain", {"variant": "medium-range", "data": [windows["warm"]]})]
-    again = check("medium-range", [windows["warm"]], [windows["reference"]], now=T0 + timedelta(days=3), **kw)
-    assert again.decision.action == HANDLED and len(runs.calls) == 1  # same episode, past the cool-down
+def test_quiet_over_a_month_of_ordinary_weather_and_once_for_a_sustained_fault(windows, tmp_path):
+    """Daily checks of every day of March against the fortnight that does not hold it, then a
+    feed frozen for three days: one run, when the second frozen day confirms the first."""
+    runs = Recorder(tmp_path / "runs")
+    kw = dict(submitter=runs, out=str(tmp_path / "reports"), retry=Retry(3, 0.0))
+    decisions = []
+    for reference, days in ((windows["first"], range(15, 32)), (windows["second"], range(1, 18))):
+        state = str(tmp_path / f"state-{len(decisions)}.json")
+        for k, day in enumerate(days):
+            result = check("medium-range", [windows["days"][day]], [reference], state_uri=state,
+                           now=T0 + timedelta(hours=6 * k), **kw)
+            decisions.append((day, result.decision.action, result.drift.columns[0].exceedance))
+    assert len(decisions) == 34 and {a for _, a, _ in decisions} == {NO_DRIFT}, decisions
+    assert runs.calls == [] and not (tmp_path / "reports").exists()
 
+    state = str(tmp_path / "state-fault.json")
+    broken = [check("medium-range", [path], [windows["first"]], state_uri=state, now=T0 + timedelta(days=k), **kw)
+              for k, path in enumerate(windows["frozen"])]
+    after = check("medium-range", [windows["days"][25]], [windows["first"]], state_uri=state,
+                  now=T0 + timedelta(days=3), **kw)
+    assert [r.decision.action for r in broken + [after]] == [PENDING, SUBMITTED, HANDLED, NO_DRIFT]
+    assert all(r.drift.reasons[0].kind == "frozen" for r in broken)
+    assert runs.calls == [("retrain", {"variant": "medium-range", "data": [windows["frozen"][1]]})]
     doc = json.loads(Path(state).read_text())
     (episode,) = doc["episodes"]
-    assert episode["handled"] and episode["run_id"] == "run-1" and episode["end"] is None
-    evidence = episode["evidence"][0]
-    assert evidence["drifted_variables"] == ["t"] and evidence["report"].endswith("drift.html")
-    assert [d["action"] for d in doc["decisions"]] == [NO_DRIFT, SUBMITTED, HANDLED]
-    assert all(d["evidence"]["n_columns"] == 840 for d in doc["decisions"])
-    assert Path(evidence["report"]).exists()
-    assert len(list((tmp_path / "reports" / "medium-range").iterdir())) == 2  # the drifted windows only
+    assert episode["handled"] and episode["run_id"] == "run-1" and episode["end"] is not None
+    assert len(episode["windows"]) == 3 and episode["evidence"][0]["reasons"][0].startswith("t2m: frozen")
+    assert all(Path(e["report"]).exists() for e in episode["evidence"])
+    assert len(list((tmp_path / "reports" / "medium-range").iterdir())) == 3  # the drifted windows only
     exposed = generate_latest(REGISTRY).decode()
-    assert 'aurora_drift_detected{variant="medium-range"} 1.0' in exposed
+    assert 'aurora_drift_detected{variant="medium-range"} 0.0' in exposed
     assert 'aurora_retrain_submissions_total{outcome="submitted",variant="medium-range"}' in exposed
+
+
+def _persistence_records(march: xr.DataArray, broken_from: str | None = None) -> list[SkillRecord]:
+    """Live skill of a real, simple forecaster: the field of 24 h before, every 6 hours; from
+    `broken_from` on, its forecasts are 3 K too warm (a model gone wrong)."""
+    records = []
+    for valid in march.time.values[24::6]:
+        forecast = march.sel(time=[valid - np.timedelta64(24, "h")]).assign_coords(time=[valid]).astype("float64")
+        if broken_from is not None and valid >= np.datetime64(broken_from):
+            forecast = forecast + 3.0
+        truth = march.sel(time=[valid]).astype("float64")
+        init = str(valid - np.timedelta64(24, "h"))[:19]
+        records.append(SkillRecord("medium-range", f"persistence-{init}", init, str(valid)[:19], 24.0, "t2m", None,
+                                   float(rmse(forecast, truth, time_dim="time")),
+                                   float(mae(forecast, truth, time_dim="time")), "2019-04-01T00:00:00"))
+    return records
+
+
+def test_degraded_live_skill_fires_at_once_and_ordinary_skill_never(march, windows, tmp_path):
+    ordinary = _persistence_records(march)
+    for day in range(15, 32):  # every day with a week of scores, and a week of baseline before them
+        verdict = judge(ordinary, "medium-range", f"2019-03-{day:02d}T23:00")
+        assert verdict.ratios and not verdict.degraded, (day, verdict.detail)
+    assert judge(ordinary, "medium-range", "2019-03-14T23:00").detail.startswith("no skill to judge")
+
+    store = str(tmp_path / "skill.jsonl")
+    append_store(store, _persistence_records(march, broken_from="2019-03-22"))
+    state, runs = str(tmp_path / "state.json"), Recorder(tmp_path / "runs")
+    kw = dict(state_uri=state, submitter=runs, skill_store=store, retry=Retry(3, 0.0))
+    results = [check("medium-range", [windows["days"][day]], [windows["first"]], now=T0 + timedelta(days=k), **kw)
+               for k, day in enumerate((21, 22, 23, 24))]
+    assert [r.decision.action for r in results] == [NO_DRIFT, NO_DRIFT, SUBMITTED, HANDLED]
+    assert not any(r.drift.drifted for r in results)  # the feed is fine: the model is not
+    assert results[2].skill.degraded and "t2m +24 h" in results[2].skill.detail and len(runs.calls) == 1
+    assert json.loads(Path(state).read_text())["decisions"][2]["evidence"]["skill"]["degraded"]
+    with pytest.raises(DataError, match="skill tolerance must be positive"):
+        SkillRule(tolerance=0)
 
 
 def test_a_failed_submission_is_retried_with_backoff_and_leaves_the_episode_unhandled(windows, tmp_path):
     state, runs, waits = str(tmp_path / "state.json"), Recorder(tmp_path / "runs", failures=5), []
     kw = dict(state_uri=state, submitter=runs, retry=Retry(attempts=3, backoff_s=10.0), sleep=waits.append,
               policy=DriftPolicy(sustained_windows=1, cooldown=timedelta(hours=24)))
-    failed = check("wave", [windows["warm"]], [windows["reference"]], now=T0, **kw)
+    broken = windows["frozen"][0]
+    failed = check("wave", [broken], [windows["first"]], now=T0, **kw)
     assert failed.decision.action == SUBMIT_FAILED and "ConnectionError: KFP API unreachable" in failed.decision.reason
     assert len(runs.calls) == 3 and waits == [10.0, 20.0]
     (episode,) = json.loads(Path(state).read_text())["episodes"]
     assert not episode["handled"] and episode["run_id"] is None and len(episode["attempts"]) == 3
     # The next check tries again (no cool-down: nothing ran) and succeeds on its 3rd attempt.
-    retried = check("wave", [windows["warm"]], [windows["reference"]], now=T0 + timedelta(hours=1), **kw)
+    retried = check("wave", [broken], [windows["first"]], now=T0 + timedelta(hours=1), **kw)
     assert retried.decision.action == SUBMITTED and retried.decision.run_id == "run-6"
     (episode,) = json.loads(Path(state).read_text())["episodes"]
     assert episode["handled"] and len(episode["attempts"]) == 6
@@ -124,24 +196,28 @@ def test_a_failed_submission_is_retried_with_backoff_and_leaves_the_episode_unha
 def test_bad_input_is_an_error_and_never_a_decision(windows, tmp_path):
     state, runs = tmp_path / "state.json", Recorder(tmp_path / "runs")
     with pytest.raises(DataError, match="missing reference"):
-        check("medium-range", [windows["warm"]], [], state_uri=str(state), submitter=runs)
+        check("medium-range", [windows["frozen"][0]], [], state_uri=str(state), submitter=runs)
     with pytest.raises(DataError, match="mismatched grids"):
-        check("medium-range", [str(ERA5_HOURLY)], [windows["reference"]], state_uri=str(state), submitter=runs)
+        check("medium-range", [str(ERA5_HOURLY)], [windows["first"]], state_uri=str(state), submitter=runs)
+    with pytest.raises(DataError, match="empty window: no data files"):
+        check("medium-range", [], [windows["first"]], state_uri=str(state), submitter=runs)
     assert not state.exists() and runs.calls == []
     PolicyState("wave").save(str(state))
     with pytest.raises(DataError, match="belongs to variant 'wave', not 'medium-range'"):
-        check("medium-range", [windows["warm"]], [windows["reference"]], state_uri=str(state), submitter=runs)
+        check("medium-range", [windows["frozen"][0]], [windows["first"]], state_uri=str(state), submitter=runs)
 
 
 def test_monitor_check_cli_reports_the_decision_and_fails_when_submission_fails(windows, tmp_path, capsys):
     # No KFP API listens on this port: three attempts fail, exit status 1, episode unhandled.
     state = tmp_path / "state.json"
-    argv = ["monitor", "check", "--variant", "medium-range", "--data", windows["warm"], "--reference",
-            windows["reference"], "--state", str(state), "--out", str(tmp_path / "reports"), "--sustained", "1",
-            "--host", "http://127.0.0.1:9", "--attempts", "2", "--backoff", "0", "--report-columns", "2"]
+    argv = ["monitor", "check", "--variant", "medium-range", "--data", windows["frozen"][0], "--reference",
+            windows["first"], "--state", str(state), "--out", str(tmp_path / "reports"), "--sustained", "1",
+            "--host", "http://127.0.0.1:9", "--attempts", "2", "--backoff", "0", "--report-columns", "2",
+            "--skill-store", str(tmp_path / "none-yet.jsonl")]
     assert main(argv) == 1
     out = capsys.readouterr().out
-    assert "submit_failed" in out and "variables over their threshold: t" in out
+    assert "submit_failed" in out and "variables over their threshold: t2m" in out and "t2m: frozen" in out
+    assert "live skill: not degraded: no skill to judge" in out
     (episode,) = json.loads(state.read_text())["episodes"]
     assert not episode["handled"] and len(episode["attempts"]) == 2
 
@@ -171,9 +247,9 @@ def test_live_skill_reads_the_outputs_of_a_finished_forecast_job(tmp_path):
     import numpy as np
 
     from model_code.data.synthetic import synthetic_window
-    from model_code.forecast import forecast_steps
     from model_code.variants import build_model, get_variant
     from serving.jobs import JobManager
+    from serving.served import Loaded, ServedModel
 
     spec = get_variant("medium-range")
     h, w = spec.tiny_grid
@@ -183,8 +259,8 @@ def test_live_skill_reads_the_outputs_of_a_finished_forecast_job(tmp_path):
     data = tmp_path / "analysis.nc"
     window.to_netcdf(data)
     model = build_model(spec, "tiny")
-    jobs = JobManager(spec, str(tmp_path / "jobs"), lambda batch, steps: forecast_steps(model, batch, steps),
-                      max_steps=4, model_uri="tiny")
+    loaded = Loaded(model, ServedModel(uri="tiny", sha256="sha256:" + "0" * 64), spec)
+    jobs = JobManager("medium-range", str(tmp_path / "jobs"), lambda: loaded, max_steps=4)
     out = tmp_path / "job-1"
     state, _ = jobs.submit({"inputs": [str(data)], "output_uri": str(out), "steps": 2,
                             "init_time": "2024-06-01T12:00"})
@@ -206,7 +282,7 @@ def test_a_local_retrain_run_that_fails_is_a_failed_submission(windows, tmp_path
     from monitoring.trigger import local_submitter
 
     broken = str(ROOT_SAMPLES / "broken" / "fields_with_missing_values.grib")
-    result = check("medium-range", [windows["warm"]], [windows["reference"]], state_uri=str(tmp_path / "state.json"),
+    result = check("medium-range", [windows["frozen"][0]], [windows["first"]], state_uri=str(tmp_path / "state.json"),
                    submitter=local_submitter(str(tmp_path / "pipelines")), retry=Retry(attempts=1),
                    policy=DriftPolicy(sustained_windows=1), retrain_arguments={"data": [broken]})
     assert result.decision.action == SUBMIT_FAILED

@@ -59,3 +59,9 @@ def to_canonical(values, units: str | None, expected: str, *, variable: str, sou
            if expected in _CONVERSIONS else ""),
         source=source,
     )
+
+
+def convertible_units(expected: str) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """The other units the readers convert into `expected`, by their first spelling, with the
+    conversion (e.g. {'degc': x + 273.15} for 'K'): the usual suspects of a unit mix-up."""
+    return {spellings[0]: convert for spellings, convert in _CONVERSIONS.get(expected, {}).items()}
