@@ -104,18 +104,18 @@ def evaluate(variant: str, model: Input[Model], data: list, config: dict, steps:
 
 
 @_component
-def register(variant: str, model: Input[Model], scores: Input[Artifact], config: dict, data: list,
-             data_hash: str, pipeline_run: str, tracking_uri: str) -> str:
-    """A new registry version of the model, tagged with its data, code, config, metrics and
-    run, with the `challenger` alias; returns the version."""
+def register(variant: str, model: Input[Model], scores: Input[Artifact], data: list, data_hash: str,
+             pipeline_run: str, tracking_uri: str) -> str:
+    """A new registry version of the model, tagged with its data, code, the config it was
+    trained with, metrics and run, with the `challenger` alias; returns the version."""
     import os
 
     from components.steps import register_model
 
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    return register_model(variant, model.path, os.path.join(scores.path, "scores.json"), config=config,
-                          data=data, data_hash=data_hash, pipeline_run=pipeline_run)
+    return register_model(variant, model.path, os.path.join(scores.path, "scores.json"), data=data,
+                          data_hash=data_hash, pipeline_run=pipeline_run)
 
 
 @_component

@@ -19,7 +19,6 @@ import shutil
 # that first gives Python's sqlite3 module (and MLflow's sqlite store, which needs >= 3.31) the old library.
 import sqlite3  # noqa: F401
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -396,19 +395,19 @@ def load_gate_list(gates: Mapping[str, Any] | None):
 # ---- register, promote --------------------------------------------------------------------
 
 
-def register_model(variant: str, model_dir: str | Path, scores_path: str, *, config: Mapping[str, Any],
-                   data: Sequence[str], data_hash: str, pipeline_run: str) -> str:
-    """Register the trained model as a new version of `aurora-<variant>` (alias `challenger`).
+def register_model(variant: str, model_dir: str | Path, scores_path: str, *, data: Sequence[str], data_hash: str,
+                   pipeline_run: str) -> str:
+    """Register the trained model as a new version of `aurora-<variant>` (alias `challenger`),
+    with the config it was trained with (`config.yaml` of `model_dir`, tuned values included).
 
     A retried task with the same `pipeline_run` and weights gets the version registered
     before, not a second one.
     """
-    from model_code.training.schema import to_dict
     from pipelines.registry import register
 
     summary = json.loads((Path(model_dir) / TRAIN_SUMMARY).read_text())
     return register(str(Path(model_dir) / CHECKPOINT), variant=variant, metrics_json=scores_path,
-                    config=to_dict(training_config(variant, config)), pipeline_run_id=pipeline_run,
+                    config=Path(model_dir) / CONFIG, pipeline_run_id=pipeline_run,
                     metrics={"best_val_loss": summary["best_val_loss"]},
                     tags={"data_hash": data_hash, "data": json.dumps(list(data))[:5000]})
 

@@ -15,17 +15,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Mapping
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from aurora import Aurora
-from aurora.model.lora import LoRA
+from typing import TYPE_CHECKING, Any, Mapping
 
 from model_code.errors import DataError
 from model_code.storage import local_copy, write_atomic
 from model_code.variants import VariantSpec, build_model, get_variant, model_kwargs, with_history, with_timestep
+
+if TYPE_CHECKING:  # imported where used: the registry reads `FORMAT` and metadata without torch
+    import torch
+    from aurora import Aurora
 
 FORMAT = "auroraops-checkpoint/1"
 
@@ -81,6 +79,8 @@ def save_checkpoint(
     they and the model's time step are recorded, so `load_checkpoint` rebuilds the same model.
     `filled_inputs` (`{dataset name: fill mode}`) says how training filled absent inputs.
     """
+    from safetensors.torch import save_file
+
     if not str(uri).endswith(".safetensors"):
         raise DataError(f"checkpoint '{uri}' must end in .safetensors")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -89,7 +89,7 @@ def save_checkpoint(
         "format": FORMAT,
         "variant": spec.name,
         "profile": profile,
-        "model_class": spec.model_class.__name__,
+        "model_class": spec.class_name,
         "model_kwargs": json.dumps({**model_kwargs(spec, profile), **overrides}, sort_keys=True, default=list),
         "model_overrides": json.dumps(overrides, sort_keys=True, default=list),
         "timestep_hours": f"{spec.timestep / timedelta(hours=1):g}",
@@ -103,12 +103,15 @@ def save_checkpoint(
 
 def _lora_rank(model: Aurora) -> int | None:
     """Rank of the model's LoRA adapters (Aurora builds rank 8; fine-tuning may change it)."""
+    from aurora.model.lora import LoRA
+
     ranks = {m.r for m in model.modules() if isinstance(m, LoRA)}
     return ranks.pop() if len(ranks) == 1 else None
 
 
 def _read_safetensors(path: Path, uri: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -120,7 +123,7 @@ def _read_safetensors(path: Path, uri: str) -> tuple[dict[str, torch.Tensor], di
 
 def read_checkpoint_info(uri: str) -> CheckpointInfo:
     """What one of this project's checkpoints says about itself, without building the model."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     with local_copy(uri) as path:
         try:

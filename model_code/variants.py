@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any, Mapping
-
-import torch
-from aurora import Aurora, AuroraAirPollution, AuroraHighRes, AuroraWave
+from typing import TYPE_CHECKING, Any, Mapping
 
 from model_code.errors import DataError
 from model_code.variables import Variable, variable
+
+if TYPE_CHECKING:
+    from aurora import Aurora
 
 LEVELS = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)
 """Pressure levels (hPa) every Aurora variant was trained on."""
@@ -68,7 +68,8 @@ class VariantSpec:
     name: str
     """Command-line name, e.g. `medium-range`."""
     title: str
-    model_class: type[Aurora]
+    class_name: str
+    """Name of the Aurora class in `aurora`, e.g. `AuroraHighRes` (`model_class` is the class)."""
     checkpoint_name: str
     """File name of the published weights on the `microsoft/aurora` hub."""
     surf_vars: tuple[str, ...]
@@ -93,6 +94,14 @@ class VariantSpec:
     profiles: Mapping[str, Mapping[str, Any]] = field(
         default_factory=lambda: MappingProxyType({"full": MappingProxyType({}), "tiny": TINY})
     )
+
+    @property
+    def model_class(self) -> type[Aurora]:
+        """The Aurora class, imported on first use: reading a spec (a command's parser, a
+        validator) should not cost the seconds torch and aurora take to import."""
+        import aurora
+
+        return getattr(aurora, self.class_name)
 
     @property
     def timestep_hours(self) -> int:
@@ -124,7 +133,7 @@ VARIANTS: Mapping[str, VariantSpec] = MappingProxyType(
             VariantSpec(
                 name="medium-range",
                 title="Aurora 0.25° medium-range (fine-tuned on IFS HRES T0)",
-                model_class=Aurora,
+                class_name="Aurora",
                 checkpoint_name="aurora-0.25-finetuned.ckpt",
                 surf_vars=_MET_SURFACE,
                 static_vars=("lsm", "z", "slt"),
@@ -141,7 +150,7 @@ VARIANTS: Mapping[str, VariantSpec] = MappingProxyType(
             VariantSpec(
                 name="high-res",
                 title="Aurora 0.1° high resolution (fine-tuned on IFS HRES analysis)",
-                model_class=AuroraHighRes,
+                class_name="AuroraHighRes",
                 checkpoint_name="aurora-0.1-finetuned.ckpt",
                 surf_vars=_MET_SURFACE,
                 static_vars=("lsm", "z", "slt"),
@@ -159,7 +168,7 @@ VARIANTS: Mapping[str, VariantSpec] = MappingProxyType(
             VariantSpec(
                 name="air-pollution",
                 title="Aurora 0.4° air pollution (fine-tuned on CAMS)",
-                model_class=AuroraAirPollution,
+                class_name="AuroraAirPollution",
                 checkpoint_name="aurora-0.4-air-pollution.ckpt",
                 surf_vars=_MET_SURFACE
                 + ("pm1", "pm2p5", "pm10", "tcco", "tc_no", "tcno2", "gtco3", "tcso2"),
@@ -188,7 +197,7 @@ VARIANTS: Mapping[str, VariantSpec] = MappingProxyType(
             VariantSpec(
                 name="wave",
                 title="Aurora 0.25° ocean waves (fine-tuned on HRES-WAM)",
-                model_class=AuroraWave,
+                class_name="AuroraWave",
                 checkpoint_name="aurora-0.25-wave.ckpt",
                 surf_vars=_MET_SURFACE + _WAVES + ("wind", "dwi"),
                 static_vars=("lsm", "z", "slt", "wmb", "lat_mask"),
@@ -273,6 +282,8 @@ def build_model(
     spec = get_variant(spec) if isinstance(spec, str) else spec
     extra = {k: tuple(v) if isinstance(v, list) else v for k, v in (overrides or {}).items()}
     kwargs = {**model_kwargs(spec, profile), **extra, "timestep": spec.timestep}
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)

@@ -85,7 +85,7 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
                                           test_period=test_period, tracking_uri=tracking_uri),
                                "evaluate", retries=retries)
             version = configure(c.register(variant=variant, model=trained.outputs["model"],
-                                           scores=scored.outputs["scores"], config=config, data=data,
+                                           scores=scored.outputs["scores"], data=data,
                                            data_hash=checked.outputs["Output"],
                                            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                            tracking_uri=tracking_uri),

@@ -22,15 +22,13 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import xarray as xr
 from mlflow.models import ModelSignature, set_model
 from mlflow.types import ParamSchema, ParamSpec
 
-from model_code.checkpoint import load_checkpoint
-from model_code.data.ingest import load_window
-from model_code.data.writers import write_dataset
 from model_code.errors import DataError
-from model_code.forecast import forecast
+
+# torch, xarray and the readers are imported where the model loads and predicts: registering
+# a model reads this module's constants and should not pay for them.
 
 CHECKPOINT = "checkpoint"
 """Artifact key of the weights; stored as `artifacts/checkpoint.safetensors` in the model."""
@@ -51,11 +49,19 @@ class AuroraForecaster(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True  # inputs are xarray or paths, not list[...] (see above)
 
     def load_context(self, context) -> None:
+        from model_code.checkpoint import load_checkpoint
+
         self.model, self.info = load_checkpoint(context.artifacts[CHECKPOINT])
         self.spec = self.info.spec
 
     def predict(self, context, model_input, params=None):
         """`model_input`: xr.Dataset, path/URI or list of them; `params`: see `SIGNATURE`."""
+        import xarray as xr
+
+        from model_code.data.ingest import load_window
+        from model_code.data.writers import write_dataset
+        from model_code.forecast import forecast
+
         params = params or {}
         steps = int(params.get("steps") or 1)
         fills = params.get("fill_missing") or None

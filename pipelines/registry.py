@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import mlflow
 import yaml
@@ -89,7 +89,7 @@ def _checkpoint_metadata(path: Path, uri: str) -> dict[str, str]:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # metadata only: no need to import torch
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise DataError(f"not a readable safetensors checkpoint ({e})", source=uri) from None

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model_code.data.audit import write_audit
 from model_code.data.findings import Report
-from model_code.data.validate import DEFAULT_CHUNK_BYTES, Policy, validate
+from model_code.data.policy import DEFAULT_CHUNK_BYTES, Policy
 from model_code.storage import write_atomic
 from model_code.variants import VARIANTS, get_variant
 
@@ -49,6 +48,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> Report:
+    from model_code.data.validate import validate
+
     spec = get_variant(args.variant) if args.variant else None
     return validate(args.paths, spec, policy=Policy(chunk_bytes=args.chunk_mb * 2**20))
 
@@ -85,6 +86,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_audit(args: argparse.Namespace) -> int:
+    from model_code.data.audit import write_audit
+
     report = _run(args)
     out = write_audit(report, args.out)
     print(report.summary())

@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 
 from auroraops.commands.forecast import describe
-from model_code.forecast import ForecastJob, run_forecast_job
-from pipelines.demo import demo_summary, run_demo
 
 # The repository's samples; an installed copy (the image) says where they are instead.
 SAMPLES = Path(os.environ.get("AURORAOPS_SAMPLES", Path(__file__).resolve().parents[2] / "data" / "samples"))
@@ -55,6 +53,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from model_code.forecast import ForecastJob, run_forecast_job
+    from pipelines.demo import demo_summary, run_demo
+
     data, out = Path(args.data_dir), Path(args.out)
     if not args.no_pipeline:
         print(f"training pipeline (task logs: {(out / 'pipeline' / 'pipeline.log').resolve()}):")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from model_code.data.ingest import FILL_MODES
+from model_code.data.fill_modes import FILL_MODES
 from model_code.errors import DataError
-from model_code.evaluation.score import DEFAULT_METRICS
+from model_code.evaluation.metric_names import DEFAULT_METRICS
 from model_code.variants import VARIANTS
 
 
@@ -164,7 +164,7 @@ def _forecast_mode(args):
 
 
 def _hindcast_mode(args):
-    from model_code.evaluation.continuous import HindcastConfig, evaluate_window, score_checkpoint
+    from model_code.evaluation.continuous import evaluate_window, score_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="auroraops-evaluate-") as tmp:
         checkpoint, version = _checkpoint(args.checkpoint, tmp)
@@ -212,7 +212,7 @@ def _hindcast_config(args, checkpoint: str):
 def _explain(args, result):
     """The explanation of one model step from the hindcast's first init window."""
     from model_code.data.loader import WindowDataset
-    from model_code.evaluation.explain import explain, save_figures
+    from model_code.evaluation.explain import explain
     from model_code.variants import with_timestep
 
     cfg = result.config

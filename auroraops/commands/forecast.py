@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from typing import TYPE_CHECKING
 
-from model_code.data.ingest import FILL_MODES
-from model_code.forecast import ForecastJob, ForecastResult, run_forecast_job
+from model_code.data.fill_modes import FILL_MODES
 from model_code.variants import PROFILES, VARIANTS
+
+if TYPE_CHECKING:
+    from model_code.forecast import ForecastResult
 
 
 def add_parser(sub) -> None:
@@ -45,6 +48,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from model_code.forecast import ForecastJob, run_forecast_job
+
     with tempfile.TemporaryDirectory(prefix="auroraops-forecast-") as tmp:
         checkpoint = args.checkpoint
         if checkpoint and checkpoint.startswith("models:/"):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model_code.errors import ConfigError, DataError
 from model_code.storage import write_atomic
-from model_code.training.config import TrainConfig, load_config, with_overrides
 from model_code.training.entry import parse_set
 from model_code.variants import VARIANTS
+
+if TYPE_CHECKING:
+    from model_code.training.config import TrainConfig
 
 
 def add_parser(sub) -> None:
@@ -54,6 +57,8 @@ def add_parser(sub) -> None:
 
 
 def base_config(args: argparse.Namespace) -> TrainConfig:
+    from model_code.training.config import load_config
+
     overrides = {"variant": args.variant, **parse_set(args.sets)}
     if args.data:
         overrides["data.paths"] = list(args.data)
@@ -80,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _katib(args: argparse.Namespace, cfg: TrainConfig) -> int:
+    from model_code.training.config import with_overrides
     from pipelines.katib import tuning_objects
     from pipelines.trainjob import DEFAULT_IMAGE, Resources, to_yaml
 

@@ -26,10 +26,10 @@ from model_code.errors import DataError
 from model_code.evaluation import metrics as m
 from model_code.evaluation.baselines import climatology_values
 from model_code.evaluation.forecasts import INIT, LEAD, MEMBER, _on_grid_of, align, check_leads, truth_like
+from model_code.evaluation.metric_names import DEFAULT_METRICS
 from model_code.evaluation.regions import WHOLE_GRID, describe_grid, region_masks, sea_from_data, whole_grid_region
 from model_code.storage import local_copy, write_atomic
 
-DEFAULT_METRICS = ("rmse", "mae", "bias", "acc", "crps", "spread_skill")
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "crps", "far", "rmse_log", "mae_log"})
 ABS_LOWER_IS_BETTER = frozenset({"bias", "bias_log"})
 HIGHER_IS_BETTER = frozenset({"acc", "csi", "ets", "hit_rate"})

@@ -8,21 +8,29 @@ The config reference is docs/training.md; `python -m model_code.training --confi
 is the same run under torchrun.
 """
 
-from model_code.training.callbacks import Callback, JsonLinesLog, ProgressBar
-from model_code.training.config import TrainConfig, load_config, save_config, with_overrides
-from model_code.training.trainer import TrainResult, Trainer, TrainingDiverged, TrainingStopped, train
+import importlib
 
-__all__ = [
-    "Callback",
-    "JsonLinesLog",
-    "ProgressBar",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "TrainingDiverged",
-    "TrainingStopped",
-    "load_config",
-    "save_config",
-    "train",
-    "with_overrides",
-]
+_HOMES = {
+    "Callback": "callbacks",
+    "JsonLinesLog": "callbacks",
+    "ProgressBar": "callbacks",
+    "TrainConfig": "config",
+    "TrainResult": "trainer",
+    "Trainer": "trainer",
+    "TrainingDiverged": "trainer",
+    "TrainingStopped": "trainer",
+    "load_config": "config",
+    "save_config": "config",
+    "train": "trainer",
+    "with_overrides": "config",
+}
+"""Public name -> the module it lives in, imported on first use: the command-line parser
+(`entry`) lives in this package, and `auroraops train --help` should not import torch."""
+
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

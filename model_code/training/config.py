@@ -17,6 +17,7 @@ from typing import Any, Literal, Mapping
 import torch
 import yaml
 
+from model_code.data.fill_modes import FillMode
 from model_code.errors import ConfigError, DataError
 from model_code.storage import write_atomic
 from model_code.training.losses import LossConfig, default_loss_config
@@ -37,7 +38,6 @@ __all__ = [
     "with_overrides",
 ]
 
-FillMode = Literal["mean", "synthetic", "zeros"]  # ingest.FILL_MODES
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
@@ -218,7 +218,7 @@ def _validate(cfg: TrainConfig) -> None:
     accepted = constructor_arguments(spec.model_class) - {"timestep"}
     for key in cfg.model:
         _check(key in accepted, f"model.{key}",
-               f"not a constructor argument of {spec.model_class.__name__} (the step is set by timestep_hours)")
+               f"not a constructor argument of {spec.class_name} (the step is set by timestep_hours)")
     history = cfg.model.get("max_history_size")
     _check(history is None or (isinstance(history, int) and history >= spec.min_history), "model.max_history_size",
            f"must be a whole number of input times >= {spec.min_history}; got {history!r}")

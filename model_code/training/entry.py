@@ -7,15 +7,14 @@ Layering: the config file, then `--variant`/`--data`/`--out`, then each `--set K
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from model_code.errors import ConfigError
-from model_code.training.callbacks import MetricLines
-from model_code.training.config import TrainConfig, load_config
-from model_code.training.trainer import TrainResult, train
 from model_code.variants import VARIANTS
+
+if TYPE_CHECKING:
+    from model_code.training.config import TrainConfig
+    from model_code.training.trainer import TrainResult
 
 __all__ = ["add_arguments", "config_from_args", "describe", "parse_set", "run"]
 
@@ -32,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parse_set(items: list[str]) -> dict[str, Any]:
     """`["optim.lr=3e-4", ...]` -> {"optim.lr": "3e-4", ...} with values read as YAML."""
+    import yaml
+
     out = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -45,6 +46,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from model_code.training.config import load_config
+
     overrides: dict[str, Any] = {}
     if args.variant:
         overrides["variant"] = args.variant
@@ -58,6 +61,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> TrainResult:
     """Load the config and train, printing a validation line per validation and a summary."""
+    from model_code.training.callbacks import MetricLines
+    from model_code.training.trainer import train
+
     return train(config_from_args(args), callbacks=[MetricLines()], resume=args.resume)
 
 
