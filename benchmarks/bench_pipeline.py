@@ -1,12 +1,13 @@
 """Orchestration overhead: the training pipeline on KFP's local runner against the same steps
 called as plain functions in one process, on the same data and config.
 
-Both sides run the demo's workload (`pipelines.demo`: the tiny medium-range model on the
-shipped hourly ERA5 sample, 2 tuning trials, 12 training steps, a 3-step hindcast from 4
-init times, registration and promotion in a fresh MLflow sqlite store each run). The
-pipeline runs with the task cache off, so every step runs; what it adds is a subprocess
-per task (each importing torch and the project again), KFP's executor and artifact
-bookkeeping. Sides alternate (`timing.paired_ms`) so a busy machine slows both alike.
+Both sides run the demo's workload (`pipelines.demo`: its config, data, gates and held-out
+days, the tiny medium-range model trained and scored on the shipped hourly ERA5 sample), with
+a fresh MLflow sqlite store each run: registration, and promotion when the gates pass. The
+pipeline runs with the task cache off, so every step runs; what it adds is a subprocess per
+task (the interpreter, KFP's executor and what the step imports, each time again) and KFP's
+artifact bookkeeping: that difference over the tasks that ran is the fixed cost of a task.
+Sides alternate (`timing.paired_ms`) so a busy machine slows both alike.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from components import steps  # noqa: E402
 from pipelines.demo import demo_arguments  # noqa: E402
 from pipelines.runner import run_local  # noqa: E402
 
-TARGET = 1.5
+TARGET = 2.0
+"""Pipeline time over plain calls."""
+TASK_TARGET_S = 3.0
+"""Fixed cost of one task: the pipeline's extra time over the tasks that ran."""
 
 
 def _in_one_process(args: dict) -> None:
@@ -47,26 +51,30 @@ def _in_one_process(args: dict) -> None:
                           overrides=best["best_overrides"])
         result = steps.evaluate_model(variant, t / "model", data, t / "evaluate", config=config,
                                       steps=args["eval_steps"], max_inits=args["max_inits"], gates=args["gates"])
-        version = steps.register_model(variant, t / "model", result["scores"], config=config, data=data,
-                                       data_hash=digest, pipeline_run="bench")
+        version = steps.register_model(variant, t / "model", result["scores"], data=data, data_hash=digest,
+                                       pipeline_run="bench")
         if result["gates_passed"]:
             steps.promote_model(variant, version, result["scores"], gates=args["gates"])
         steps.record_outcome("training", variant, {"state": "SUCCEEDED"}, t / "outcome.json")
 
 
-def _pipeline(args: dict) -> None:
+def _pipeline(args: dict) -> int:
+    """One run; returns the number of tasks that ran."""
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         summary = run_local("training", {**args, "tracking_uri": f"sqlite:///{Path(tmp) / 'mlruns.db'}"},
                             workdir=tmp, caching=False, quiet=True)
-        if summary.state != "SUCCEEDED" or not summary.promoted:
+        if summary.state != "SUCCEEDED":
             raise RuntimeError(summary.describe())
+        return sum(status == "SUCCESS" for _, status, _ in summary.steps)
 
 
 def run(repeat: int = 3) -> dict:
     args = demo_arguments()
     saved = os.environ.get("MLFLOW_TRACKING_URI")
+    tasks = []
     try:
-        pipeline, plain = paired_ms(lambda: _pipeline(args), lambda: _in_one_process(args), repeat=repeat, warmup=0)
+        pipeline, plain = paired_ms(lambda: tasks.append(_pipeline(args)), lambda: _in_one_process(args),
+                                    repeat=repeat, warmup=0)
     finally:
         if saved is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -74,17 +82,20 @@ def run(repeat: int = 3) -> dict:
             os.environ["MLFLOW_TRACKING_URI"] = saved
     return {"repeat": repeat, "pipeline_s": pipeline.median / 1e3, "plain_s": plain.median / 1e3,
             "ratio": pipeline.median / plain.median, "spread": max(pipeline.spread, plain.spread),
-            "tasks": 8, "cpus": os.cpu_count()}
+            "tasks": tasks[-1], "task_s": (pipeline.median - plain.median) / 1e3 / tasks[-1], "cpus": os.cpu_count()}
 
 
 def table(results: dict) -> str:
     r = results
     verdict = "meets" if r["ratio"] <= TARGET else "misses"
+    task_verdict = "meets" if r["task_s"] <= TASK_TARGET_S else "misses"
     return "\n".join([
-        "| workload | KFP local pipeline (s) | plain functions, one process (s) | overhead | target | spread |",
-        "|---|---|---|---|---|---|",
+        "| workload | KFP local pipeline (s) | plain functions, one process (s) | overhead | target | "
+        "fixed cost per task (s) | target | spread |",
+        "|---|---|---|---|---|---|---|---|",
         f"| demo training pipeline, {r['tasks']} tasks, median of {r['repeat']} | {r['pipeline_s']:.1f} | "
-        f"{r['plain_s']:.1f} | {r['ratio']:.2f}x | <= {TARGET}x ({verdict}) | {r['spread']:.2f} |",
+        f"{r['plain_s']:.1f} | {r['ratio']:.2f}x | <= {TARGET}x ({verdict}) | {r['task_s']:.1f} | "
+        f"<= {TASK_TARGET_S:g} s ({task_verdict}) | {r['spread']:.2f} |",
         "",
         SPREAD_NOTE,
     ])

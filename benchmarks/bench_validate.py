@@ -267,7 +267,7 @@ def _child_main(argv: list[str]) -> None:
 
 
 def _default_chunk() -> int:
-    from model_code.data.validate import DEFAULT_CHUNK_BYTES
+    from model_code.data.policy import DEFAULT_CHUNK_BYTES
 
     return DEFAULT_CHUNK_BYTES
 
@@ -526,10 +526,10 @@ def profile_table(r: ValidateResult) -> str:
 def imports_note(r: ValidateResult) -> str:
     return (
         f"RSS after imports is {r.ours_default.imports_mib:.0f} MiB for ours against "
-        f"{r.numpy_pass.imports_mib:.0f} MiB for the other two programs: importing "
-        f"`model_code.data.validate` imports torch and aurora (through `model_code.variants`, which "
-        f"the contract checks and ingest use), a one-off cost of every process that validates; the "
-        f"data memory column leaves it out."
+        f"{r.numpy_pass.imports_mib:.0f} MiB for the other two programs: beyond their xarray, "
+        f"`model_code.data.validate` imports the project's readers and scipy (torch and aurora only "
+        f"load to build a model), a one-off cost of every process that validates; the data memory "
+        f"column leaves it out."
     )
 
 

@@ -12,9 +12,9 @@ import sys
 
 import serving  # noqa: F401  (imports KServe with an empty command line)
 from kserve import Model
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from serving.codec import Limits
+from serving.codec import Limits, raw_output
 from serving.server import AuroraModelServer
 
 LIMIT = 1 << 30
@@ -28,11 +28,7 @@ class Echo(Model):
         self.ready = True
 
     async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
-        outputs = []
-        for inp in payload.inputs:
-            out = InferOutput(name=inp.name, shape=list(inp.shape), datatype=inp.datatype)
-            out.set_data_from_numpy(inp.as_numpy(), binary_data=True)
-            outputs.append(out)
+        outputs = [raw_output(inp.name, inp.as_numpy()) for inp in payload.inputs]  # views of the request
         return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=outputs,
                              use_binary_outputs=payload.use_binary_outputs)
 

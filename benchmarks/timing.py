@@ -56,14 +56,21 @@ def median_ms(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> flo
 
 
 def paired_ms(
-    ours: Callable[[], object], baseline: Callable[[], object], repeat: int = 5, warmup: int = 1
+    ours: Callable[[], object], baseline: Callable[[], object], repeat: int = 5, warmup: int = 1,
+    pause_s: float = 0.0,
 ) -> tuple[Timing, Timing]:
-    """Time two functions in alternation; the ratio of their medians is the figure to report."""
+    """Time two functions in alternation; the ratio of their medians is the figure to report.
+
+    `pause_s` (untimed) after every run lets what a run leaves busy settle before the other
+    side runs: e.g. idle OpenMP threads, which spin for milliseconds after a forward pass on
+    the cores a server in another process needs next."""
     for _ in range(warmup):
         ours()
         baseline()
     a, b = [], []
     for _ in range(repeat):
         a.append(_once_ms(ours))
+        time.sleep(pause_s)
         b.append(_once_ms(baseline))
+        time.sleep(pause_s)
     return Timing(tuple(a)), Timing(tuple(b))

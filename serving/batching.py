@@ -1,4 +1,5 @@
-"""A micro-batcher: concurrent small requests that share a key run as one forward pass."""
+"""A micro-batcher: requests that share a key and arrive while a forward pass runs go
+together into the next one."""
 
 from __future__ import annotations
 
@@ -11,57 +12,54 @@ Result = TypeVar("Result")
 
 
 class MicroBatcher(Generic[Item, Result]):
-    """Collect items per key for up to `wait_s` (or `max_batch` items), then `run` them together.
+    """Run items in batches of one key, one batch at a time, oldest group first.
 
-    `run(items) -> results` (same order) runs on `executor`; a single-thread executor keeps
-    forward passes one at a time, so requests that arrive during a pass form the next batch.
-    When no pass is running, an item goes at once (with whatever arrived in the same turn of
-    the event loop): waiting would only add latency, since nothing is queued to join it.
+    `run(items) -> results` (same order) runs on `executor`. While a batch runs, new items
+    wait in their key's group; when it ends, the group that started waiting first goes next
+    (up to `max_batch` of its items; the rest stay first in line). When nothing runs, an item
+    goes at once with whatever arrived in the same turn of the event loop: waiting would
+    only add latency, and a timer could send a group off before its batch mates arrive.
     """
 
-    def __init__(self, run: Callable[[Sequence[Item]], Sequence[Result]], executor: Executor,
-                 *, max_batch: int = 8, wait_s: float = 0.005):
+    def __init__(self, run: Callable[[Sequence[Item]], Sequence[Result]], executor: Executor, *, max_batch: int = 8):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1; got {max_batch}")
         self._run = run
         self._executor = executor
         self.max_batch = max_batch
-        self.wait_s = wait_s
-        self._pending: dict[Hashable, list[tuple[Item, asyncio.Future]]] = {}
-        self._running = 0  # batches handed to the executor and not finished
+        self._waiting: dict[Hashable, list[tuple[Item, asyncio.Future]]] = {}  # oldest group first
+        self._busy = False  # a batch is running, or the next one is about to be taken
 
     async def submit(self, key: Hashable, item: Item) -> Result:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        group = self._pending.setdefault(key, [])
-        group.append((item, future))
-        if len(group) >= self.max_batch:
-            self._flush(key)
-        elif len(group) == 1:
-            if self._running:
-                loop.call_later(self.wait_s, self._flush, key)
-            else:
-                loop.call_soon(self._flush, key)
+        self._waiting.setdefault(key, []).append((item, future))
+        if not self._busy:
+            self._busy = True
+            loop.call_soon(self._next)
         return await future
 
-    def _flush(self, key: Hashable) -> None:
-        group = self._pending.pop(key, None)
-        if not group:
+    def _next(self) -> None:
+        """Send the oldest waiting group (up to `max_batch` items) to `run`; idle if none waits."""
+        if not self._waiting:
+            self._busy = False
             return
-        items = [item for item, _ in group]
-        futures = [future for _, future in group]
-        task = asyncio.get_running_loop().run_in_executor(self._executor, self._run, items)
-        self._running += 1
+        key, group = next(iter(self._waiting.items()))
+        taken = group[:self.max_batch]
+        del group[:self.max_batch]
+        if not group:
+            del self._waiting[key]
+        task = asyncio.get_running_loop().run_in_executor(self._executor, self._run, [item for item, _ in taken])
 
         def deliver(done: asyncio.Future) -> None:
-            self._running -= 1
             error = done.exception()
-            for k, future in enumerate(futures):
+            for k, (_, future) in enumerate(taken):
                 if future.done():  # the caller went away (cancelled)
                     continue
                 if error is not None:
                     future.set_exception(error)
                 else:
                     future.set_result(done.result()[k])
+            self._next()
 
         task.add_done_callback(deliver)

@@ -22,10 +22,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
+from aurora import Batch
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, to_http_parameters
 
-from model_code.data.contract import check_window
+from model_code.data.batch import fields_to_batch
+from model_code.data.contract import grid_fit_problem
 from model_code.errors import DataError
 from model_code.variables import Variable
 from model_code.variants import VariantSpec
@@ -87,23 +89,33 @@ def native_output_step_bytes(spec: VariantSpec) -> int:
 
 @dataclass(frozen=True)
 class ForecastRequest:
-    """One decoded, contract-checked request: the input window and the rollout length."""
+    """One decoded, contract-checked request: the model's input batch (sharing the request's
+    memory), the time of its last input step and the rollout length."""
 
-    window: xr.Dataset
+    batch: Batch
+    init_time: np.datetime64
     steps: int
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """Pressure levels of the atmospheric inputs and outputs (hPa)."""
+        return self.batch.metadata.atmos_levels
 
     @property
     def batch_key(self) -> tuple:
         """Requests with equal keys share grid, levels, history, statics and steps: one batch."""
-        w = self.window
+        b = self.batch
         digest = hashlib.blake2b(digest_size=16)
-        for name in ("latitude", "longitude"):
-            digest.update(np.ascontiguousarray(w[name].values).tobytes())
-        for name, da in sorted(w.data_vars.items()):
-            if "time" not in da.dims:
-                digest.update(name.encode())
-                digest.update(np.ascontiguousarray(da.values).tobytes())
-        return (digest.hexdigest(), tuple(w.level.values.tolist()), w.sizes["time"], self.steps)
+        for t in (b.metadata.lat, b.metadata.lon, *(b.static_vars[k] for k in sorted(b.static_vars))):
+            digest.update(t.numpy().tobytes())
+        history = next(iter(b.surf_vars.values())).shape[1]
+        return digest.hexdigest(), b.metadata.atmos_levels, history, self.steps
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the input fields (FP32), the filled ones included."""
+        b = self.batch
+        return sum(t.nbytes for d in (b.surf_vars, b.static_vars, b.atmos_vars) for t in d.values())
 
 
 class StaticCache:
@@ -182,6 +194,8 @@ def parse_levels(value: Any, spec: VariantSpec, n_levels: int) -> tuple[float, .
         raise RequestError("levels", f"must be pressure levels in hPa, e.g. '500,850,1000'; got {value!r}") from None
     if len(levels) != n_levels:
         raise RequestError("levels", f"{len(levels)} level(s) given but the atmospheric tensors have {n_levels}")
+    if len(set(levels)) != len(levels):
+        raise RequestError("levels", f"pressure levels repeat: {list(levels)}")
     unknown = [lv for lv in levels if lv not in spec.levels]
     if unknown:
         raise RequestError("levels", f"{unknown} hPa have no normalisation statistics; known: {list(spec.levels)}")
@@ -230,7 +244,7 @@ class InputFills:
     those the model was trained on."""
 
 
-def build_window(
+def build_request(
     tensors: Mapping[str, np.ndarray],
     parameters: Mapping[str, Any],
     spec: VariantSpec,
@@ -238,10 +252,13 @@ def build_window(
     statics: StaticCache | None = None,
     fills: InputFills | None = None,
 ) -> ForecastRequest:
-    """Check decoded tensors and parameters field by field, then the whole window contract.
+    """Check decoded tensors and parameters field by field against the variant's contract
+    (`model_code.data.contract`), then build the model's batch from them.
 
-    An input the request leaves out is taken from `statics` (static fields sent earlier on
-    this grid) or filled as `fills` says; any other missing input is a `RequestError`.
+    Every rule of the contract is checked here on the arrays, without building a dataset
+    (the times are made one model step apart, so their spacing holds by construction). An
+    input the request leaves out is taken from `statics` (static fields sent earlier on this
+    grid) or filled as `fills` says; any other missing input is a `RequestError`.
     """
     from model_code.data.ingest import fill_values
 
@@ -260,6 +277,8 @@ def build_window(
     lat = _coordinate("latitude", np.asarray(tensors["latitude"]))
     lon = _coordinate("longitude", np.asarray(tensors["longitude"]))
     grid = (lat.size, lon.size)
+    if (problem := grid_fit_problem(*grid, spec.patch_size)) is not None:
+        raise RequestError("window", problem)
 
     cached = statics.get(statics.grid_key(lat, lon)) if statics is not None else {}
     modes = dict(fills.modes) if fills is not None else {}
@@ -296,36 +315,28 @@ def build_window(
     times = np.array([init - (history - 1 - k) * step for k in range(history)])
 
     supplied_statics = {}
-    data_vars = {}
+    fields = {}
     for v in expected.values():
         name = v.dataset_name
-        dims = {"surface": ("time", "latitude", "longitude"), "atmos": ("time", "level", "latitude", "longitude"),
-                "static": ("latitude", "longitude")}[v.kind]
         if name not in tensors and name not in cached:
-            data_vars[name] = (dims, fill_values(v, modes[name], lat, lon, times, levels), {"filled": modes[name]})
+            fields[name] = fill_values(v, modes[name], lat, lon, times, levels)
             continue
         values = tensors[name] if name in tensors else cached[name]
         shape = {"surface": (history, *grid), "atmos": (history, len(levels), *grid), "static": grid}[v.kind]
         if values.shape != shape:
-            raise RequestError(name, f"shape {list(values.shape)}; expected {list(shape)} = "
-                               f"({', '.join(dims)})")
+            dims = {"surface": "time, latitude, longitude", "atmos": "time, level, latitude, longitude",
+                    "static": "latitude, longitude"}[v.kind]
+            raise RequestError(name, f"shape {list(values.shape)}; expected {list(shape)} = ({dims})")
         if values.dtype != np.float32:
             raise RequestError(name, f"datatype {values.dtype}; expected FP32")
         _finite(name, values, v)
         if v.kind == "static" and name in tensors:
             supplied_statics[name] = values
-        data_vars[name] = (dims, values)
+        fields[name] = values
     steps = parse_steps(params.get("steps", 1), limits, 4 * lat.size * lon.size * output_channels(spec, len(levels)))
-
-    window = xr.Dataset(data_vars, coords={"time": times, "level": np.asarray(levels), "latitude": lat,
-                                           "longitude": lon})
-    try:
-        check_window(window, spec)
-    except DataError as e:
-        raise RequestError("window", str(e)) from None
     if statics is not None and supplied_statics:
         statics.put(statics.grid_key(lat, lon), supplied_statics)
-    return ForecastRequest(window=window, steps=steps)
+    return ForecastRequest(fields_to_batch(fields, lat, lon, init, levels, spec), init, steps)
 
 
 def output_channels(spec: VariantSpec, n_levels: int) -> int:
@@ -376,11 +387,11 @@ def decode_v2(request: InferRequest, spec: VariantSpec, limits: Limits, statics:
         if inp.name in tensors:
             raise RequestError(inp.name, "given twice")
         tensors[inp.name] = _tensor(inp, limits)
-    return build_window(tensors, request_parameters(request), spec, limits, statics, fills)
+    return build_request(tensors, request_parameters(request), spec, limits, statics, fills)
 
 
-def lead_hours(window: xr.Dataset, valid_times: Sequence[np.datetime64]) -> list[int]:
-    init = window.time.values[-1]
+def lead_hours(init_time: np.datetime64, valid_times: Sequence[np.datetime64]) -> list[int]:
+    init = np.datetime64(init_time, "ns")
     return [int((np.datetime64(t, "ns") - init) // np.timedelta64(1, "h")) for t in valid_times]
 
 
@@ -388,25 +399,31 @@ def output_name(dataset_name: str, hours: int) -> str:
     return f"{dataset_name}+{hours}h"
 
 
+def raw_output(name: str, values: np.ndarray, parameters: Mapping[str, Any] | None = None) -> InferOutput:
+    """An FP32 output whose bytes are a view of `values`: a gRPC answer copies them once, into
+    the message (`server.response_bytes`); KServe's REST encoding reads them as an array."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    out = InferOutput(name=name, shape=list(values.shape), datatype="FP32",
+                      parameters={**(parameters or {}), "binary_data_size": values.nbytes})
+    out._raw_data = memoryview(values).cast("B")
+    return out
+
+
 def encode_v2(
     request: InferRequest, forecast: Mapping[str, np.ndarray], hours: Sequence[int], model_name: str,
-    window: xr.Dataset, *, model_version: str,
+    decoded: ForecastRequest, *, model_version: str,
 ) -> InferResponse:
     """One FP32 tensor per variable and lead time; `forecast` maps names to (steps, ...) arrays.
     The response names the model that made it: `model_version` and a parameter of that name."""
-    init = window.time.values[-1]
     outputs = []
     for name, values in forecast.items():
         for k, h in enumerate(hours):
-            out = InferOutput(name=output_name(name, h), shape=list(values.shape[1:]), datatype="FP32",
-                              parameters={"lead_hours": h, "variable": name})
-            out.set_data_from_numpy(np.ascontiguousarray(values[k], dtype=np.float32), binary_data=True)
-            outputs.append(out)
+            outputs.append(raw_output(output_name(name, h), values[k], {"lead_hours": h, "variable": name}))
     return InferResponse(
         response_id=request.id or "", model_name=model_name, infer_outputs=outputs, model_version=model_version,
         use_binary_outputs=request.use_binary_outputs,
-        parameters={"init_time": str(init)[:19] + "Z", "lead_hours": ",".join(map(str, hours)),
-                    "levels": ",".join(f"{lv:g}" for lv in window.level.values), "model_version": model_version},
+        parameters={"init_time": str(decoded.init_time)[:19] + "Z", "lead_hours": ",".join(map(str, hours)),
+                    "levels": ",".join(f"{lv:g}" for lv in decoded.levels), "model_version": model_version},
     )
 
 
@@ -432,17 +449,17 @@ def decode_v1(body: Any, spec: VariantSpec, limits: Limits, statics: StaticCache
                 tensors[name] = np.asarray(data, dtype=dtype)
             except (TypeError, ValueError):
                 raise RequestError(name, "must be a nested list of numbers of one rectangular shape") from None
-        requests.append(build_window(tensors, parameters, spec, limits, statics, fills))
+        requests.append(build_request(tensors, parameters, spec, limits, statics, fills))
     return requests
 
 
-def encode_v1(forecast: Mapping[str, np.ndarray], hours: Sequence[int], window: xr.Dataset, *,
+def encode_v1(forecast: Mapping[str, np.ndarray], hours: Sequence[int], decoded: ForecastRequest, *,
               model_version: str) -> dict:
     return {
         "model_version": model_version,
-        "init_time": str(window.time.values[-1])[:19] + "Z",
+        "init_time": str(decoded.init_time)[:19] + "Z",
         "lead_hours": list(hours),
-        "levels": [float(lv) for lv in window.level.values],
+        "levels": [float(lv) for lv in decoded.levels],
         "outputs": {name: values.tolist() for name, values in forecast.items()},
     }
 

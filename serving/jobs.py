@@ -31,6 +31,7 @@ import shutil
 import threading
 import traceback
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +44,7 @@ from model_code.errors import DataError
 from model_code.forecast import forecast_steps
 from model_code.storage import is_s3, local_copy, s3_client, split_s3, write_atomic
 from serving import metrics
+from serving.memory import release_free_memory
 from serving.codec import RequestError
 from serving.served import Loaded
 
@@ -418,6 +420,7 @@ class JobManager:
             state.error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
         self._cancelled.discard(state.job_id)
         self._save(state)
+        release_free_memory()
 
     def _resumable(self, state: JobState, loaded: Loaded) -> bool:
         """Whether the steps already written can be continued: the same model made them, in a
@@ -436,19 +439,36 @@ class JobManager:
         batch = window_to_batch(window, spec)
         init = window.time.values[-1]
         suffix = FORMATS[r["format"]]
-        done = [self._prediction(join(state.output_uri, f), spec) for f in state.files[-window.sizes["time"]:]]
+        done_steps = [self._prediction(join(state.output_uri, f), spec) for f in state.files[-window.sizes["time"]:]]
         attrs = {"aurora_job": state.job_id, "aurora_model_version": loaded.served.model_version,
                  "aurora_model_sha256": loaded.served.sha256, "aurora_model_uri": loaded.served.uri,
                  **({"aurora_registered_model": loaded.served.name} if loaded.served.name else {})}
-        steps = self._forward(loaded, batch, r["steps"] - state.steps_done, done, state.steps_done)
-        for k, prediction in enumerate(steps, start=state.steps_done + 1):
-            if state.job_id in self._cancelled:
-                raise JobCancelled()
-            ds = forecast_to_dataset([prediction], spec, init, attrs)
-            name = f"step_{k:03d}{suffix}"
-            write_dataset(ds, join(state.output_uri, name))
+        del window  # the batch holds what the model needs
+        steps = self._forward(loaded, batch, r["steps"] - state.steps_done, done_steps, state.steps_done)
+        writing: tuple[Future, int, str] | None = None  # the step being written while the next computes
+
+        def written() -> None:
+            """Wait for the step in writing, then record it (the record never runs ahead of the files)."""
+            future, k, name = writing
+            future.result()
             state.steps_done, state.files = k, state.files + [name]
             self._save(state)
+
+        with ThreadPoolExecutor(1, thread_name_prefix=f"job-{state.job_id}-write") as writer:
+            try:
+                for k, prediction in enumerate(steps, start=state.steps_done + 1):
+                    ds = forecast_to_dataset([prediction], spec, init, attrs)  # a copy on the host
+                    del prediction
+                    if writing:
+                        written()
+                    if state.job_id in self._cancelled:
+                        raise JobCancelled()
+                    name = f"step_{k:03d}{suffix}"
+                    writing = (writer.submit(write_dataset, ds, join(state.output_uri, name)), k, name)
+                    del ds
+            finally:
+                if writing and state.steps_done < writing[1]:
+                    written()
         write_text(join(state.output_uri, MARKER), "")
         state.status = "succeeded"
 

@@ -80,7 +80,6 @@ class AuroraPredictor(Model):
         max_steps: int = 20,
         max_request_bytes: int | None = None,
         max_batch: int = 8,
-        batch_wait_ms: float = 5.0,
         static_uri: str | None = None,
         follow_s: float | None = None,
         expect_sha256: str | None = None,
@@ -107,8 +106,7 @@ class AuroraPredictor(Model):
         """The model serving now; replaced as a whole by `swap`."""
         self._spec = spec
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-forward")
-        self._batcher = MicroBatcher(self.run_batch, self._executor, max_batch=max_batch,
-                                     wait_s=batch_wait_ms / 1000)
+        self._batcher = MicroBatcher(self.run_batch, self._executor, max_batch=max_batch)
         self._stop = threading.Event()
 
     @property
@@ -191,7 +189,7 @@ class AuroraPredictor(Model):
         end = np.datetime64("2024-01-01T00:00")
         times = np.array([end - k * step for k in range(spec.max_history - 1, -1, -1)])
         window = synthetic_window(spec, lat, lon, times).astype("float32")
-        self.run_batch([(loaded, ForecastRequest(window=window, steps=2))])
+        self.run_batch([(loaded, ForecastRequest(window_to_batch(window, spec), window.time.values[-1], steps=2))])
 
     # ---- forward ------------------------------------------------------------------------
 
@@ -200,7 +198,7 @@ class AuroraPredictor(Model):
         loaded = items[0][0]
         requests = [r for _, r in items]
         steps = requests[0].steps
-        batch = merge_batches([window_to_batch(r.window, loaded.spec) for r in requests]).to(self.device)
+        batch = merge_batches([r.batch for r in requests]).to(self.device)
         with self.model_lock:
             predictions = list(forecast_steps(loaded.model, batch, steps))
         metrics.BATCH_SIZE.labels(variant=self.variant).observe(len(requests))
@@ -213,7 +211,7 @@ class AuroraPredictor(Model):
                 outputs[v.dataset_name] = np.stack(
                     [getattr(p, source)[v.name][i, 0].float().numpy() for p in predictions])
             valid = [np.datetime64(p.metadata.time[i], "ns") for p in predictions]
-            results.append((outputs, codec.lead_hours(request.window, valid), loaded))
+            results.append((outputs, codec.lead_hours(request.init_time, valid), loaded))
         return results
 
     # ---- request lifecycle ----------------------------------------------------------------
@@ -249,7 +247,7 @@ class AuroraPredictor(Model):
         else:
             forecasts = await asyncio.to_thread(codec.decode_v1, payload, loaded.spec, limits, self.statics,
                                                 loaded.fills)
-        nbytes = sum(v.nbytes for f in forecasts for v in f.window.data_vars.values())
+        nbytes = sum(f.nbytes for f in forecasts)
         metrics.PAYLOAD_BYTES.labels(variant=self.variant, direction="in").observe(nbytes)
         return payload, forecasts, loaded
 
@@ -268,9 +266,9 @@ class AuroraPredictor(Model):
         metrics.PAYLOAD_BYTES.labels(variant=self.variant, direction="out").observe(nbytes)
         if isinstance(body, InferRequest):
             (outputs, hours, loaded), = results
-            return codec.encode_v2(body, outputs, hours, self.name, forecasts[0].window,
+            return codec.encode_v2(body, outputs, hours, self.name, forecasts[0],
                                    model_version=loaded.served.model_version)
-        return {"predictions": [codec.encode_v1(outputs, hours, f.window, model_version=loaded.served.model_version)
+        return {"predictions": [codec.encode_v1(outputs, hours, f, model_version=loaded.served.model_version)
                                 for f, (outputs, hours, loaded) in zip(forecasts, results)]}
 
     # ---- metadata (GET /v2/models/<name>) -------------------------------------------------

@@ -14,15 +14,18 @@ exception handlers:
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from concurrent import futures
 
+import grpc
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from google.protobuf.message import DecodeError
 from grpc import aio
 from kserve import ModelServer
-from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING, INFERENCE_CONTENT_LENGTH_HEADER
 from kserve.errors import InvalidInput
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
@@ -30,31 +33,120 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, RequestedOutput, to_grpc_parameters
 from kserve.protocol.rest.server import RESTServer
+from kserve.utils.utils import to_headers
 
-from serving import metrics
+from serving import metrics, wire
+from serving.codec import RequestError
 from serving.jobs import JobConflict, JobManager, JobReplaced
+from serving.memory import keep_freed_buffers
 from serving.predictor import AuroraPredictor
+
+SERVICE = "inference.GRPCInferenceService"
 
 
 class _DataPlane(DataPlane):
     """KServe's data plane, with the served model's version and checkpoint digest in the v2
-    metadata (`AuroraPredictor.metadata`); KServe 0.21 leaves versions out."""
+    metadata (`AuroraPredictor.metadata`; KServe 0.21 leaves versions out), and binary REST
+    tensors left as bytes."""
 
     async def model_metadata(self, model_name: str):
         metadata = await super().model_metadata(model_name)
         model = self.get_model_from_registry(model_name)
         return {**metadata, **(model.metadata() if isinstance(model, AuroraPredictor) else {})}
 
+    def decode_inference_request(self, body, headers, model_name: str) -> InferRequest:
+        json_length = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
+        if not isinstance(body, bytes) or json_length is None:
+            return super().decode_inference_request(body, headers, model_name)
+        return binary_request(body, json_length, model_name)
+
+
+def binary_request(body: bytes, json_length: str, model_name: str) -> InferRequest:
+    """A v2 REST request with the binary-data extension, its tensors as views of `body`.
+
+    KServe 0.21 turns every binary tensor into a Python list, one `.item()` per value, before
+    the model sees it: most of a REST request's time, and all of it on the event loop."""
+    try:
+        n = int(json_length)
+        if not 0 < n <= len(body):
+            raise ValueError(f"inference-header-content-length {n} is not within the body's {len(body)} bytes")
+        header = json.loads(body[:n])
+        inputs, offset = [], n
+        for spec in header["inputs"]:
+            inp = InferInput(spec["name"], spec["shape"], spec["datatype"], spec.get("data"), spec.get("parameters"))
+            if inp.data is None:
+                size = int((inp.parameters or {})["binary_data_size"])
+                if offset + size > len(body):
+                    raise ValueError(f"'{inp.name}' has binary_data_size {size}, past the body's end")
+                inp._raw_data = memoryview(body)[offset:offset + size]
+                offset += size
+            inputs.append(inp)
+        outputs = [RequestedOutput(o["name"], o.get("parameters")) for o in header.get("outputs") or []]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+        raise RequestError("inputs", f"not a v2 binary-data request: {type(e).__name__} {e}") from None
+    return InferRequest(model_name, inputs, request_id=header.get("id"), parameters=header.get("parameters"),
+                        request_outputs=outputs or None)
+
 
 class _Servicer(InferenceServicer):
-    """KServe's gRPC servicer, answering model metadata with its versions too."""
+    """KServe's gRPC servicer, answering model metadata with its versions too, and inference on
+    the wire bytes: tensors in and out stay views of the messages (`serving.wire`) instead
+    of protobuf's copies of them."""
 
     async def ModelMetadata(self, request, context):
         metadata = await self._data_plane.model_metadata(model_name=request.name)
         return pb.ModelMetadataResponse(name=metadata["name"], versions=metadata.get("versions", []),
                                         platform=metadata["platform"], inputs=metadata["inputs"],
                                         outputs=metadata["outputs"])
+
+    async def ModelInfer(self, message: bytes, context) -> bytes:
+        try:
+            header, raw = wire.split(message, wire.RAW_INPUT_CONTENTS)
+            request = pb.ModelInferRequest.FromString(header)
+        except (wire.WireError, DecodeError) as e:
+            raise InvalidInput(f"not a ModelInferRequest: {e}") from None
+        if raw and (len(raw) != len(request.inputs) or any(i.HasField("contents") for i in request.inputs)):
+            raise InvalidInput(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs: with raw "
+                               "contents every input has one and none has 'contents'")
+        parsed = InferRequest.from_grpc(request)
+        response, _ = await self._data_plane.infer(
+            model_name=request.model_name, headers=to_headers(context), request=InferRequest(
+                parsed.model_name, parsed.inputs, request_id=parsed.id, raw_inputs=raw, from_grpc=True,
+                parameters=parsed.parameters, request_outputs=parsed.request_outputs,
+                model_version=parsed.model_version))
+        return response_bytes(response)
+
+
+def response_bytes(response: InferResponse) -> bytes:
+    """A serialized `ModelInferResponse` whose raw outputs (bytes or views, `codec.raw_output`)
+    are copied once, into the message; through KServe's `to_grpc` when an output is not raw."""
+    if not all(isinstance(o._raw_data, (bytes, bytearray, memoryview)) for o in response.outputs):
+        return response.to_grpc().SerializeToString()
+    header = pb.ModelInferResponse(
+        id=response.id, model_name=response.model_name, model_version=response.model_version,
+        parameters=to_grpc_parameters(response.parameters) if response.parameters else None,
+        outputs=[{"name": o.name, "datatype": o.datatype, "shape": o.shape,
+                  **({"parameters": to_grpc_parameters(o.parameters)} if o.parameters else {})}
+                 for o in response.outputs])
+    return wire.join(header.SerializeToString(), wire.RAW_OUTPUT_CONTENTS, [o._raw_data for o in response.outputs])
+
+
+def _handlers(servicer: _Servicer) -> dict[str, grpc.RpcMethodHandler]:
+    """The v2 service's method handlers as KServe's generated code makes them, with
+    ModelInfer taking and giving bytes (no protobuf (de)serialiser)."""
+
+    class Collect:
+        def add_generic_rpc_handlers(self, handlers):
+            pass
+
+        def add_registered_method_handlers(self, service, handlers):
+            self.handlers = handlers
+
+    collect = Collect()
+    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, collect)
+    return {**collect.handlers, "ModelInfer": grpc.unary_unary_rpc_method_handler(servicer.ModelInfer)}
 
 
 class _GRPCServer(GRPCServer):
@@ -72,8 +164,9 @@ class _GRPCServer(GRPCServer):
     async def start(self, max_workers):
         self._server = aio.server(futures.ThreadPoolExecutor(max_workers=max_workers),
                                   interceptors=(ExceptionToStatusInterceptor(),), options=self._options)
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            _Servicer(self._data_plane, self._model_repository_extension), self._server)
+        handlers = _handlers(_Servicer(self._data_plane, self._model_repository_extension))
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        self._server.add_registered_method_handlers(SERVICE, handlers)
         host = f"[{self._host}]" if ":" in self._host else self._host
         self._server.add_insecure_port(f"{host}:{self._port}")
         await self._server.start()
@@ -90,6 +183,7 @@ class AuroraModelServer(ModelServer):
         self.predictors = predictors
 
     def start(self, models) -> None:
+        keep_freed_buffers()  # request and response buffers of tens of MB, reused instead of faulted in again
         self._register_and_check_atleast_one_model_is_ready(models)
         self._rest_server = RESTServer(
             FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,

@@ -217,6 +217,29 @@ def test_v1_and_oversized_bodies_are_refused_with_4xx(server):
     assert r.status_code == 413 and r.json()["error"].startswith("payload:")
 
 
+def test_bytes_that_are_not_an_inference_request_are_refused_and_the_server_keeps_serving(server):
+    import grpc
+
+    with grpc.insecure_channel(server.grpc) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as err:
+            infer(b"\x3a\xff\xff\xff\xff\x0f")  # raw_input_contents longer than the message
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a ModelInferRequest" in err.value.details()
+    # a binary-extension REST body whose JSON header length is past its end
+    r = httpx.post(f"{server.url}/v2/models/aurora-medium-range/infer", content=b'{"inputs": []}',
+                   headers={"inference-header-content-length": "999", "content-type": "application/octet-stream"})
+    assert r.status_code == 400 and r.json()["error"].startswith("inputs: not a v2 binary-data request")
+    # a binary tensor whose byte count does not match its shape
+    header = json.dumps({"inputs": [{"name": "latitude", "shape": [4], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 8}}]}).encode()
+    r = httpx.post(f"{server.url}/v2/models/aurora-medium-range/infer", content=header + bytes(8),
+                   headers={"inference-header-content-length": str(len(header)),
+                            "content-type": "application/octet-stream"})
+    assert r.status_code == 400 and r.json()["error"] == "latitude: 8 bytes do not match shape [4] of FP32"
+    assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
+
+
 def test_metrics_are_exported_on_the_kserve_metrics_endpoint(server):
     triton_http_infer(server, "aurora-wave", tensors_of(make_window("wave"), "wave"), PARAMS)
     text = httpx.get(f"{server.url}/metrics").text
@@ -247,6 +270,39 @@ def test_auroraops_predict_over_grpc_and_rest_writes_the_forecast(server, checkp
         got = {f"{name}+{int(h)}h": ds[name].values[k]
                for name in ds.data_vars for k, h in enumerate(ds.lead_time.values.astype("timedelta64[h]").astype(int))}
         assert_same(got, want)
+
+
+def batch_sizes(server: ServerProcess, variant: str) -> tuple[float, float]:
+    """The `aurora_batch_size` histogram of a variant: (forward passes, requests in them)."""
+    lines = httpx.get(f"{server.url}/metrics").text.splitlines()
+    return tuple(next(float(line.split()[-1]) for line in lines
+                      if line.startswith(f'aurora_batch_size_{part}{{variant="{variant}"}}')) for part in ("count", "sum"))
+
+
+def test_requests_that_arrive_during_a_forward_pass_share_the_next_one(server):
+    """Six clients send at once: the first request runs alone (nothing is waiting when it
+    arrives), the others arrive during its 20-step rollout and go together into one pass."""
+    tensors = tensors_of(make_window("medium-range"), "medium-range")
+    passes, requests = batch_sizes(server, "medium-range")
+    start = threading.Barrier(6)
+    failures = []
+
+    def client():
+        start.wait()
+        try:
+            triton_http_infer(server, "aurora-medium-range", tensors, {**PARAMS, "steps": 20})
+        except Exception as e:  # any failure counts
+            failures.append(repr(e))
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert failures == []
+    after = batch_sizes(server, "medium-range")
+    assert after[1] - requests == 6
+    assert after[0] - passes <= 2  # one alone, then the five that waited (or all six at once)
 
 
 @pytest.mark.slow
@@ -295,15 +351,15 @@ def test_a_request_may_leave_out_what_the_checkpoint_was_trained_without():
     fills = codec.InputFills({v.dataset_name: "mean" for v in spec.inputs() if v.dataset_name != "t2m"}, (500.0, 850.0))
     limits = codec.Limits.for_variant(spec, max_steps=4)
     given = {k: v for k, v in tensors_of(window, "medium-range").items() if k in ("latitude", "longitude", "t2m")}
-    request = codec.build_window(given, PARAMS, spec, limits, fills=fills)
-    built = request.window
-    assert list(built.level.values) == [500.0, 850.0] and built["t"].attrs["filled"] == "mean"
-    np.testing.assert_array_equal(built["t2m"].values, window["t2m"].values)
-    expected = fill_values(variable("atmos", "t"), "mean", built.latitude.values, built.longitude.values,
-                           built.time.values, (500.0, 850.0))  # Aurora's means of t at 500 and 850 hPa
-    np.testing.assert_array_equal(built["t"].values, expected)
+    request = codec.build_request(given, PARAMS, spec, limits, fills=fills)
+    batch = request.batch
+    assert request.levels == (500, 850)
+    np.testing.assert_array_equal(batch.surf_vars["2t"][0].numpy(), window["t2m"].values)
+    expected = fill_values(variable("atmos", "t"), "mean", window.latitude.values, window.longitude.values,
+                           window.time.values, (500.0, 850.0))  # Aurora's means of t at 500 and 850 hPa
+    np.testing.assert_array_equal(batch.atmos_vars["t"][0].numpy(), expected)
     with pytest.raises(codec.RequestError, match="t2m: missing surface variable"):
-        codec.build_window({k: v for k, v in given.items() if k != "t2m"} | {"u10": window["u10"].values},
+        codec.build_request({k: v for k, v in given.items() if k != "t2m"} | {"u10": window["u10"].values},
                            PARAMS, spec, limits, fills=fills)
     with pytest.raises(codec.RequestError, match="u10: missing surface variable"):
-        codec.build_window(given, PARAMS, spec, limits)  # a checkpoint trained on every input fills none
+        codec.build_request(given, PARAMS, spec, limits)  # a checkpoint trained on every input fills none

@@ -221,3 +221,40 @@ def test_polling_an_old_job_after_its_output_uri_was_reused_names_both_jobs(mana
     with pytest.raises(JobReplaced, match=f"job '{first.job_id}' wrote to {out}, which now holds job "
                                           f"'{second.job_id}'"):
         jobs.state(first.job_id)
+
+
+@pytest.mark.slow
+def test_a_job_on_the_full_grid_writes_the_in_process_forecast(manager, tmp_path):
+    """A 721x1440 window (the medium-range native grid, ~586 MB) through the job path, two steps
+    (the second computed while the first is written), against `forecast_steps` in this process."""
+    import numpy as np
+    import xarray as xr
+
+    from model_code.data.batch import window_to_batch
+    from model_code.data.synthetic import regular_grid, synthetic_window
+    from model_code.forecast import forecast_steps
+
+    spec = get_variant("medium-range")
+    lat, lon = regular_grid(0.25)
+    end = np.datetime64("2024-06-01T12:00")
+    window = synthetic_window(spec, lat, lon, np.array([end - np.timedelta64(6, "h"), end]), seed=2).astype("float32")
+    source = tmp_path / "global.nc"
+    window.to_netcdf(source)
+
+    jobs = manager()
+    state, _ = jobs.submit({"inputs": [str(source)], "output_uri": str(tmp_path / "out"), "steps": 2,
+                            "idempotency_key": "full-grid"})
+    jobs.run(jobs.state(state.job_id))
+    state = jobs.state(state.job_id)
+    assert state.status == "succeeded" and state.steps_done == 2, state.error
+    assert (tmp_path / "out" / "_SUCCESS").exists()
+
+    model = jobs.current().model
+    predictions = list(forecast_steps(model, window_to_batch(window, spec), 2))
+    for k, prediction in enumerate(predictions, start=1):
+        with xr.open_dataset(tmp_path / "out" / f"step_{k:03d}.nc") as step:
+            assert step.sizes["latitude"] == 720 and step.sizes["longitude"] == 1440  # Aurora drops the last row
+            for v in spec.outputs():
+                got = step[v.dataset_name].values[0]
+                source_vars = prediction.surf_vars if v.kind == "surface" else prediction.atmos_vars
+                np.testing.assert_array_equal(got, source_vars[v.name][0, 0].numpy(), err_msg=f"step {k} {v.name}")

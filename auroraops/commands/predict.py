@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
 
     from model_code.data.ingest import load_window
     from serving.client import GrpcClient, RestClient, predict
+    from serving.memory import keep_freed_buffers
+
+    keep_freed_buffers()  # the request and the answer are tens to hundreds of MB
 
     # The served checkpoint decides its history and fills: what the file lacks is left out of
     # the request (the server fills it as training did, or answers 400 naming it).

@@ -9,7 +9,7 @@ with b = 1. Forecasts come back as one CF dataset whose `time` is the valid time
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,22 +29,31 @@ def _level_tuple(levels: np.ndarray) -> tuple[int | float, ...]:
 def window_to_batch(window: xr.Dataset, spec: VariantSpec, *, source: str | None = None) -> Batch:
     """The `aurora.Batch` for a window, after checking the variant's input contract."""
     check_window(window, spec, source=source)
+    return fields_to_batch({v.dataset_name: window[v.dataset_name].values for v in spec.inputs()},
+                           window.latitude.values, window.longitude.values, window.time.values[-1],
+                           window.level.values, spec)
+
+
+def fields_to_batch(fields: Mapping[str, np.ndarray], lat: np.ndarray, lon: np.ndarray, init_time: np.datetime64,
+                    levels: Sequence[float], spec: VariantSpec) -> Batch:
+    """The `aurora.Batch` of fields that meet the contract (`window_to_batch` checks it on a
+    window), by dataset name: surface (t, h, w), atmospheric (t, level, h, w), static (h, w),
+    with the time of the last step and the levels in hPa. The tensors share the fields' memory
+    where they are contiguous FP32."""
 
     def tensor(key: str, add_batch: bool) -> torch.Tensor:
-        values = np.ascontiguousarray(window[key].values, dtype=np.float32)
-        t = torch.from_numpy(values)
+        t = torch.from_numpy(np.ascontiguousarray(fields[key], dtype=np.float32))
         return t[None] if add_batch else t
 
-    init = window.time.values[-1].astype("datetime64[us]").astype(datetime)
     return Batch(
         surf_vars={n: tensor(variable("surface", n).dataset_name, True) for n in spec.surf_vars},
         static_vars={n: tensor(variable("static", n).dataset_name, False) for n in spec.static_vars},
         atmos_vars={n: tensor(variable("atmos", n).dataset_name, True) for n in spec.atmos_vars},
         metadata=Metadata(
-            lat=torch.from_numpy(window.latitude.values.astype(np.float32)),
-            lon=torch.from_numpy(window.longitude.values.astype(np.float32)),
-            time=(init,),
-            atmos_levels=_level_tuple(window.level.values),
+            lat=torch.from_numpy(np.array(lat, dtype=np.float32)),
+            lon=torch.from_numpy(np.array(lon, dtype=np.float32)),
+            time=(np.datetime64(init_time, "us").astype(datetime),),
+            atmos_levels=_level_tuple(levels),
         ),
     )
 
@@ -86,7 +95,7 @@ def forecast_to_dataset(
         Conventions="CF-1.10",
         title=f"{spec.title}: {len(predictions)}-step forecast from {str(init)[:16]}",
         aurora_variant=spec.name,
-        aurora_model_class=spec.model_class.__name__,
+        aurora_model_class=spec.class_name,
         **(attrs or {}),
     )
     return ds
