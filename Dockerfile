@@ -60,6 +60,7 @@ RUN /opt/venv/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("
 COPY README.md ./
 COPY model_code/ model_code/
 COPY auroraops/ auroraops/
+COPY adapters/ adapters/
 COPY pipelines/ pipelines/
 COPY components/ components/
 COPY serving/ serving/

@@ -241,7 +241,7 @@ def throughput(workdir: Path, repeat: int) -> list[dict]:
 
 
 def swap(workdir: Path, repeat: int) -> dict:
-    from pipelines import registry
+    from adapters import registry
 
     spec, name = get_variant(VARIANT), f"aurora-{VARIANT}"
     store = f"sqlite:///{workdir / 'mlruns.db'}"

@@ -2,7 +2,7 @@
 
 Each KFP component (`components.definitions`) is one call into a function here, so a step
 runs the same inside a pipeline task, in a test, or in a benchmark's single process. The
-functions only read inputs, call `model_code` (or `pipelines.registry` / the tuners) and
+functions only read inputs, call `model_code` (or `adapters.registry` / the tuners) and
 write outputs; the ML lives in `model_code`.
 
 Inputs given as `s3://` URIs are read through boto3 (`model_code.storage`); everything a
@@ -177,7 +177,7 @@ def tune_params(variant: str, train_data: str, config: Mapping[str, Any], out_di
     if n_trials == 0:
         best = {"mode": "none", "best_overrides": {}, "best_value": None}
     elif mode == "optuna":
-        from pipelines.optuna_study import tune
+        from adapters.optuna_study import tune
 
         cfg = training_config(variant, config, {"data.paths": [train_data],
                                                 "checkpoint.out_dir": str(out / "trials"),
@@ -200,9 +200,9 @@ def _tune_on_katib(variant: str, config: Mapping[str, Any], *, n_trials: int, se
     from kubernetes import client
 
     from model_code.training.search_space import search_space, to_overrides
-    from pipelines.cluster import api_client, apply_config_map, await_experiment, create_experiment
-    from pipelines.katib import tuning_objects
-    from pipelines.trainjob import Resources
+    from adapters.cluster import api_client, apply_config_map, await_experiment, create_experiment
+    from adapters.katib import tuning_objects
+    from adapters.trainjob import Resources
 
     paths = cluster.get("data_paths")
     if not paths:
@@ -286,7 +286,7 @@ def architecture_of(checkpoint: str) -> dict[str, Any]:
 def _checkpoint_path(variant: str, uri: str) -> str:
     """A checkpoint path or s3:// URI for `uri`: `champion` is the variant's champion, and
     `models:/` registry URIs are downloaded."""
-    from pipelines.registry import CHAMPION, model_name, resolve_checkpoint
+    from adapters.registry import CHAMPION, model_name, resolve_checkpoint
 
     if uri == CHAMPION:
         uri = f"models:/{model_name(variant)}@{CHAMPION}"
@@ -333,7 +333,7 @@ def _period(period: Sequence[str] | None) -> tuple[str, str] | None:
 
 def champion_version(variant: str) -> str | None:
     """The version holding the `champion` alias of `aurora-<variant>`, None before the first."""
-    from pipelines.registry import CHAMPION, client, model_name, registered_aliases
+    from adapters.registry import CHAMPION, client, model_name, registered_aliases
 
     return registered_aliases(client(), model_name(variant)).get(CHAMPION)
 
@@ -357,8 +357,8 @@ def evaluate_model(variant: str, model_dir: str | Path, data: Sequence[str], out
 
     from model_code.evaluation.continuous import score_checkpoint
     from model_code.evaluation.report import write_report
-    from pipelines.gates import judge
-    from pipelines.registry import gate_list, model_name, resolve_checkpoint
+    from adapters.gates import judge
+    from adapters.registry import gate_list, model_name, resolve_checkpoint
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -387,7 +387,7 @@ def evaluate_model(variant: str, model_dir: str | Path, data: Sequence[str], out
 
 def load_gate_list(gates: Mapping[str, Any] | None):
     """`{"gates": [...]}` as pipelines pass it; empty or None: the variant's default gates."""
-    from pipelines.gates import load_gates
+    from adapters.gates import load_gates
 
     return load_gates(whole_numbers(dict(gates))) if gates else None
 
@@ -403,7 +403,7 @@ def register_model(variant: str, model_dir: str | Path, scores_path: str, *, dat
     A retried task with the same `pipeline_run` and weights gets the version registered
     before, not a second one.
     """
-    from pipelines.registry import register
+    from adapters.registry import register
 
     summary = json.loads((Path(model_dir) / TRAIN_SUMMARY).read_text())
     return register(str(Path(model_dir) / CHECKPOINT), variant=variant, metrics_json=scores_path,
@@ -414,7 +414,7 @@ def register_model(variant: str, model_dir: str | Path, scores_path: str, *, dat
 
 def promote_model(variant: str, version: str, scores_path: str, *, gates: Mapping[str, Any] | None = None) -> str:
     """Make `version` the champion; the registry checks every gate again and refuses a loser."""
-    from pipelines.registry import promote
+    from adapters.registry import promote
 
     result = promote(variant, version, scores_path, gates=load_gate_list(gates))
     if not result.promoted:
@@ -427,8 +427,8 @@ def canary_rollout(variant: str, version: str, percent: int, *, namespace: str) 
     artifact checked against its registered digest first; the rollout's state as JSON."""
     from kubernetes import client
 
-    from pipelines.cluster import api_client
-    from pipelines.registry import model_name
+    from adapters.cluster import api_client
+    from adapters.registry import model_name
     from serving import served
     from serving.rollout import Rollout
 
@@ -450,7 +450,7 @@ def score_champion(variant: str, data: Sequence[str], out_dir: str | Path, *, co
     """
     from model_code.evaluation.continuous import evaluate_window
     from model_code.evaluation.report import write_report
-    from pipelines.registry import model_name, resolve_checkpoint
+    from adapters.registry import model_name, resolve_checkpoint
 
     if not history:
         raise DataError("continuous evaluation needs skill_history: where the skill history lives "
@@ -478,7 +478,7 @@ def record_outcome(pipeline: str, variant: str, status: Mapping[str, Any], out_p
     """Write the run's final status to `out_path` and to the `aurora-pipelines` experiment."""
     import mlflow
 
-    from pipelines.registry import tracking_uri
+    from adapters.registry import tracking_uri
 
     record = {"pipeline": pipeline, "variant": variant, **{k: v for k, v in status.items() if v not in (None, "")}}
     _write_json(out_path, record)

@@ -1,1 +1,1 @@
-"""Running model_code on platforms: Katib and Kubeflow Trainer manifests, cluster calls, local Optuna studies."""
+"""Pipeline definitions over the components, their local runs, compilation and submission."""

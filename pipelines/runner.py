@@ -159,7 +159,7 @@ def run_local(name: str, arguments: Mapping[str, Any], *, workdir: str | Path | 
         raise DataError(f"the {name} pipeline needs arguments['data']: data files or s3:// URIs")
     arguments["data"] = [_absolute(p) for p in arguments["data"]]
     if not arguments.get("tracking_uri"):
-        from pipelines.registry import tracking_uri
+        from adapters.registry import tracking_uri
 
         arguments["tracking_uri"] = tracking_uri()  # every task agrees with this process
 

@@ -29,8 +29,8 @@ import sys
 from dataclasses import dataclass
 
 from model_code.variants import VARIANTS, VariantSpec
-from pipelines.manifests import write_files
-from pipelines.trainjob import to_yaml
+from adapters.manifests import write_files
+from adapters.trainjob import to_yaml
 from serving.served import ServedModel
 
 API_VERSION = "serving.kserve.io/v1beta1"

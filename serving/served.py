@@ -69,7 +69,7 @@ def describe_uri(uri: str) -> ServedModel:
     """The `ServedModel` a URI names now, without downloading it: for `models:/` URIs the
     registry's version, artifact URI and recorded digest; for others the digest of the file."""
     if is_registry_uri(uri):
-        from pipelines.registry import version_artifact
+        from adapters.registry import version_artifact
 
         found = version_artifact(uri)
         return ServedModel(uri=found["uri"], sha256=found["sha256"], version=found["version"], name=found["name"])
@@ -114,7 +114,7 @@ def resolve(uri: str, dst: str | None = None) -> tuple[ServedModel, str]:
         path = fetched(str(uri), dst or tempfile.mkdtemp(prefix="auroraops-model-"))
         return ServedModel(uri=str(uri), sha256=content_hash(path)), path
     model = describe_uri(uri)
-    from pipelines.registry import resolve_checkpoint
+    from adapters.registry import resolve_checkpoint
 
     path = resolve_checkpoint(f"{REGISTRY_PREFIX}{model.name}/{model.version}", dst)
     found = content_hash(path)

@@ -1,7 +1,7 @@
 """The per-variant docs and model cards agree with the code and manifests they describe.
 
 The tables between `<!-- generated -->` markers in docs/variants/<variant>.md are rendered
-from `model_code.variants`, `model_code.variables`, the promotion gates of `pipelines.gates`
+from `model_code.variants`, `model_code.variables`, the promotion gates of `adapters.gates`
 and the checked-in training and serving manifests; a change to any of them fails here until the docs are regenerated:
 
     .venv/bin/python tests/test_docs_variants.py --write
@@ -116,7 +116,7 @@ def serving_resources(spec: VariantSpec) -> str:
 
 
 def promotion_gates(spec: VariantSpec) -> str:
-    from pipelines.gates import default_gates
+    from adapters.gates import default_gates
 
     rows = "".join(
         f"| {g.metric} | `{g.variable}` | {'-' if g.level is None else f'{g.level:g} hPa'} | "
@@ -124,7 +124,7 @@ def promotion_gates(spec: VariantSpec) -> str:
         f"{g.lead_hours if isinstance(g.lead_hours, str) else ', '.join(f'{h:g}' for h in g.lead_hours)} | "
         f"{', '.join(g.comparators)} |\n"
         for g in default_gates(spec.name))
-    return ("From `pipelines/gates.py`: a challenger becomes champion only if it beats every comparator "
+    return ("From `adapters/gates.py`: a challenger becomes champion only if it beats every comparator "
             "on every row ([registry.md](../registry.md#promotion-gates)).\n\n"
             "| metric | variable | level | region | lead hours | must beat |\n|---|---|---|---|---|---|\n" + rows)
 

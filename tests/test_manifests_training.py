@@ -13,8 +13,8 @@ from k8s_schemas import errors, katib_validator, trainjob_validator
 from model_code.training.config import config_from_dict
 from model_code.training.search_space import search_space
 from model_code.variants import VARIANTS
-from pipelines.katib import build_experiment
-from pipelines.trainjob import GpuPool, Resources, build_trainjob, config_map, to_yaml
+from adapters.katib import build_experiment
+from adapters.trainjob import GpuPool, Resources, build_trainjob, config_map, to_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,11 +108,11 @@ def test_kustomize_builds_the_training_and_tuning_manifests(tmp_path):
 
 
 def test_checked_in_manifests_are_what_the_code_renders():
-    from pipelines.manifests import render_all
+    from adapters.manifests import render_all
 
     stale = [path for path, text in render_all().items()
              if not (ROOT / path).is_file() or (ROOT / path).read_text() != text]
-    assert stale == [], "regenerate them with: python -m pipelines.manifests"
+    assert stale == [], "regenerate them with: python -m adapters.manifests"
 
 
 def test_checked_in_configs_load_as_training_configs():

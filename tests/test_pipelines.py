@@ -24,7 +24,7 @@ import xarray as xr
 from auroraops.cli import main
 from conftest import BRITISH_ISLES, BROKEN
 from pipelines import demo
-from pipelines.registry import client, describe
+from adapters.registry import client, describe
 from pipelines.runner import run_local
 
 TEST_PERIOD = ["2019-03-17T00:00", "2019-03-18T23:00"]

@@ -36,6 +36,20 @@ def test_model_code_does_not_import_the_command_line():
     assert offenders == []
 
 
+PACKAGES = ("model_code", "adapters", "serving", "components", "pipelines", "monitoring", "auroraops")
+"""The top-level packages, each allowed to import only those before it (docs/architecture.md)."""
+
+
+def test_top_level_packages_import_only_the_layers_below_them():
+    upward = {}
+    for k, package in enumerate(PACKAGES):
+        above = set(PACKAGES[k + 1:])
+        for p in (ROOT / package).rglob("*.py"):
+            if imported_modules(p) & above:
+                upward[str(p.relative_to(ROOT))] = sorted(imported_modules(p) & above)
+    assert upward == {}
+
+
 def lock_pins() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "requirements.lock").read_text().splitlines():

@@ -30,8 +30,8 @@ from model_code.data.writers import write_dataset
 from model_code.errors import ConfigError, DataError
 from model_code.forecast import forecast
 from model_code.variants import build_model, get_variant
-from pipelines import gates as g
-from pipelines import registry
+from adapters import gates as g
+from adapters import registry
 from serving import served
 
 VARIANT = "medium-range"

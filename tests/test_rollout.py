@@ -275,7 +275,7 @@ def registry(tmp_path, monkeypatch):
     """A sqlite registry holding two versions of aurora-medium-range, version 1 the champion."""
     from model_code.checkpoint import save_checkpoint
     from model_code.variants import build_model, get_variant
-    from pipelines import registry as reg
+    from adapters import registry as reg
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
     spec = get_variant("medium-range")

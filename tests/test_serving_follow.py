@@ -28,7 +28,7 @@ VARIANT, NAME = "medium-range", "aurora-medium-range"
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     """Two registered versions (different weights), version 1 the champion."""
-    from pipelines import registry
+    from adapters import registry
 
     root = tmp_path_factory.mktemp("follow")
     patch = pytest.MonkeyPatch()

@@ -27,14 +27,14 @@ from model_code.training.losses import build_loss, default_loss_config
 from model_code.training.search_space import Param, search_space, suggest, to_overrides, tuning_score
 from model_code.variants import get_variant
 from model_code.training.search_space import OBJECTIVE
-from pipelines.katib import (
+from adapters.katib import (
     METRICS_FORMAT,
     build_experiment,
     check_experiment,
     parameter_spec,
     tuning_objects,
 )
-from pipelines.optuna_study import PruneOnValidation
+from adapters.optuna_study import PruneOnValidation
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -288,8 +288,8 @@ def _status(condition: str, **extra) -> dict:
 def test_experiment_is_created_and_awaited_through_the_kubernetes_client(katib_api):
     from kubernetes import client
 
-    from pipelines.cluster import apply_config_map, await_experiment, create_experiment
-    from pipelines.trainjob import config_map
+    from adapters.cluster import apply_config_map, await_experiment, create_experiment
+    from adapters.trainjob import config_map
 
     api, state = katib_api
     space = search_space("full", max_steps=1000)
@@ -326,7 +326,7 @@ def test_an_invalid_experiment_is_refused_and_waiting_times_out(katib_api):
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from pipelines.cluster import await_experiment, create_experiment
+    from adapters.cluster import await_experiment, create_experiment
 
     api, state = katib_api
     experiment = build_experiment("medium-range", namespace="aurora")
@@ -504,7 +504,7 @@ def test_a_three_trial_optuna_study_trains_prunes_and_reports_the_best(hourly_bo
 def test_diverged_trials_fail_without_stopping_the_study(hourly_box, tmp_path):
     """A learning rate of 1e8 makes every trial's loss overflow: each trial fails, the study goes on."""
     from model_code.errors import DataError
-    from pipelines.optuna_study import tune
+    from adapters.optuna_study import tune
 
     sets = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in TINY_RUN)}
     cfg = load_config(None, {"variant": "medium-range", "data.paths": [str(hourly_box)], **sets,

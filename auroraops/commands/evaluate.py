@@ -188,7 +188,7 @@ def _checkpoint(uri: str, tmp: str) -> tuple[str, str | None]:
     """A local path for `uri`, and the registry version when it is a `models:/` URI."""
     if not uri.startswith("models:/"):
         return uri, None
-    from pipelines.registry import resolve_checkpoint, resolve_version
+    from adapters.registry import resolve_checkpoint, resolve_version
 
     name, version = resolve_version(uri)
     return resolve_checkpoint(f"models:/{name}/{version}", tmp), version

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="auroraops-forecast-") as tmp:
         checkpoint = args.checkpoint
         if checkpoint and checkpoint.startswith("models:/"):
-            from pipelines.registry import resolve_checkpoint
+            from adapters.registry import resolve_checkpoint
 
             checkpoint = resolve_checkpoint(checkpoint, tmp)
         job = ForecastJob(

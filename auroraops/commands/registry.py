@@ -1,6 +1,6 @@
 """`auroraops registry`: the MLflow registry's versions of a variant, promotion and rollback.
 
-The operator's side of `pipelines.registry` (see docs/registry.md): what the pipelines
+The operator's side of `adapters.registry` (see docs/registry.md): what the pipelines
 registered, a promotion judged on the gates, a rollback to the champion before. The store is
 `MLFLOW_TRACKING_URI`, or the local sqlite store under the working directory.
 """
@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from pipelines.registry import client, describe, model_name
+    from adapters.registry import client, describe, model_name
 
     if args.json:
         print(json.dumps(describe(args.variant), indent=1, allow_nan=False))
@@ -71,7 +71,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_promote(args: argparse.Namespace) -> int:
-    from pipelines.registry import model_name, promote
+    from adapters.registry import model_name, promote
 
     result = promote(args.variant, args.version, args.scores, gates=args.gates)
     name = model_name(args.variant)
@@ -86,7 +86,7 @@ def run_promote(args: argparse.Namespace) -> int:
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    from pipelines.registry import model_name, rollback
+    from adapters.registry import model_name, rollback
 
     version = rollback(args.variant)
     print(f"{model_name(args.variant)}: champion is version {version} again")

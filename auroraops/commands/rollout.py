@@ -106,7 +106,7 @@ def _render(args: argparse.Namespace, model) -> int:
     from pathlib import Path
 
     from model_code.storage import write_atomic
-    from pipelines.trainjob import to_yaml
+    from adapters.trainjob import to_yaml
     from serving.manifests import inference_service
 
     text = to_yaml(inference_service(args.variant, name=args.name, model=model, namespace=args.namespace))
@@ -121,7 +121,7 @@ def _render(args: argparse.Namespace, model) -> int:
 def rollout_of(args: argparse.Namespace):
     from kubernetes import client, config
 
-    from pipelines.cluster import api_client
+    from adapters.cluster import api_client
     from serving.rollout import Rollout
 
     if args.kubeconfig:

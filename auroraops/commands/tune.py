@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return _katib(args, cfg)
     if not cfg.data.paths:
         raise ConfigError("no training data: give --data PATH... or data.paths in --config", field="data.paths")
-    from pipelines.optuna_study import tune
+    from adapters.optuna_study import tune
 
     result = tune(cfg, args.trials, out_dir=args.out or f"outputs/tune/{args.variant}", seed=args.seed,
                   timeout_s=args.timeout)
@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _katib(args: argparse.Namespace, cfg: TrainConfig) -> int:
     from model_code.training.config import with_overrides
-    from pipelines.katib import tuning_objects
-    from pipelines.trainjob import DEFAULT_IMAGE, Resources, to_yaml
+    from adapters.katib import tuning_objects
+    from adapters.trainjob import DEFAULT_IMAGE, Resources, to_yaml
 
     with_overrides(cfg, {"checkpoint.out_dir": args.trial_out})  # the trials' --set must load too
     gpus = Resources(num_nodes=1, gpus_per_node=args.gpus, cpu=str(8 * max(args.gpus, 1)),
@@ -109,7 +109,7 @@ def _submit(args: argparse.Namespace, cm: dict, experiment, cfg: TrainConfig) ->
     from kubernetes import client
 
     from model_code.training.search_space import search_space
-    from pipelines.cluster import api_client, apply_config_map, await_experiment, create_experiment
+    from adapters.cluster import api_client, apply_config_map, await_experiment, create_experiment
 
     api = api_client()
     apply_config_map(client.CoreV1Api(api), cm)

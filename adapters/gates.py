@@ -16,7 +16,7 @@ A model record is compared with the comparator record that agrees on every other
 records that carry more keys, e.g. a threshold, are compared like for like). Missing
 evidence fails: a gate whose records are absent, or NaN, does not pass.
 
-This module knows nothing of MLflow: `pipelines.registry.promote` applies its verdict.
+This module knows nothing of MLflow: `adapters.registry.promote` applies its verdict.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The search space as a Katib Experiment: rendered from the one definition, and checked.
 
-Each trial is a TrainJob (`pipelines.trainjob`) running the project image's training entry
+Each trial is a TrainJob (`adapters.trainjob`) running the project image's training entry
 point with the trial's values as `--set KEY=VALUE` overrides. Katib's StdOut collector
 reads the objective from the trial's log: the trainer prints, at every validation, one line
 
@@ -12,7 +12,7 @@ stamp orders the values, which median-stop early stopping needs. The objective i
 `val_loss` is collected beside it.
 
 Objects are built with the `kubeflow-katib-api` models (the legacy Katib SDK cannot be
-installed beside kfp); `pipelines.cluster` sends them through the Kubernetes API.
+installed beside kfp); `adapters.cluster` sends them through the Kubernetes API.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from kubeflow_katib_api import models as km
 
 from model_code.training.config import TrainConfig
 from model_code.training.search_space import OBJECTIVE, Param, search_space
-from pipelines.trainjob import (
+from adapters.trainjob import (
     API_VERSION as TRAINJOB_API_VERSION,
     KIND as TRAINJOB_KIND,
     NODE_CONTAINER,

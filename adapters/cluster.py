@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 from kubeflow_katib_api import models as km
 
 from model_code.training.search_space import Param
-from pipelines.katib import GROUP, OBJECTIVE, PLURAL, VERSION
+from adapters.katib import GROUP, OBJECTIVE, PLURAL, VERSION
 
 
 def api_client(context: str | None = None):

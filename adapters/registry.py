@@ -1,6 +1,6 @@
 """The MLflow model registry: one registered model per variant, versions, aliases, gates.
 
-Registered model `aurora-<variant>`; each version is a pyfunc model (`pipelines.pyfunc_model`)
+Registered model `aurora-<variant>`; each version is a pyfunc model (`adapters.pyfunc_model`)
 holding `artifacts/checkpoint.safetensors`, the evaluation's `metrics.json` and the training
 config, and carries tags that say what it was made from. Aliases: `challenger` (the latest
 registered version) and `champion` (the version that serves).
@@ -37,8 +37,8 @@ from model_code.errors import DataError
 from model_code.evaluation.regions import WHOLE_GRID
 from model_code.storage import content_hash, data_hash, local_copy
 from model_code.variants import get_variant
-from pipelines import pyfunc_model
-from pipelines.gates import (
+from adapters import pyfunc_model
+from adapters.gates import (
     ALL_LEADS, MODEL, Gate, GateReport, default_gates, gate_matches, judge, load_gates, read_scores,
 )
 

@@ -9,7 +9,7 @@ Training reads local files and writes checkpoints with renames, so data and runs
 PersistentVolumeClaims mounted at `DATA_DIR` (read-only) and `RUNS_DIR`; every node mounts
 them, so multi-node jobs need ReadOnlyMany / ReadWriteMany volumes (only rank 0 writes).
 
-The same `trainjob_spec` is the trial template of the Katib Experiment (`pipelines.katib`),
+The same `trainjob_spec` is the trial template of the Katib Experiment (`adapters.katib`),
 so a tuning trial and a training run start the same way.
 """
 

@@ -5,7 +5,7 @@ every validation's score (`tuning_score`: the unweighted mean of the per-variabl
 which the searched loss weights cannot move) to Optuna, which stops trials scoring worse than
 the median of the earlier trials at the same step. A trial's value is its best score. The
 study is seeded (TPE sampler), so the same config, data and seed suggest the same values.
-Katib runs the same search on a cluster (`pipelines.katib`).
+Katib runs the same search on a cluster (`adapters.katib`).
 """
 
 from __future__ import annotations
