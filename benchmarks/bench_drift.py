@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from timing import status_kib
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -41,15 +43,6 @@ LATER = BENCH / "drift_reference_0p25.zarr"
 REFERENCE = BENCH / "drift_reference_0p25.summaries.json"
 DAY_TIMES = 4
 REFERENCE_TIMES = 8
-
-
-def _status_kib(key: str) -> int:
-    """`VmHWM` (resident high-water mark; see bench_validate._peak_kib) or `VmRSS` of this process."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1])
-    return 0
 
 
 def _write_later(path: Path, first, times: int) -> None:
@@ -127,7 +120,7 @@ def child(program: str) -> dict:
     import evidently.metrics  # noqa: F401  (import cost is not the check's)
     import evidently.legacy.calculations.stattests  # noqa: F401
 
-    after_imports = _status_kib("VmRSS")  # torch (through model_code), xarray, Evidently
+    after_imports = status_kib("VmRSS")  # torch (through model_code), xarray, Evidently
     start = time.perf_counter()
     if program == "ours":
         current = summarise([str(DAY)])
@@ -141,7 +134,7 @@ def child(program: str) -> dict:
     result = compare(reference, current)
     done = time.perf_counter()
     return {"program": program, "summarise_s": summarised - start, "compare_s": done - summarised,
-            "total_s": done - start, "peak_kib": _status_kib("VmHWM"), "after_imports_kib": after_imports,
+            "total_s": done - start, "peak_kib": status_kib("VmHWM"), "after_imports_kib": after_imports,
             "summary_columns": current.table.shape[1], "columns": len(result.columns),
             "rows": len(current.table), "drifted": result.drifted}
 

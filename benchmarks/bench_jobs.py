@@ -33,16 +33,10 @@ from model_code.storage import write_atomic  # noqa: E402
 from model_code.variants import build_model, get_variant  # noqa: E402
 from serving.client import RestClient  # noqa: E402
 from serving.process import ServerProcess  # noqa: E402
+from timing import status_kib  # noqa: E402
 
 VARIANT = "medium-range"
 PLAIN = Path(__file__).with_name("plain_job.py")
-
-
-def _memory_mb(pid: int, key: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run(repeat: int = 3, device: str = "cpu", grid: str | tuple[int, int] = "global") -> dict:
@@ -59,7 +53,7 @@ def run(repeat: int = 3, device: str = "cpu", grid: str | tuple[int, int] = "glo
         del window
         server = ServerProcess(VARIANT, checkpoint, workdir / "server", args=["--device", device]).start(timeout=600)
         try:
-            ready_mb = _memory_mb(server.process.pid, "VmRSS:")
+            ready_mb = status_kib("VmRSS", server.process.pid) / 1024
             rest = RestClient(server.url)
             ours, plain = [], []
             for k in range(repeat):
@@ -72,7 +66,7 @@ def run(repeat: int = 3, device: str = "cpu", grid: str | tuple[int, int] = "glo
                 done = subprocess.run([sys.executable, str(PLAIN), checkpoint, str(source), str(workdir / f"plain{k}.nc"),
                                        device], capture_output=True, text=True, check=True)
                 plain.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            peak_mb = _memory_mb(server.process.pid, "VmHWM:") - ready_mb
+            peak_mb = status_kib("VmHWM", server.process.pid) / 1024 - ready_mb
         finally:
             server.stop()
     job_s = sorted(ours)[len(ours) // 2]

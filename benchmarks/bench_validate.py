@@ -43,6 +43,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from timing import status_kib
+
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "outputs" / "bench" / "synthetic_0p25.zarr"
 INFO_NAME = "bench_info.json"
@@ -149,33 +151,14 @@ def build_dataset(path: Path = STORE, min_disk_bytes: int = MIN_DISK_BYTES) -> D
 # The three programs, each run in a fresh process
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _peak_kib() -> int:
-    """The resident high-water mark of this process image (VmHWM). Not `ru_maxrss`: Linux
-    carries that over from the parent across the fork and exec of `subprocess`, so a child
-    of a large benchmark process would report the parent's peak."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 def child_ours(store: str, chunk_bytes: int | None) -> dict:
     from model_code.data.validate import Policy, validate
 
-    after_imports = _rss_kib()
+    after_imports = status_kib("VmRSS")
     start = time.perf_counter()
     report = validate([store], policy=Policy() if chunk_bytes is None else Policy(chunk_bytes=chunk_bytes))
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rss_after_imports_kib": after_imports, "peak_rss_kib": _peak_kib(),
+    return {"seconds": seconds, "rss_after_imports_kib": after_imports, "peak_rss_kib": status_kib("VmHWM"),
             "summary": report.summary(), "variables": len(report.statistics)}
 
 
@@ -208,7 +191,7 @@ def child_naive(store: str, only: list[str] | None = None) -> dict:
 
     from model_code.variables import by_key
 
-    after_imports = _rss_kib()
+    after_imports = status_kib("VmRSS")
     start = time.perf_counter()
     ds = xr.open_zarr(store)  # without dask: lazy arrays, each loaded whole on first use (and kept)
     names = [n for n in ds.data_vars if only is None or n in only]
@@ -220,7 +203,7 @@ def child_naive(store: str, only: list[str] | None = None) -> dict:
         per_variable[name] = time.perf_counter() - t0
     seconds = time.perf_counter() - start
     nbytes = sum(ds[n].nbytes for n in names)
-    return {"seconds": seconds, "rss_after_imports_kib": after_imports, "peak_rss_kib": _peak_kib(),
+    return {"seconds": seconds, "rss_after_imports_kib": after_imports, "peak_rss_kib": status_kib("VmHWM"),
             "variables": len(names), "bytes": nbytes, "per_variable": per_variable,
             "lazy": type(xr.open_zarr(store)["t"].variable._data).__name__}
 
@@ -230,7 +213,7 @@ def child_numpy(store: str, chunk_bytes: int) -> dict:
     import numpy as np
     import xarray as xr
 
-    after_imports = _rss_kib()
+    after_imports = status_kib("VmRSS")
     start = time.perf_counter()
     ds = xr.open_zarr(store)
     nbytes, acc = 0, []
@@ -247,7 +230,7 @@ def child_numpy(store: str, chunk_bytes: int) -> dict:
             nbytes += x.nbytes
             del x
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rss_after_imports_kib": after_imports, "peak_rss_kib": _peak_kib(),
+    return {"seconds": seconds, "rss_after_imports_kib": after_imports, "peak_rss_kib": status_kib("VmHWM"),
             "bytes": nbytes}
 
 

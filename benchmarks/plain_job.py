@@ -23,15 +23,11 @@ import xarray as xr
 from aurora import Batch, Metadata
 
 from model_code.checkpoint import load_checkpoint
+from timing import status_kib
 
 SURFACE = {"2t": "t2m", "10u": "u10", "10v": "v10", "msl": "msl"}
 STATIC = {"lsm": "lsm", "z": "z_surface", "slt": "slt"}
 ATMOS = {"z": "z", "u": "u", "v": "v", "t": "t", "q": "q"}
-
-
-def _memory_kb(key: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(key))
 
 
 def _batch(ds: xr.Dataset) -> Batch:
@@ -50,17 +46,17 @@ def main(checkpoint: str, source: str, out: str, device: str = "cpu") -> dict:
     model = model.to(device).eval()
     with xr.open_dataset(source) as ds, torch.inference_mode():  # warm up, as a server has
         model(_batch(ds.isel(latitude=slice(0, 32), longitude=slice(0, 64)).load()).to(device))
-    before_kb = _memory_kb("VmRSS:")
+    before_kb = status_kib("VmRSS")
     start = time.perf_counter()
     ds = xr.open_dataset(source).load()
     batch = _batch(ds)
-    before_forward_kb = _memory_kb("VmRSS:")
-    peak_so_far_kb = _memory_kb("VmHWM:")
+    before_forward_kb = status_kib("VmRSS")
+    peak_so_far_kb = status_kib("VmHWM")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # restart the peak count: what the forward itself needs
     with torch.inference_mode():
         pred = model(batch.to(device)).to("cpu")
-    forward_kb = _memory_kb("VmHWM:") - before_forward_kb
+    forward_kb = status_kib("VmHWM") - before_forward_kb
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     fields = {v: (("latitude", "longitude"), pred.surf_vars[k][0, 0].numpy()) for k, v in SURFACE.items()}
@@ -70,7 +66,7 @@ def main(checkpoint: str, source: str, out: str, device: str = "cpu") -> dict:
     step.to_netcdf(out, engine="netcdf4",
                    encoding={k: {"zlib": True, "complevel": 1, "shuffle": True} for k in step.data_vars})
     seconds = time.perf_counter() - start
-    peak_kb = max(peak_so_far_kb, before_forward_kb + forward_kb, _memory_kb("VmHWM:"))
+    peak_kb = max(peak_so_far_kb, before_forward_kb + forward_kb, status_kib("VmHWM"))
     return {"seconds": seconds, "peak_above_start_mb": (peak_kb - before_kb) / 1024,
             "forward_mb": forward_kb / 1024,
             "input_mb": sum(v.nbytes for v in ds.data_vars.values()) / 1e6,

@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks.
+"""Timing and memory helpers shared by the benchmarks.
 
 Figures are medians of several runs, never single runs, and a comparison with a baseline
 alternates the two (ours, baseline, ours, ...) so that other work on a busy machine slows
@@ -11,7 +11,19 @@ import gc
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
+
+def status_kib(key: str, pid: int | str = "self") -> int:
+    """A memory line of /proc/<pid>/status in KiB: `VmRSS` (resident now) or `VmHWM` (the
+    resident high-water mark of the process image). Not `ru_maxrss` for peaks: Linux carries
+    that over from the parent across the fork and exec of `subprocess`, so a child of a large
+    benchmark process would report the parent's peak."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise KeyError(f"/proc/{pid}/status has no {key}")
+
 
 SPREAD_NOTE = (
     "Spread: slowest over fastest of the timed runs behind a row (for a comparison, the larger "

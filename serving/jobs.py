@@ -44,8 +44,8 @@ from model_code.errors import DataError
 from model_code.forecast import forecast_steps
 from model_code.storage import is_s3, local_copy, s3_client, split_s3, write_atomic
 from serving import metrics
-from serving.memory import release_free_memory
 from serving.codec import RequestError
+from serving.memory import release_free_memory
 from serving.served import Loaded
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")

@@ -279,6 +279,15 @@ def batch_sizes(server: ServerProcess, variant: str) -> tuple[float, float]:
                       if line.startswith(f'aurora_batch_size_{part}{{variant="{variant}"}}')) for part in ("count", "sum"))
 
 
+def run_at_once(client, n: int, timeout: float) -> None:
+    """`client` on `n` threads at once; returns when all have finished (or `timeout` passed)."""
+    threads = [threading.Thread(target=client) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+
+
 def test_requests_that_arrive_during_a_forward_pass_share_the_next_one(server):
     """Six clients send at once: the first request runs alone (nothing is waiting when it
     arrives), the others arrive during its 20-step rollout and go together into one pass."""
@@ -294,11 +303,7 @@ def test_requests_that_arrive_during_a_forward_pass_share_the_next_one(server):
         except Exception as e:  # any failure counts
             failures.append(repr(e))
 
-    threads = [threading.Thread(target=client) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
+    run_at_once(client, 6, timeout=300)
     assert failures == []
     after = batch_sizes(server, "medium-range")
     assert after[1] - requests == 6
@@ -322,17 +327,12 @@ def test_eight_clients_for_twenty_seconds_see_no_errors(server):
             failures.append(repr(e))
         counts.append(n)
 
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    run_at_once(client, 8, timeout=120)
     assert failures == []
     assert sum(counts) >= 8 and min(counts) >= 1
     assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
     metrics = httpx.get(f"{server.url}/metrics").text
-    batches = next(float(line.split()[-1]) for line in metrics.splitlines()
-                   if line.startswith('aurora_batch_size_count{variant="medium-range"}'))
+    batches, _ = batch_sizes(server, "medium-range")
     requests = sum(float(line.split()[-1]) for line in metrics.splitlines()
                    if line.startswith("aurora_requests_total{") and 'variant="medium-range"' in line
                    and 'code="200"' in line and 'endpoint="infer"' in line)
