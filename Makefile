@@ -36,7 +36,13 @@ $(CHECKOV_STAMP): requirements-checkov.lock
 demo: $(STAMP)
 	$(BIN)/auroraops demo --out $(DEMO_OUT)
 
+# The tools the suite runs besides Python: the kubectl client (`kubectl kustomize`, offline) and
+# PostgreSQL's server binaries (the cluster-style MLflow store). Missing, the run stops here.
+TEST_TOOLS := kubectl initdb pg_ctl
+
 test: $(STAMP) $(CHECKOV_STAMP)
+	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then echo "make test needs on PATH:$$missing (see README, Set up and run)" >&2; exit 1; fi
 	$(BIN)/python -m pytest -ra
 
 bench: $(STAMP)

@@ -25,11 +25,11 @@ from kubeflow_katib_api import models as km
 
 from model_code.training.config import TrainConfig
 from model_code.training.search_space import OBJECTIVE, Param, search_space
+from adapters import IMAGE
 from adapters.trainjob import (
     API_VERSION as TRAINJOB_API_VERSION,
     KIND as TRAINJOB_KIND,
     NODE_CONTAINER,
-    DEFAULT_IMAGE,
     GpuPool,
     Resources,
     config_map,
@@ -74,7 +74,7 @@ def build_experiment(
     *,
     name: str | None = None,
     namespace: str | None = None,
-    image: str = DEFAULT_IMAGE,
+    image: str = IMAGE,
     space: Sequence[Param] | None = None,
     profile: str = "full",
     max_trials: int = 24,

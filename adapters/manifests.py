@@ -20,7 +20,8 @@ from model_code.storage import write_atomic
 from model_code.training.config import config_from_dict
 from model_code.variants import VARIANTS
 from adapters.katib import tuning_objects
-from adapters.trainjob import DATA_DIR, DEFAULT_IMAGE, RUNS_DIR, Resources, to_yaml, training_objects
+from adapters import IMAGE
+from adapters.trainjob import DATA_DIR, RUNS_DIR, Resources, to_yaml, training_objects
 
 NAMESPACE = "aurora"
 DATA = f"{DATA_DIR}/{{variant}}/era5.zarr"
@@ -48,13 +49,13 @@ def render_all() -> dict[str, str]:
     for variant in VARIANTS:
         settings = cluster_settings(variant, max_steps=20000, batch_size=16)
         cm, job = training_objects(config_from_dict(settings), namespace=NAMESPACE, text=_yaml(settings),
-                                   image=DEFAULT_IMAGE, resources=Resources(num_nodes=2, gpus_per_node=8),
+                                   image=IMAGE, resources=Resources(num_nodes=2, gpus_per_node=8),
                                    runs_claim="aurora-runs")
         files[f"manifests/training/{variant}.yaml"] = HEADER + to_yaml(cm, job)
 
         settings = cluster_settings(variant, max_steps=2000, batch_size=1)
         cm, experiment = tuning_objects(config_from_dict(settings), namespace=NAMESPACE, text=_yaml(settings),
-                                        image=DEFAULT_IMAGE, runs_claim="aurora-runs",
+                                        image=IMAGE, runs_claim="aurora-runs",
                                         out_dir=f"{RUNS.format(variant=variant)}/tuning")
         files[f"manifests/tuning/{variant}.yaml"] = HEADER + to_yaml(cm, experiment)
     for part in ("training", "tuning"):

@@ -137,6 +137,11 @@ def registered_aliases(c: MlflowClient, name: str) -> dict[str, str]:
         raise
 
 
+def champion_version(variant: str, c: MlflowClient | None = None) -> str | None:
+    """The version serving `variant` (its `champion` alias); None before the first promotion."""
+    return registered_aliases(c or client(), model_name(variant)).get(CHAMPION)
+
+
 def _experiment_id(c: MlflowClient, name: str) -> str:
     found = c.get_experiment_by_name(name)
     if found is not None:
@@ -311,7 +316,7 @@ def verdict(variant: str, scores, gates: Sequence[Gate] | str | Path | None = No
     """Judge scores on the gates (default: the variant's) against the current champion,
     without writing anything."""
     spec = get_variant(variant)
-    champion = registered_aliases(client(), model_name(spec.name)).get(CHAMPION)
+    champion = champion_version(spec.name)
     return judge(_scores_for(spec.name, scores), gate_list(spec.name, gates), champion=champion)
 
 
@@ -360,7 +365,7 @@ def promote(variant: str, version: str | int, scores, *,
     name, version = model_name(spec.name), str(version)
     c = client()
     mv = _model_version(c, name, version)
-    before = registered_aliases(c, name).get(CHAMPION)
+    before = champion_version(spec.name, c)
     if before == version:
         return Promotion(spec.name, version, True, None, GateReport(True))
     doc = _scores_for(spec.name, scores)
@@ -373,7 +378,7 @@ def promote(variant: str, version: str | int, scores, *,
     if not report.passed:
         return Promotion(spec.name, version, False, before, report)
     c.set_model_version_tag(name, version, PREVIOUS_CHAMPION, before or "none")
-    now = registered_aliases(c, name).get(CHAMPION)
+    now = champion_version(spec.name, c)
     if now != before:
         raise DataError(f"{name}: the champion changed from {before} to {now} while version {version} "
                         "was being judged; evaluate against the new champion and promote again")
@@ -386,7 +391,7 @@ def rollback(variant: str) -> str:
     spec = get_variant(variant)
     name = model_name(spec.name)
     c = client()
-    current = registered_aliases(c, name).get(CHAMPION)
+    current = champion_version(spec.name, c)
     if current is None:
         raise DataError(f"{name} has no champion to roll back")
     previous = _model_version(c, name, current).tags.get(PREVIOUS_CHAMPION, "none")

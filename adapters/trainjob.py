@@ -24,6 +24,7 @@ from kubeflow_trainer_api import models as tm
 
 from model_code.training.config import TrainConfig
 from model_code.training.schema import to_dict
+from adapters import IMAGE
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
 KIND = "TrainJob"
@@ -34,7 +35,6 @@ CONFIG_FILE = "train.yaml"
 DATA_DIR = "/data"
 RUNS_DIR = "/runs"
 ENTRY_POINT = ("torchrun", "-m", "model_code.training")
-DEFAULT_IMAGE = "aurora-mlops:dev"
 PATCH_MANAGER = "aurora-mlops.io/trainjob"
 
 
@@ -84,7 +84,7 @@ def train_command(overrides: Sequence[str] = ()) -> list[str]:
 def trainjob_spec(
     variant: str,
     *,
-    image: str = DEFAULT_IMAGE,
+    image: str = IMAGE,
     resources: Resources = Resources(),
     pool: GpuPool = GpuPool(),
     overrides: Sequence[str] = (),

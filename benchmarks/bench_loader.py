@@ -37,8 +37,11 @@ import numpy as np
 import torch
 from aurora import rollout
 
-from model_code.data.loader import READ_AHEAD_BYTES, WindowDataset, make_loader, pair_predictions
+from model_code.data.lazy_fields import READ_AHEAD_BYTES
+from model_code.data.loader import make_loader
+from model_code.data.samples import pair_predictions
 from model_code.data.synthetic import regular_grid, synthetic_window
+from model_code.data.windows import WindowDataset
 from model_code.data.writers import write_dataset
 from model_code.variants import VARIANTS, build_model
 from timing import SPREAD_NOTE, Timing
@@ -242,17 +245,17 @@ def run(repeat: int = 3, log=print) -> LoaderResult:
 
 
 PROFILED = (
-    ("`WindowDataset._sample`: one sample", "model_code/data/loader.py", "_sample"),
-    ("&nbsp;&nbsp;`window`: the input window (`assemble_window`)", "model_code/data/loader.py", "window"),
-    ("&nbsp;&nbsp;`targets`: the target times of the predicted variables", "model_code/data/loader.py", "targets"),
+    ("`WindowDataset._sample`: one sample", "model_code/data/windows.py", "_sample"),
+    ("&nbsp;&nbsp;`window`: the input window (`assemble_window`)", "model_code/data/windows.py", "window"),
+    ("&nbsp;&nbsp;`targets`: the target times of the predicted variables", "model_code/data/windows.py", "targets"),
     ("&nbsp;&nbsp;&nbsp;&nbsp;`values` of the dataset's fields (time slices kept between samples)",
-     "model_code/data/loader.py", "values"),
+     "model_code/data/lazy_fields.py", "values"),
     ("&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;`Field._loaded`: read a block of times and convert it",
      "model_code/data/ingest.py", "_loaded"),
     ("&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;reading from the file (zarr / netCDF4 backend)", "xarray/core/indexing.py",
      "explicit_indexing_adapter"),
     ("&nbsp;&nbsp;`window_to_batch`: window to `aurora.Batch`", "model_code/data/batch.py", "window_to_batch"),
-    ("&nbsp;&nbsp;`_target_batch`: targets to `aurora.Batch`", "model_code/data/loader.py", "_target_batch"),
+    ("&nbsp;&nbsp;`_target_batch`: targets to `aurora.Batch`", "model_code/data/samples.py", "_target_batch"),
     ("`collate`: samples to one batch", "model_code/data/loader.py", "collate"),
 )
 

@@ -43,7 +43,7 @@ from model_code.forecast import forecast_steps
 from model_code.variants import build_model, get_variant
 from serving.client import GrpcClient, RestClient, request_parameters, request_tensors
 from serving.memory import keep_freed_buffers
-from serving.process import ServerProcess, free_port
+from serving.process import ServerProcess, free_port, wait_until_answers
 from timing import paired_ms, time_ms
 
 VARIANT = "medium-range"
@@ -211,15 +211,8 @@ def throughput(workdir: Path, repeat: int) -> list[dict]:
     log = (workdir / "echo.log").open("w")
     proc = subprocess.Popen([sys.executable, str(ECHO), str(http), str(grpc)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/echo/ready", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError((workdir / "echo.log").read_text()[-2000:])
-                time.sleep(0.3)
+        wait_until_answers([f"http://127.0.0.1:{http}/v2/models/echo/ready"], proc, workdir / "echo.log",
+                           timeout=300, name="echo server", interval=0.3)
         rest, grpc_client = RestClient(f"http://127.0.0.1:{http}"), GrpcClient(f"127.0.0.1:{grpc}")
         rows = []
         for mb in (4, 64):

@@ -44,13 +44,15 @@ import numpy as np
 import torch
 from aurora import rollout
 
-from model_code.data.loader import Sample, WindowDataset, pair_predictions
+from model_code.data.samples import Sample, pair_predictions
 from model_code.data.synthetic import regular_grid, synthetic_window
+from model_code.data.windows import WindowDataset
 from model_code.data.writers import write_dataset
 from model_code.training import Callback, Trainer, TrainConfig
 from model_code.training.config import config_from_dict, with_overrides
 from model_code.training.data import open_data
-from model_code.training.losses import build_loss, latitude_weights
+from model_code.training.loss_weights import latitude_weights
+from model_code.training.losses import build_loss
 from model_code.variants import VARIANTS, VariantSpec, build_model
 from timing import SPREAD_NOTE, Timing
 
@@ -434,7 +436,7 @@ def _versus(s: SkillResult, lead: int, other: str) -> str:
 def skill_summary(s: SkillResult) -> str:
     """What the table says, with the figures of this run."""
     first, last = LEADS[0], LEADS[-1]
-    r, later = s.rmse[first], s.rmse[last]
+    r = s.rmse[first]
     beats = [v for v in SCORED if r[("model", v)] < r[("persistence", v)]]
     verdict = "**met**" if len(beats) == len(SCORED) else (
         f"met for {_listed(beats)} only, so **not met**" if beats else "**not met**")

@@ -386,8 +386,8 @@ and a cosine decay; one-step rollouts; batches of {skill_batch}; {skill_steps} s
 no training sample touches it), and the final weights (no checkpoint is chosen on the
 held-out hours) forecast every window in it: +1 h in one step, +6 h as a 6-step rollout.
 Scores are RMSE weighted by latitude as in WeatherBench 2 (cell areas, ∝ cos(latitude),
-normalised to mean 1 over the grid: `losses.latitude_weights`), the square root of the
-mean over forecasts of the weighted mean squared error, against:
+normalised to mean 1 over the grid: `loss_weights.latitude_weights`), the square root of
+the mean over forecasts of the weighted mean squared error, against:
 
 - **persistence**: the last input hour, unchanged;
 - **climatology**: the mean of the training hours at each grid point. With one day of

@@ -9,7 +9,7 @@ the image already holds kfp, and locally a pip install per task would cost secon
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-IMAGE = "ghcr.io/aurora-mlops/aurora-mlops:0.1.0"
+from adapters import IMAGE
 
 
 def _component(fn):

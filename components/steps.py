@@ -202,6 +202,7 @@ def _tune_on_katib(variant: str, config: Mapping[str, Any], *, n_trials: int, se
     from model_code.training.search_space import search_space, to_overrides
     from adapters.cluster import api_client, apply_config_map, await_experiment, create_experiment
     from adapters.katib import tuning_objects
+    from adapters import IMAGE
     from adapters.trainjob import Resources
 
     paths = cluster.get("data_paths")
@@ -212,7 +213,7 @@ def _tune_on_katib(variant: str, config: Mapping[str, Any], *, n_trials: int, se
     cfg = training_config(variant, config, {"data.paths": list(paths)})
     gpus = int(cluster.get("gpus_per_trial", 1))
     cm, experiment = tuning_objects(
-        cfg, namespace=namespace, image=cluster.get("image", "ghcr.io/aurora-mlops/aurora-mlops:0.1.0"),
+        cfg, namespace=namespace, image=cluster.get("image", IMAGE),
         max_trials=n_trials, parallel=min(int(cluster.get("parallel", 4)), n_trials),
         max_failed=min(3, n_trials), seed=seed, data_claim=cluster.get("data_claim", "aurora-data"),
         resources=Resources(num_nodes=1, gpus_per_node=gpus, cpu=str(8 * max(gpus, 1)),
@@ -331,13 +332,6 @@ def _period(period: Sequence[str] | None) -> tuple[str, str] | None:
     return str(period[0]), str(period[1])
 
 
-def champion_version(variant: str) -> str | None:
-    """The version holding the `champion` alias of `aurora-<variant>`, None before the first."""
-    from adapters.registry import CHAMPION, client, model_name, registered_aliases
-
-    return registered_aliases(client(), model_name(variant)).get(CHAMPION)
-
-
 def evaluate_model(variant: str, model_dir: str | Path, data: Sequence[str], out_dir: str | Path, *,
                    config: Mapping[str, Any], steps: int, max_inits: int,
                    gates: Mapping[str, Any] | None = None, test_period: Sequence[str] | None = None,
@@ -358,7 +352,7 @@ def evaluate_model(variant: str, model_dir: str | Path, data: Sequence[str], out
     from model_code.evaluation.continuous import score_checkpoint
     from model_code.evaluation.report import write_report
     from adapters.gates import judge
-    from adapters.registry import gate_list, model_name, resolve_checkpoint
+    from adapters.registry import champion_version, gate_list, model_name, resolve_checkpoint
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -430,7 +424,7 @@ def canary_rollout(variant: str, version: str, percent: int, *, namespace: str) 
     from adapters.cluster import api_client
     from adapters.registry import model_name
     from serving import served
-    from serving.rollout import Rollout
+    from serving.traffic import Rollout
 
     model = served.describe_uri(f"models:/{model_name(variant)}/{version}")
     served.verify(model)
@@ -450,7 +444,7 @@ def score_champion(variant: str, data: Sequence[str], out_dir: str | Path, *, co
     """
     from model_code.evaluation.continuous import evaluate_window
     from model_code.evaluation.report import write_report
-    from adapters.registry import model_name, resolve_checkpoint
+    from adapters.registry import champion_version, model_name, resolve_checkpoint
 
     if not history:
         raise DataError("continuous evaluation needs skill_history: where the skill history lives "

@@ -13,7 +13,7 @@ import xarray as xr
 from aurora import Aurora, Batch
 
 from model_code.checkpoint import load_checkpoint, read_checkpoint_info
-from model_code.data.batch import forecast_to_dataset, window_to_batch
+from model_code.data.batch import predictions_to_dataset, window_to_batch
 from model_code.data.contract import check_window
 from model_code.data.ingest import FillMode, Provenance, load_window
 from model_code.data.writers import output_format, write_dataset
@@ -79,7 +79,7 @@ def forecast(
     """A `steps`-step forecast of `spec` from `window`, as one CF dataset."""
     batch = window_to_batch(window, spec)
     predictions = list(forecast_steps(model, batch, steps))
-    return forecast_to_dataset(predictions, spec, window.time.values[-1], attrs)
+    return predictions_to_dataset(predictions, spec, window.time.values[-1], attrs)
 
 
 @dataclass(frozen=True)

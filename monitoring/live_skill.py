@@ -26,9 +26,8 @@ from model_code.data.ingest import Field, merge_sources, read_source
 from model_code.evaluation.metrics import mae, rmse
 from model_code.errors import DataError
 from model_code.storage import is_s3, local_copy, write_atomic
-from monitoring import metrics
-
-JOB_STATE, MARKER = "job.json", "_SUCCESS"
+from monitoring import telemetry
+from serving.jobs import JOB_STATE, MARKER
 
 
 @dataclass(frozen=True)
@@ -153,10 +152,10 @@ def publish(records: Iterable[SkillRecord]) -> None:
     """Set the `aurora_live_*` gauges (latest value per variant, variable, level, lead)."""
     for r in records:
         labels = (r.variant, r.variable, "" if r.level is None else f"{r.level:g}", f"{r.lead_hours:g}")
-        metrics.LIVE_RMSE.labels(*labels).set(r.rmse)
-        metrics.LIVE_MAE.labels(*labels).set(r.mae)
-        metrics.LIVE_SCORED.labels(r.variant).inc()
-        metrics.LIVE_LAST.labels(r.variant).set_to_current_time()
+        telemetry.LIVE_RMSE.labels(*labels).set(r.rmse)
+        telemetry.LIVE_MAE.labels(*labels).set(r.mae)
+        telemetry.LIVE_SCORED.labels(r.variant).inc()
+        telemetry.LIVE_LAST.labels(r.variant).set_to_current_time()
 
 
 def read_store(uri: str) -> list[SkillRecord]:

@@ -134,7 +134,7 @@ def _parse(s: str) -> datetime:
     return datetime.fromisoformat(s)
 
 
-def decide(state: PolicyState, policy: DriftPolicy, *, drifted: bool, window: str,
+def decide_window(state: PolicyState, policy: DriftPolicy, *, drifted: bool, window: str,
            evidence: dict[str, Any], now: datetime, skill_degraded: bool = False) -> Decision:
     """Update `state` with one checked window and return what to do (recorded in `state`).
 

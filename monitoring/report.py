@@ -62,7 +62,7 @@ def _variable_table(result, reference: Summaries, current: Summaries) -> str:
                         else (reference.table[name], current.table[name]))
             show = _shown(feature, units)
             c = by_column.get(name)
-            verdict = (f'<span class="drift">drifted</span>' if c and c.drifted else "quiet" if c
+            verdict = ('<span class="drift">drifted</span>' if c and c.drifted else "quiet" if c
                        else _e(f"untested: {result.untested.get(name, '')}"))
             rows.append(f"<tr><td>{_e(var)}</td><td>{_e(FEATURE_NAMES[feature])}</td><td>{_e(_band(ref, show))}</td>"
                         f"<td>{_e(_band(cur, show))}</td><td>{'' if c is None else f'{c.exceedance:.2f}'}</td>"

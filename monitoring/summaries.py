@@ -54,7 +54,7 @@ FORMAT = 2
 
 
 @dataclass(frozen=True)
-class Grid:
+class GridExtent:
     """What two windows must share to be compared: shape and extent (degrees)."""
 
     shape: tuple[int, int]
@@ -65,7 +65,7 @@ class Grid:
         return (f"{self.shape[0]}x{self.shape[1]} (lat {self.latitude[0]:g}..{self.latitude[1]:g}, "
                 f"lon {self.longitude[0]:g}..{self.longitude[1]:g})")
 
-    def matches(self, other: Grid) -> bool:
+    def matches(self, other: GridExtent) -> bool:
         return (self.shape == other.shape
                 and np.allclose(self.latitude + self.longitude, other.latitude + other.longitude, atol=1e-3))
 
@@ -75,7 +75,7 @@ class Summaries:
     """Summary table of one window (rows: valid times), its grid, units and sources."""
 
     table: pd.DataFrame
-    grid: Grid
+    grid: GridExtent
     sources: list[str] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=dict)
     """Units of each variable (dataset name) after the readers' conversions, e.g. {'t2m': 'K'}."""
@@ -119,7 +119,7 @@ class Summaries:
                     raise DataError(f"summaries of format {doc.get('format', 1)}, expected {FORMAT} (with "
                                     "structure, tendency and the latitude profile); summarise the reference "
                                     "again with `auroraops monitor summarise`", source=str(uri))
-                grid = Grid(tuple(doc["grid"]["shape"]), tuple(doc["grid"]["latitude"]),
+                grid = GridExtent(tuple(doc["grid"]["shape"]), tuple(doc["grid"]["latitude"]),
                             tuple(doc["grid"]["longitude"]))
                 table = pd.DataFrame(doc["values"], columns=doc["columns"],
                                      index=pd.DatetimeIndex(doc["times"], name="time"), dtype="float64")
@@ -297,7 +297,7 @@ def summarise_fields(fields: dict[str, Field], *, chunk_bytes: int = CHUNK_BYTES
                 previous = (t, per_time)
     table = pd.DataFrame(columns).sort_index()
     table.index = pd.DatetimeIndex(table.index, name="time")
-    grid = Grid((len(lat), len(lon)), (float(lat.min()), float(lat.max())), (float(lon.min()), float(lon.max())))
+    grid = GridExtent((len(lat), len(lon)), (float(lat.min()), float(lat.max())), (float(lon.min()), float(lon.max())))
     return Summaries(table, grid, list(sources), {k: f.var.units for k, f in dynamic.items()})
 
 

@@ -17,10 +17,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 from model_code.errors import DataError
-from monitoring import metrics
+from monitoring import telemetry
 from monitoring.drift import DriftResult, DriftRule, compare, save
 from monitoring.live_skill import SkillRule, SkillVerdict, judge, read_store
-from monitoring.policy import SUBMITTED, TRIGGER, Decision, DriftPolicy, PolicyState, decide, record_submission
+from monitoring.policy import (SUBMITTED, TRIGGER, Decision, DriftPolicy, PolicyState, decide_window,
+                               record_submission)
 from monitoring.summaries import Summaries, summarise
 
 Submitter = Callable[[str, Mapping[str, Any]], str]
@@ -104,12 +105,12 @@ class CheckResult:
 
 
 def _publish(variant: str, result: DriftResult, decision: Decision) -> None:
-    metrics.DRIFT_SHARE.labels(variant).set(result.share)
-    metrics.DRIFT_DETECTED.labels(variant).set(1.0 if result.drifted else 0.0)
+    telemetry.DRIFT_SHARE.labels(variant).set(result.share)
+    telemetry.DRIFT_DETECTED.labels(variant).set(1.0 if result.drifted else 0.0)
     for var, share in result.variable_shares.items():
-        metrics.DRIFT_VARIABLE_SHARE.labels(variant, var).set(share)
-    metrics.DRIFT_CHECKS.labels(variant, decision.action).inc()
-    metrics.DRIFT_LAST_CHECK.labels(variant).set_to_current_time()
+        telemetry.DRIFT_VARIABLE_SHARE.labels(variant, var).set(share)
+    telemetry.DRIFT_CHECKS.labels(variant, decision.action).inc()
+    telemetry.DRIFT_LAST_CHECK.labels(variant).set_to_current_time()
 
 
 def check(
@@ -144,13 +145,13 @@ def check(
     evidence = result.evidence()
     if skill is not None:
         evidence["skill"] = {"degraded": skill.degraded, "detail": skill.detail, "ratios": skill.ratios}
-    decision = decide(state, policy, drifted=result.drifted, window=cur.window(), evidence=evidence, now=now,
+    decision = decide_window(state, policy, drifted=result.drifted, window=cur.window(), evidence=evidence, now=now,
                       skill_degraded=skill is not None and skill.degraded)
     if decision.action == TRIGGER:
         arguments = {"data": list(data), **(retrain_arguments or {}), "variant": variant}
         run_id, attempts = submit_with_retry(submitter, "retrain", arguments, retry, sleep)
         record_submission(state, decision, run_id=run_id, attempts=attempts, now=now)
-        metrics.RETRAIN_SUBMISSIONS.labels(variant, "submitted" if decision.action == SUBMITTED else "failed").inc()
+        telemetry.RETRAIN_SUBMISSIONS.labels(variant, "submitted" if decision.action == SUBMITTED else "failed").inc()
     state.save(state_uri)
     _publish(variant, result, decision)
     return CheckResult(decision, result, skill)

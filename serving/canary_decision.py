@@ -222,9 +222,9 @@ def judge(pairs: np.ndarray, rule: Rule, target: Target) -> TargetEvidence:
     return TargetEvidence(target.label(), n, float(stable.mean()), float(canary.mean()), change, low, high, verdict)
 
 
-def decide(records: Iterable[Mapping], rule: Rule = Rule(), *, canary: str = "model", stable: str = "champion",
-           targets: Sequence[Target] | None = None, canary_ops: Ops | None = None,
-           stable_ops: Ops | None = None) -> Decision:
+def canary_decision(records: Iterable[Mapping], rule: Rule = Rule(), *, canary: str = "model",
+                    stable: str = "champion", targets: Sequence[Target] | None = None,
+                    canary_ops: Ops | None = None, stable_ops: Ops | None = None) -> Decision:
     """Promote, hold or roll back (see the module docstring for the rule)."""
     pairs = paired_cases(records, rule.metric, canary, stable, targets)
     evidence = tuple(judge(p, rule, t) for t, p in pairs.items())

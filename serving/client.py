@@ -16,10 +16,10 @@ import httpx
 import numpy as np
 import xarray as xr
 
+from model_code.data.batch import forecast_dataset
 from model_code.errors import DataError
 from model_code.variants import VariantSpec
 from serving import wire
-from serving.codec import forecast_dataset
 
 INFERENCE_HEADER = "inference-header-content-length"
 
@@ -170,11 +170,6 @@ class RestClient:
         _raise_for(r)
         return r.json()
 
-    def cancel_job(self, model: str, job_id: str) -> dict:
-        r = self._http.delete(f"{self.url}/v1/models/{model}/jobs/{job_id}")
-        _raise_for(r)
-        return r.json()
-
     def wait_job(self, model: str, job_id: str, *, timeout: float = 3600, poll_s: float = 0.5,
                  progress=None) -> dict:
         deadline = time.monotonic() + timeout
@@ -203,10 +198,16 @@ def _raise_for(r: httpx.Response) -> None:
 
 def predict(client: GrpcClient | RestClient, spec: VariantSpec, window: xr.Dataset, steps: int,
             **options) -> xr.Dataset:
-    """Send `window`, get a `steps`-step forecast back as a CF dataset that names the model version."""
+    """Send `window`, get a `steps`-step forecast back as a CF dataset that names the model version.
+
+    The forecast is on the levels the response names (the server chose them when the window
+    had none) and on the window's grid less any last latitude rows Aurora dropped (a height one
+    over a multiple of the patch size)."""
     answer = client.infer(f"aurora-{spec.name}", request_tensors(window, spec), request_parameters(window, steps),
                           **options)
     outputs, hours = split_outputs(answer.outputs)
-    ds = forecast_dataset(outputs, spec, window, hours, levels=answer.levels or None)
-    ds.attrs["aurora_model_version"] = answer.model_version
-    return ds
+    init = np.datetime64(window.time.values[-1], "ns")
+    n_lat = next(iter(outputs.values())).shape[-2]
+    return forecast_dataset(outputs, spec, init, [init + np.timedelta64(h, "h") for h in hours],
+                            window.latitude.values[:n_lat], window.longitude.values,
+                            answer.levels or window.level.values, {"aurora_model_version": answer.model_version})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -462,36 +462,3 @@ def encode_v1(forecast: Mapping[str, np.ndarray], hours: Sequence[int], decoded:
         "levels": [float(lv) for lv in decoded.levels],
         "outputs": {name: values.tolist() for name, values in forecast.items()},
     }
-
-
-# ---- forecasts as datasets (client side) -------------------------------------------------
-
-
-def forecast_dataset(
-    outputs: Mapping[str, np.ndarray], spec: VariantSpec, window: xr.Dataset, hours: Sequence[int],
-    attrs: Mapping[str, Any] | None = None, levels: Sequence[float] | None = None,
-) -> xr.Dataset:
-    """A CF forecast dataset like `model_code.forecast.forecast` writes, from response tensors
-    (on `levels`, the response's, when the server chose them: default the window's).
-
-    Aurora drops a grid's last latitude row when the height is one over a multiple of the patch
-    size, so the output's latitudes are the first rows of the input's."""
-    init = np.datetime64(window.time.values[-1], "ns")
-    n_lat = np.asarray(next(iter(outputs.values()))).shape[-2]
-    leads = np.array([np.timedelta64(timedelta(hours=h)) for h in hours]).astype("timedelta64[ns]")
-    data_vars = {}
-    for v in spec.outputs():
-        dims = ("time", "latitude", "longitude") if v.kind == "surface" else ("time", "level", "latitude", "longitude")
-        data_vars[v.dataset_name] = xr.DataArray(
-            np.asarray(outputs[v.dataset_name], dtype=np.float32), dims=dims,
-            attrs={"units": v.units, "long_name": v.long_name, "aurora_name": v.name})
-    ds = xr.Dataset(data_vars, coords={
-        "time": ("time", init + leads, {"long_name": "valid time"}),
-        "lead_time": ("time", leads, {"standard_name": "forecast_period"}),
-        "forecast_reference_time": ((), init),
-        "level": ("level", np.asarray(window.level.values if levels is None else levels, "float64"), {"units": "hPa"}),
-        "latitude": ("latitude", window.latitude.values[:n_lat].astype("float64"), {"units": "degrees_north"}),
-        "longitude": ("longitude", window.longitude.values.astype("float64"), {"units": "degrees_east"}),
-    })
-    ds.attrs.update(Conventions="CF-1.10", aurora_variant=spec.name, **(attrs or {}))
-    return ds

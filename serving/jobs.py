@@ -37,20 +37,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from model_code.data.batch import dataset_to_prediction, forecast_to_dataset, window_to_batch
+from model_code.data.batch import dataset_to_prediction, predictions_to_dataset, window_to_batch
 from model_code.data.ingest import FILL_MODES, load_window
 from model_code.data.writers import write_dataset
 from model_code.errors import DataError
 from model_code.forecast import forecast_steps
 from model_code.storage import is_s3, local_copy, s3_client, split_s3, write_atomic
-from serving import metrics
+from serving import telemetry
 from serving.codec import RequestError
 from serving.memory import release_free_memory
 from serving.served import Loaded
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL = ("succeeded", "failed", "cancelled")
+JOB_STATE = "job.json"
+"""The job record beside a job's outputs (`JobState`)."""
 MARKER = "_SUCCESS"
+"""Written beside a job's outputs after its last step, never by a failed or cancelled job."""
 FORMATS = {"nc": ".nc", "zarr": ".zarr"}
 
 
@@ -294,7 +297,7 @@ class JobManager:
         if text is None:
             return None
         output_uri = json.loads(text)["output_uri"]
-        state_text = read_text(join(output_uri, "job.json"))
+        state_text = read_text(join(output_uri, JOB_STATE))
         if not state_text:
             return None
         state = JobState.from_json(state_text)
@@ -305,10 +308,10 @@ class JobManager:
 
     def _save(self, state: JobState) -> None:
         state.updated = _now()
-        write_text(join(state.output_uri, "job.json"), state.to_json())
+        write_text(join(state.output_uri, JOB_STATE), state.to_json())
         self._status[state.job_id] = state.status
         for s in STATES:
-            metrics.JOBS.labels(variant=self.variant, state=s).set(
+            telemetry.JOBS.labels(variant=self.variant, state=s).set(
                 sum(1 for v in self._status.values() if v == s))
 
     # ---- API --------------------------------------------------------------------------
@@ -327,7 +330,7 @@ class JobManager:
                     raise JobConflict("idempotency_key", f"'{request.idempotency_key}' was used for job {job_id} "
                                       "with a different request")
                 return existing, False
-            other_text = read_text(join(request.output_uri, "job.json"))
+            other_text = read_text(join(request.output_uri, JOB_STATE))
             if other_text is not None:
                 other = JobState.from_json(other_text)
                 if other.status not in ("failed", "cancelled"):
@@ -457,7 +460,7 @@ class JobManager:
         with ThreadPoolExecutor(1, thread_name_prefix=f"job-{state.job_id}-write") as writer:
             try:
                 for k, prediction in enumerate(steps, start=state.steps_done + 1):
-                    ds = forecast_to_dataset([prediction], spec, init, attrs)  # a copy on the host
+                    ds = predictions_to_dataset([prediction], spec, init, attrs)  # a copy on the host
                     del prediction
                     if writing:
                         written()

@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass
 
 from model_code.variants import VARIANTS, VariantSpec
+from adapters import IMAGE
 from adapters.manifests import write_files
 from adapters.trainjob import to_yaml
 from serving.served import ServedModel
@@ -36,7 +37,6 @@ from serving.served import ServedModel
 API_VERSION = "serving.kserve.io/v1beta1"
 GRAPH_API_VERSION = "serving.kserve.io/v1alpha1"
 NAMESPACE = "aurora"
-IMAGE = "ghcr.io/aurora-mlops/aurora-mlops:0.1.0"
 CONTAINER = "kserve-container"
 """The name KServe expects for the predictor container of a custom predictor."""
 HTTP_PORT = 8080
@@ -54,7 +54,7 @@ MODEL_ANNOTATION = "aurora-mlops.io/model"
 VERSION_ANNOTATION = "aurora-mlops.io/model-version"
 """The registry version served, for `kubectl get -o jsonpath` and dashboards."""
 STABLE_ANNOTATION = "aurora-mlops.io/stable-model"
-"""Set during a canary: the model the last rolled-out revision serves (see serving.rollout)."""
+"""Set during a canary: the model the last rolled-out revision serves (see serving.traffic)."""
 CANARY_ANNOTATION = "aurora-mlops.io/canary-model"
 UID = 10001
 """The image's non-root user and group (Dockerfile)."""

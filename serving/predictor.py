@@ -41,7 +41,7 @@ from model_code.errors import DataError
 from model_code.forecast import forecast_steps
 from model_code.storage import local_copy
 from model_code.variants import VariantSpec, get_variant
-from serving import codec, metrics, served
+from serving import codec, served, telemetry
 from serving.batching import MicroBatcher
 from serving.codec import ForecastRequest, Limits, StaticCache
 from serving.served import Loaded
@@ -153,7 +153,7 @@ class AuroraPredictor(Model):
         """Serve `new` from the next forward pass on; returns the model it replaced."""
         with self.model_lock:
             old, self.loaded = self.loaded, new
-        metrics.MODEL_SWAPS.labels(variant=self.variant).inc()
+        telemetry.MODEL_SWAPS.labels(variant=self.variant).inc()
         self._announce(new)
         logger.info("%s now serves %s (before: %s)", self.name, new.served.label, old.served.label if old else None)
         return old
@@ -166,7 +166,7 @@ class AuroraPredictor(Model):
                 if named.sha256 != self.loaded.served.sha256:
                     self.swap(self._load(self.model_uri))
             except Exception as e:  # the registry or the store may be away: the current model keeps serving
-                metrics.FOLLOW_ERRORS.labels(variant=self.variant).inc()
+                telemetry.FOLLOW_ERRORS.labels(variant=self.variant).inc()
                 logger.warning("%s: could not follow %s (%s); still serving %s", self.name, self.model_uri, e,
                                self.loaded.served.label)
 
@@ -175,7 +175,7 @@ class AuroraPredictor(Model):
 
     def _announce(self, loaded: Loaded) -> None:
         model = loaded.served
-        metrics.MODEL_INFO.labels(variant=self.variant).info(
+        telemetry.MODEL_INFO.labels(variant=self.variant).info(
             {"version": model.model_version, "name": model.name or "", "sha256": model.sha256, "uri": model.uri,
              "autocast": str(self.autocast).lower()})
 
@@ -201,8 +201,8 @@ class AuroraPredictor(Model):
         batch = merge_batches([r.batch for r in requests]).to(self.device)
         with self.model_lock:
             predictions = list(forecast_steps(loaded.model, batch, steps))
-        metrics.BATCH_SIZE.labels(variant=self.variant).observe(len(requests))
-        metrics.ROLLOUT_STEPS.labels(variant=self.variant).observe(steps)
+        telemetry.BATCH_SIZE.labels(variant=self.variant).observe(len(requests))
+        telemetry.ROLLOUT_STEPS.labels(variant=self.variant).observe(steps)
         results = []
         for i, request in enumerate(requests):
             outputs = {}
@@ -232,10 +232,10 @@ class AuroraPredictor(Model):
             code = "500"
             raise
         finally:
-            metrics.REQUEST_SECONDS.labels(**labels).observe(time.perf_counter() - start)
-            metrics.REQUESTS.labels(**labels, code=code).inc()
+            telemetry.REQUEST_SECONDS.labels(**labels).observe(time.perf_counter() - start)
+            telemetry.REQUESTS.labels(**labels, code=code).inc()
             if code != "200":
-                metrics.REQUEST_ERRORS.labels(**labels, code=code).inc()
+                telemetry.REQUEST_ERRORS.labels(**labels, code=code).inc()
 
     async def preprocess(self, payload, headers=None) -> tuple[Any, list[ForecastRequest], Loaded]:
         loaded = self.loaded  # the request is read for, and answered by, this model
@@ -248,7 +248,7 @@ class AuroraPredictor(Model):
             forecasts = await asyncio.to_thread(codec.decode_v1, payload, loaded.spec, limits, self.statics,
                                                 loaded.fills)
         nbytes = sum(f.nbytes for f in forecasts)
-        metrics.PAYLOAD_BYTES.labels(variant=self.variant, direction="in").observe(nbytes)
+        telemetry.PAYLOAD_BYTES.labels(variant=self.variant, direction="in").observe(nbytes)
         return payload, forecasts, loaded
 
     def validate(self, payload):
@@ -263,7 +263,7 @@ class AuroraPredictor(Model):
     async def postprocess(self, result, headers=None, response_headers=None) -> dict | InferResponse:
         body, forecasts, results = result
         nbytes = sum(a.nbytes for outputs, _, _ in results for a in outputs.values())
-        metrics.PAYLOAD_BYTES.labels(variant=self.variant, direction="out").observe(nbytes)
+        telemetry.PAYLOAD_BYTES.labels(variant=self.variant, direction="out").observe(nbytes)
         if isinstance(body, InferRequest):
             (outputs, hours, loaded), = results
             return codec.encode_v2(body, outputs, hours, self.name, forecasts[0],

@@ -1,4 +1,5 @@
-"""`auroraops serve` as a child process on free loopback ports: for tests, benchmarks and demos."""
+"""Servers as child processes on free loopback ports (`auroraops serve`, and any other whose
+readiness is an HTTP answer): for tests, benchmarks and demos."""
 
 from __future__ import annotations
 
@@ -11,12 +12,33 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 
 def free_port() -> int:
+    """A loopback port free now, for a child server to listen on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_answers(urls: Sequence[str], process: subprocess.Popen, log: Path, *, timeout: float,
+                       name: str, interval: float = 0.2) -> None:
+    """Return once every URL answers 2xx. A server that exits or stays silent for `timeout`
+    seconds raises `RuntimeError` or `TimeoutError` with the tail of its `log`, which says why."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            for url in urls:
+                with urllib.request.urlopen(url, timeout=2):
+                    pass
+            return
+        except OSError:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"{name} not ready after {timeout:g} s:\n{log.read_text()[-3000:]}")
 
 
 @dataclass
@@ -69,21 +91,14 @@ class ServerProcess:
         return self
 
     def wait_ready(self, timeout: float = 180) -> "ServerProcess":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                for variant in self.variants:
-                    with urllib.request.urlopen(f"{self.url}/v2/models/aurora-{variant}/ready", timeout=2):
-                        pass
-                self.started_s = time.perf_counter() - self._t0
-                return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"{self.name} not ready after {timeout:g} s:\n{self.log.read_text()[-3000:]}")
+        try:
+            wait_until_answers([f"{self.url}/v2/models/aurora-{v}/ready" for v in self.variants], self.process,
+                               self.log, timeout=timeout, name=self.name)
+        except TimeoutError:
+            self.stop()
+            raise
+        self.started_s = time.perf_counter() - self._t0
+        return self
 
     def start(self, timeout: float = 180) -> "ServerProcess":
         return self.launch().wait_ready(timeout)

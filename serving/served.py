@@ -1,7 +1,7 @@
 """What a predictor serves: one checkpoint at an immutable URI, and the registry version it is.
 
 A `ServedModel` travels with everything that depends on it: the InferenceService's model
-settings and annotations (`serving.manifests`, `serving.rollout`), the predictor's metadata,
+settings and annotations (`serving.manifests`, `serving.traffic`), the predictor's metadata,
 every response and job record, the Prometheus labels. `resolve` turns what a user gives
 (`models:/aurora-V@ALIAS`, `models:/aurora-V/N`, a path or `s3://` URI) into one, checking the
 checkpoint's bytes against the digest the registry recorded.

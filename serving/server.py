@@ -37,7 +37,7 @@ from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse, 
 from kserve.protocol.rest.server import RESTServer
 from kserve.utils.utils import to_headers
 
-from serving import metrics, wire
+from serving import telemetry, wire
 from serving.codec import RequestError
 from serving.jobs import JobConflict, JobManager, JobReplaced
 from serving.memory import keep_freed_buffers
@@ -223,10 +223,10 @@ def add_job_routes(app: FastAPI, predictor: AuroraPredictor, jobs: JobManager) -
     def count(endpoint: str, code: int, start: float) -> None:
         labels = dict(variant=variant, protocol="jobs", endpoint=endpoint,
                       model_version=predictor.loaded.served.model_version)
-        metrics.REQUEST_SECONDS.labels(**labels).observe(time.perf_counter() - start)
-        metrics.REQUESTS.labels(**labels, code=str(code)).inc()
+        telemetry.REQUEST_SECONDS.labels(**labels).observe(time.perf_counter() - start)
+        telemetry.REQUESTS.labels(**labels, code=str(code)).inc()
         if code >= 400:
-            metrics.REQUEST_ERRORS.labels(**labels, code=str(code)).inc()
+            telemetry.REQUEST_ERRORS.labels(**labels, code=str(code)).inc()
 
     @router.post("")
     async def submit(request: Request):

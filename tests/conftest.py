@@ -87,3 +87,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def require(*tools: str) -> None:
+    """Fail (never skip) when a prerequisite of `make test` named in the README is missing."""
+    import shutil
+
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not on PATH: `make test` needs it (README, 'Set up and run')")
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> None:
+    """The kubectl client, for `kubectl kustomize` (offline)."""
+    require("kubectl")

@@ -176,42 +176,52 @@ def test_spread_skill_by_hand():
 
 # ---- threshold skill -------------------------------------------------------------------------------
 
-def test_threshold_scores_by_hand():
+def contingency(f: xr.DataArray, o: xr.DataArray, threshold, below: bool = False) -> dict[str, np.ndarray]:
+    """`contingency_np` over the whole grid, summed over the leading (time) dimension."""
+    wm = m.region_weights(m.global_region(f.latitude.values, f.longitude.values), f.latitude.values)
+    order = [d for d in f.dims if d not in ("latitude", "longitude")] + ["latitude", "longitude"]
+    fa, oa = f.transpose(*order).values, o.transpose(*order).values
+    thr = threshold.broadcast_like(o).transpose(*order).values if isinstance(threshold, xr.DataArray) else threshold
+    if fa.ndim == 2:
+        fa, oa = fa[None], oa[None]
+    return {k: v[..., 0] for k, v in m.contingency_np(fa, oa, wm, thr, below=below).items()}
+
+
+def test_contingency_scores_by_hand():
     lat, lon = np.array([0.0]), np.arange(6.0)
     f = field([[5, 5, 5, 0, 0, 0]], lat, lon)
     o = field([[5, 0, 5, 5, 0, 0]], lat, lon)
-    out = m.threshold_scores(f, o, 1.0, time_dim="none")  # a=2 b=1 c=1 d=2
+    out = contingency(f, o, 1.0)  # a=2 b=1 c=1 d=2
     a, b, c, d = 2, 1, 1, 2
     a_r = (a + b) * (a + c) / 6
-    assert float(out.hit_rate) == pytest.approx(a / (a + c))
-    assert float(out.far) == pytest.approx(b / (a + b))
-    assert float(out.csi) == pytest.approx(a / (a + b + c))
-    assert float(out.ets) == pytest.approx((a - a_r) / (a + b + c - a_r))
-    none = m.threshold_scores(f, o, 100.0, time_dim="none")
-    assert np.isnan(float(none.csi))  # no event anywhere: undefined, not 0
+    assert float(out["hit_rate"]) == pytest.approx(a / (a + c))
+    assert float(out["far"]) == pytest.approx(b / (a + b))
+    assert float(out["csi"]) == pytest.approx(a / (a + b + c))
+    assert float(out["ets"]) == pytest.approx((a - a_r) / (a + b + c - a_r))
+    none = contingency(f, o, 100.0)
+    assert np.isnan(float(none["csi"]))  # no event anywhere: undefined, not 0
 
 
-def test_threshold_scores_match_scores_contingency_tables(pair):
+def test_contingency_scores_match_the_scores_package(pair):
     forecast, truth, _ = pair
     # equal area weights (latitudes ±5°), so the unweighted contingency table of `scores` applies
     lat = np.array([-5.0, 5.0])
     f = forecast.isel(latitude=[2, 4]).assign_coords(latitude=lat)
     o = truth.isel(latitude=[2, 4]).assign_coords(latitude=lat)
-    ours = m.threshold_scores(f, o, 0.5)
+    ours = contingency(f, o, 0.5)
     table = scores.categorical.BinaryContingencyManager(f >= 0.5, o >= 0.5).transform(preserve_dims=["lead_time"])
-    np.testing.assert_allclose(ours.hit_rate.values, table.hit_rate().values, rtol=1e-6)
-    np.testing.assert_allclose(ours.far.values, table.false_alarm_ratio().values, rtol=1e-6)
-    np.testing.assert_allclose(ours.csi.values, table.critical_success_index().values, rtol=1e-6)
-    np.testing.assert_allclose(ours.ets.values, table.equitable_threat_score().values, rtol=1e-6)
+    np.testing.assert_allclose(ours["hit_rate"], table.hit_rate().values, rtol=1e-6)
+    np.testing.assert_allclose(ours["far"], table.false_alarm_ratio().values, rtol=1e-6)
+    np.testing.assert_allclose(ours["csi"], table.critical_success_index().values, rtol=1e-6)
+    np.testing.assert_allclose(ours["ets"], table.equitable_threat_score().values, rtol=1e-6)
 
 
 def test_quantile_thresholds_are_local_and_below_counts_cold_extremes(pair):
     forecast, truth, _ = pair
     q = m.quantile_threshold(truth, 0.9, dim=["init_time", "lead_time"])
     assert q.dims == ("latitude", "longitude")
-    cold = m.threshold_scores(truth, truth, m.quantile_threshold(truth, 0.1, dim=["init_time", "lead_time"]),
-                              below=True)
-    np.testing.assert_allclose(cold.csi.values, 1.0)  # a perfect forecast catches every cold extreme
+    cold = contingency(truth, truth, m.quantile_threshold(truth, 0.1, dim=["init_time", "lead_time"]), below=True)
+    np.testing.assert_allclose(cold["csi"], 1.0)  # a perfect forecast catches every cold extreme
     with pytest.raises(DataError, match="quantile"):
         m.quantile_threshold(truth, 1.5)
 

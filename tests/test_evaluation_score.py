@@ -20,7 +20,8 @@ from model_code.evaluation.baselines import (
 )
 from model_code.evaluation.forecasts import open_forecasts, stack_forecasts
 from model_code.evaluation.hindcast import hindcast
-from model_code.evaluation.score import Scores, Threshold, better, evaluate, target_options, target_rows, targets
+from model_code.evaluation.regions import WHOLE_GRID
+from model_code.evaluation.score import Scores, Threshold, better, evaluate, target_options, targets
 from model_code.variants import build_model, get_variant, with_timestep
 
 HOURS = np.timedelta64(1, "h")
@@ -232,6 +233,22 @@ def test_scores_json_round_trip_and_ordering(truth, tmp_path):
         Scores.from_json(str(tmp_path / "bad.json"))
 
 
+def target_cells(scores: Scores, variant: str, baseline: str) -> list[dict]:
+    """Each target of `variant` at each of its leads: whether "model" beats `baseline` (None: a side lacks it)."""
+    rows = []
+    for t in targets(variant):
+        where = dict(variable=t.variable, metric=t.metric, level=t.level, threshold=t.threshold)
+        where = {k: v for k, v in where.items() if v is not None or k == "level"}
+        regions = (t.region,) if t.region else WHOLE_GRID
+        values = {f: {r["lead_hours"]: r["value"] for r in scores.select(forecast=f, **where) if r["region"] in regions}
+                  for f in ("model", baseline)}
+        for lead in t.lead_hours or sorted(set(values["model"]) | set(values[baseline])) or [None]:
+            a, b = values["model"].get(lead), values[baseline].get(lead)
+            rows.append({"target": t.label, "lead_hours": lead,
+                         "better": None if a is None or b is None else better(t.metric, a, b)})
+    return rows
+
+
 def test_medium_range_targets_compare_model_and_baseline_at_days_3_to_5():
     truth = synthetic_truth(n_times=40, step_hours=24)
     truth = truth.assign(z=(truth["t"] * 20).assign_attrs(units="m2 s-2"))
@@ -242,7 +259,7 @@ def test_medium_range_targets_compare_model_and_baseline_at_days_3_to_5():
     options = target_options("medium-range", truth)
     assert options["regions"] == ("global",)
     s = evaluate({"model": model, "persistence": pers}, truth, climatology=climatology(truth), **options)
-    rows = target_rows(s, "medium-range", "persistence")
+    rows = target_cells(s, "medium-range", "persistence")
     scored = [r for r in rows if r["better"] is not None]
     assert {r["lead_hours"] for r in scored} == {72.0, 96.0, 120.0}
     assert {r["target"] for r in scored} >= {"z500 rmse (whole grid)", "t850 acc (whole grid)",
@@ -310,5 +327,5 @@ def test_wave_targets_score_the_coastal_band_found_from_the_nan_over_land():
     assert options["regions"] == ("domain", "coastal")  # 40°S..40°N is not the globe
     scored = evaluate({"model": model, "persistence": persistence(truth, times[:3], leads(6, 12))}, truth,
                       metrics=("mae",), **options)
-    rows = target_rows(scored, "wave", "persistence")
+    rows = target_cells(scored, "wave", "persistence")
     assert rows and all(r["better"] is not None for r in rows)

@@ -9,8 +9,8 @@ import pytest
 import xarray as xr
 
 from conftest import GFS, GFS_WAVE
+from fields import area_weighted_mean
 from model_code.data.grid import (
-    area_weighted_mean,
     cell_areas,
     crop_to_patch,
     default_method,

@@ -11,7 +11,6 @@ import pickle
 import random
 import shutil
 from datetime import timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,17 +19,14 @@ import torch
 import xarray as xr
 
 from conftest import IFS_8_STEPS
+from model_code.data import lazy_fields as lazy_fields_module
 from model_code.data import loader as loader_module
 from model_code.data.ingest import Field, read_fields
-from model_code.data.loader import (
-    Sample,
-    WindowDataset,
-    collate,
-    make_loader,
-    pair_predictions,
-    split_by_time,
-)
+from model_code.data.loader import collate, make_loader
+from model_code.data.samples import Sample, pair_predictions
+from model_code.data.splits import split_by_time
 from model_code.data.synthetic import regular_grid, synthetic_dataarray, synthetic_window
+from model_code.data.windows import WindowDataset
 from model_code.errors import DataError
 from model_code.forecast import forecast_steps
 from model_code.variants import build_model, get_variant
@@ -138,7 +134,7 @@ def test_grib_netcdf_and_zarr_give_the_same_samples(dataset, files):
 
 
 def test_a_sample_reads_only_its_own_times(dataset, files, tmp_path, monkeypatch):
-    monkeypatch.setattr(loader_module, "READ_AHEAD_BYTES", 0)  # no read-ahead: see the next test
+    monkeypatch.setattr(lazy_fields_module, "READ_AHEAD_BYTES", 0)  # no read-ahead: see the next test
     # Zarr, one time per chunk: make every chunk that sample 0 does not use unreadable.
     store = tmp_path / "ifs.zarr"
     shutil.copytree(files.zarr, store)
@@ -183,7 +179,7 @@ def spy_reads(monkeypatch) -> list[tuple[str, int]]:
 def test_reads_ahead_within_its_byte_budget(dataset, files, monkeypatch):
     t = xr.open_dataset(files.nc).t
     per_time = t.nbytes // t.sizes["time"]
-    monkeypatch.setattr(loader_module, "READ_AHEAD_BYTES", 5 * per_time)
+    monkeypatch.setattr(lazy_fields_module, "READ_AHEAD_BYTES", 5 * per_time)
     selections = spy_reads(monkeypatch)
     fresh = WindowDataset.from_files([files.nc, files.surface], SPEC, validate=False, **OPTIONS)
     for i in range(3):
@@ -504,7 +500,7 @@ def test_building_a_loader_validates_first_and_stops_with_the_report(files, tmp_
 
 
 def test_the_slice_cache_stays_within_its_bound_and_drops_the_oldest_first():
-    from model_code.data.loader import _SliceCache
+    from model_code.data.lazy_fields import _SliceCache
 
     cache = _SliceCache(max_bytes=3 * 400)
     for i in range(5):

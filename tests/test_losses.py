@@ -17,20 +17,19 @@ from aurora.normalisation import scales
 from conftest import IFS_8_STEPS
 from model_code.data.batch import window_to_batch
 from model_code.data.ingest import read_fields
-from model_code.data.loader import WindowDataset, collate, pair_predictions
+from model_code.data.loader import collate
+from model_code.data.samples import pair_predictions
 from model_code.data.synthetic import synthetic_dataarray, synthetic_window
+from model_code.data.windows import WindowDataset
 from model_code.errors import ConfigError, DataError
-from model_code.training.losses import (
+from model_code.training.loss_config import (
     AURORA_ATMOS_WEIGHTS,
     AURORA_SURFACE_WEIGHTS,
-    DensityRecorder,
     LossConfig,
-    NonFiniteLoss,
-    build_loss,
     default_loss_config,
-    latitude_weights,
-    level_weights,
 )
+from model_code.training.loss_weights import latitude_weights, level_weights
+from model_code.training.losses import DensityRecorder, NonFiniteLoss, build_loss
 from model_code.variants import build_model, get_variant
 
 MEDIUM = get_variant("medium-range")

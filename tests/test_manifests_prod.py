@@ -38,7 +38,7 @@ SECRETS = {"aurora-s3", "aurora-mlflow-db"}
 POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+pytestmark = pytest.mark.usefixtures("kubectl")
 
 
 def kustomization_dirs() -> list[Path]:

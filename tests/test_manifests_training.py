@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -90,7 +89,7 @@ def test_numbers_in_strings_stay_strings_for_yaml_1_2_readers():
     assert "'8'" in text  # GPU count in resources, a string (Quantity) written quoted
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+@pytest.mark.usefixtures("kubectl")
 def test_kustomize_builds_the_training_and_tuning_manifests(tmp_path):
     for part in ("training", "tuning"):
         out = subprocess.run(["kubectl", "kustomize", str(ROOT / "manifests" / part)], capture_output=True,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,15 +20,15 @@ import yaml
 from jsonschema import Draft202012Validator
 from prometheus_client import REGISTRY
 
-import monitoring.metrics  # noqa: F401  (declares the aurora_live_*, aurora_drift_* series)
-import serving.metrics  # noqa: F401  (declares the aurora_request_* series)
+import monitoring.telemetry  # noqa: F401  (declares the aurora_live_*, aurora_drift_* series)
+import serving.telemetry  # noqa: F401  (declares the aurora_request_* series)
 from k8s_schemas import SCHEMAS, errors, strict
 
 ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "manifests" / "monitoring"
 CRDS = SCHEMAS / "monitoring.coreos.com"
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+pytestmark = pytest.mark.usefixtures("kubectl")
 
 
 @functools.cache

@@ -9,13 +9,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from aurora import rollout
 
 from model_code.checkpoint import load_checkpoint, save_checkpoint
 from model_code.data.batch import window_to_batch
 from model_code.data.synthetic import synthetic_window
 from model_code.errors import ConfigError, DataError
-from model_code.training.ensemble import OutputEnsemble, average_checkpoints, write_averaged_checkpoint
+from model_code.training.ensemble import average_checkpoints, write_averaged_checkpoint
 from model_code.training.losses import build_loss
 from model_code.training.optim import (
     OptimConfig,
@@ -30,7 +29,6 @@ from model_code.training.optim import (
 from model_code.variants import build_model, get_variant
 
 MEDIUM = get_variant("medium-range")
-WAVE = get_variant("wave")
 LEVELS = (500, 850)
 
 
@@ -314,42 +312,3 @@ def test_checkpoints_of_different_models_are_not_averaged(checkpoints, tmp_path)
         average_checkpoints([])
 
 
-def test_output_ensemble_is_the_mean_of_its_members(inputs):
-    members = [build_model(MEDIUM, "tiny", seed=s) for s in (0, 1, 2)]
-    ensemble = OutputEnsemble(members).eval()
-    with torch.no_grad():
-        mean = ensemble(inputs)
-        each = [m(inputs) for m in members]
-        for k in mean.surf_vars:
-            assert torch.allclose(mean.surf_vars[k], torch.stack([e.surf_vars[k] for e in each]).mean(0), atol=1e-5)
-        for k in mean.atmos_vars:
-            assert torch.allclose(mean.atmos_vars[k], torch.stack([e.atmos_vars[k] for e in each]).mean(0),
-                                  rtol=1e-6, atol=1e-3)
-        assert mean.metadata.time == each[0].metadata.time
-        steps = list(rollout(ensemble, inputs, 2))  # usable wherever one model is
-    assert len(steps) == 2 and steps[1].metadata.rollout_step == 2
-
-
-def test_output_ensemble_averages_wave_directions_on_the_circle():
-    members = [build_model(WAVE, "tiny", seed=s) for s in (0, 1)]
-    inputs = tiny_inputs(WAVE)
-    with torch.no_grad():
-        mean = OutputEnsemble(members).eval()(inputs)
-        each = [m(inputs) for m in members]
-    a, b = (torch.deg2rad(e.surf_vars["mwd"]) for e in each)
-    both = torch.isfinite(a) & torch.isfinite(b)
-    assert both.any()
-    expected = torch.rad2deg(torch.atan2(torch.sin(a) + torch.sin(b), torch.cos(a) + torch.cos(b))) % 360
-    got = mean.surf_vars["mwd"][both]
-    diff = torch.remainder(got - expected[both] + 180, 360) - 180
-    assert diff.abs().max() < 1e-3
-    # Where only one of two members sees a wave, half of them do: the pixel keeps its value.
-    sa, sb = (torch.isfinite(e.surf_vars["swh"]) for e in each)
-    assert (sa ^ sb).any()
-    assert torch.isfinite(mean.surf_vars["swh"][sa ^ sb]).all()
-    assert torch.isnan(mean.surf_vars["swh"][~sa & ~sb]).all()
-
-
-def test_members_must_be_the_same_kind_of_model():
-    with pytest.raises(DataError, match="not the same kind"):
-        OutputEnsemble([build_model(MEDIUM, "tiny"), build_model(WAVE, "tiny")])

@@ -14,7 +14,7 @@ from aurora import AuroraWave
 from aurora.normalisation import normalise_surf_var
 
 from conftest import GFS, GFS_WAVE, IFS_8_STEPS, SOIL_TYPE
-from model_code.data.grid import area_weighted_mean
+from fields import area_weighted_mean
 from model_code.data.ingest import read_fields
 from model_code.data.preprocess import (
     ANGLE_VARS,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
+import subprocess
 from importlib.metadata import distributions
 from pathlib import Path
 
@@ -48,6 +50,54 @@ def test_top_level_packages_import_only_the_layers_below_them():
             if imported_modules(p) & above:
                 upward[str(p.relative_to(ROOT))] = sorted(imported_modules(p) & above)
     assert upward == {}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_imports(path: Path, modules: set[str]) -> set[str]:
+    """Project modules `path` imports when it runs (lazy imports included; `if TYPE_CHECKING:` not)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                   for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        else:
+            continue
+        for name in names:
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name:
+                found.add(name)
+    return found
+
+
+def test_no_project_module_imports_itself_back_through_others():
+    paths = {_module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+    graph = {m: _runtime_imports(p, set(paths)) - {m} for m, p in paths.items()}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            m = todo.pop()
+            if m == goal:
+                return True
+            if m not in seen:
+                seen.add(m)
+                todo.extend(graph[m])
+        return False
+
+    circular = sorted(f"{m} -> {d}" for m, ds in graph.items() for d in ds if reaches(d, m))
+    assert circular == []
 
 
 def lock_pins() -> dict[str, str]:
@@ -105,3 +155,12 @@ def test_variable_doc_lists_every_catalogued_variable():
     doc = (ROOT / "docs" / "variables.md").read_text()
     for v in VARIABLES:
         assert f"| `{v.name}` | {v.kind} | `{v.dataset_name}` | {v.units} |" in doc
+
+
+def test_make_test_stops_naming_the_missing_prerequisites(tmp_path):
+    """Without kubectl and PostgreSQL's binaries the suite does not start (and so skips nothing)."""
+    (tmp_path / "make").symlink_to(shutil.which("make"))
+    done = subprocess.run(["make", "-s", "-C", str(ROOT), "test"], env={"PATH": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "make test needs on PATH: kubectl initdb pg_ctl" in done.stderr

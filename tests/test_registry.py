@@ -8,12 +8,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -22,7 +19,7 @@ import pytest
 import xarray as xr
 from mlflow import MlflowClient
 
-from conftest import GFS
+from conftest import GFS, require
 from model_code import storage
 from model_code.checkpoint import load_checkpoint, save_checkpoint
 from model_code.data.ingest import load_window
@@ -33,6 +30,7 @@ from model_code.variants import build_model, get_variant
 from adapters import gates as g
 from adapters import registry
 from serving import served
+from serving.process import free_port, wait_until_answers
 
 VARIANT = "medium-range"
 NAME = "aurora-medium-range"
@@ -474,20 +472,13 @@ def test_resolve_checkpoint_downloads_a_version_and_passes_other_uris(store, che
 # ---------------------------------------------------------------- the cluster's stores
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def postgres():
     """PostgreSQL 15 from initdb/pg_ctl on 127.0.0.1 (run as `postgres` when we are root)."""
-    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    require("initdb", "pg_ctl")
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     root = Path(tempfile.mkdtemp(prefix="auroraops-pg-"))  # not under pytest's root-only tmp dirs
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     if as_user:
         shutil.chown(root, "postgres")
     subprocess.run([*as_user, "initdb", "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8"],
@@ -504,7 +495,7 @@ def postgres():
 def tracking_server(postgres, bucket, s3_endpoint, tmp_path, monkeypatch):
     """`mlflow server` as on the cluster (manifests/base/mlflow.yaml): PostgreSQL store,
     artifacts in S3 behind the server's proxy, so clients need only the tracking URI."""
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres, "--serve-artifacts",
@@ -513,16 +504,12 @@ def tracking_server(postgres, bucket, s3_endpoint, tmp_path, monkeypatch):
         stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,  # its own group: uvicorn too
         env={**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                _stop(server)
-                pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    try:
+        wait_until_answers([f"{url}/health"], server, tmp_path / "server.log", timeout=90, name="mlflow server",
+                           interval=0.5)
+    except (RuntimeError, TimeoutError) as e:
+        _stop(server)
+        pytest.fail(f"mlflow server did not start: {e}")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
     yield url

@@ -263,7 +263,8 @@ def test_auroraops_predict_over_grpc_and_rest_writes_the_forecast(server, checkp
             capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         ds = xr.load_dataset(out)
-        assert ds.attrs["aurora_variant"] == "high-res"
+        assert ds.attrs["aurora_variant"] == "high-res" and ds.attrs["Conventions"] == "CF-1.10"
+        assert ds.lead_time.attrs["standard_name"] == "forecast_period"  # the layout of a local forecast
         served = httpx.get(f"{server.url}/v2/models/aurora-high-res").json()["versions"][0]
         assert ds.attrs["aurora_model_version"] == served and served.startswith("sha256:")
         assert f"model version {served}" in done.stdout

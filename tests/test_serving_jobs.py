@@ -13,7 +13,7 @@ import pytest
 
 from model_code.checkpoint import save_checkpoint
 from model_code.variants import build_model, get_variant
-from serving.jobs import JobManager
+from serving.jobs import JOB_STATE, MARKER, JobManager
 from serving.process import ServerProcess
 from test_serving import make_window
 
@@ -69,8 +69,8 @@ def test_job_reads_and_writes_s3_one_file_per_lead_time_with_a_marker(checkpoint
         state = wait(server, job_id, lambda s: s["status"] in ("succeeded", "failed"))
         assert state["status"] == "succeeded", state
         keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out/run1/")["Contents"])
-        assert keys == [f"out/run1/{n}" for n in ("_SUCCESS", "job.json", "step_001.nc", "step_002.nc", "step_003.nc")]
-        stored = json.loads(s3.get_object(Bucket=bucket, Key="out/run1/job.json")["Body"].read())
+        assert keys == [f"out/run1/{n}" for n in (MARKER, JOB_STATE, "step_001.nc", "step_002.nc", "step_003.nc")]
+        stored = json.loads(s3.get_object(Bucket=bucket, Key=f"out/run1/{JOB_STATE}")["Body"].read())
         assert stored["status"] == "succeeded" and stored["steps_done"] == 3
 
         bad = [({"inputs": ["http://example.org/x.nc"]}, "inputs[0]:"), ({"inputs": ["s3://"]}, "inputs[0]:"),
@@ -88,7 +88,7 @@ def test_job_reads_and_writes_s3_one_file_per_lead_time_with_a_marker(checkpoint
         state = wait(server, failing["job_id"], lambda s: s["status"] in ("succeeded", "failed"))
         assert state["status"] == "failed" and "not found" in state["error"]
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out/run3/")["Contents"]]
-        assert keys == ["out/run3/job.json"]  # no marker, no partial output
+        assert keys == [f"out/run3/{JOB_STATE}"]  # no marker, no partial output
         assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
     finally:
         server.stop()
@@ -109,9 +109,9 @@ def test_a_crash_mid_job_leaves_a_consistent_state_that_a_restart_finishes(check
     finally:
         server.stop()
 
-    state = json.loads((out / "job.json").read_text())
+    state = json.loads((out / JOB_STATE).read_text())
     assert state["status"] == "running" and state["attempts"] == 1
-    assert not (out / "_SUCCESS").exists()
+    assert not (out / MARKER).exists()
     written = sorted(p.name for p in out.glob("step_*.nc"))
     assert written == [f"step_{k:03d}.nc" for k in range(1, len(written) + 1)]  # whole files only; a step
     # killed mid-write is at most a hidden `.step_NNN.nc.tmp-*`, which the restarted job removes
@@ -120,10 +120,10 @@ def test_a_crash_mid_job_leaves_a_consistent_state_that_a_restart_finishes(check
     try:
         state = wait(restarted, job["job_id"], lambda s: s["status"] in ("succeeded", "failed"))
         assert state["status"] == "succeeded" and state["attempts"] == 2 and "resumed" in state["note"]
-        assert (out / "_SUCCESS").exists() and len(list(out.glob("step_*.nc"))) == 40
+        assert (out / MARKER).exists() and len(list(out.glob("step_*.nc"))) == 40
         assert not list(out.glob(".*tmp*"))
         cancelled = httpx.get(f"{restarted.url}/v1/models/{MODEL}/jobs/{cancel['job_id']}").json()
-        assert cancelled["status"] == "cancelled" and not (tmp_path / "cancelled" / "_SUCCESS").exists()
+        assert cancelled["status"] == "cancelled" and not (tmp_path / "cancelled" / MARKER).exists()
     finally:
         restarted.stop()
 
@@ -139,14 +139,14 @@ def test_a_job_interrupted_too_often_is_marked_failed_with_the_reason(checkpoint
              "request": {"inputs": [str(input_file)], "output_uri": str(out), "steps": 40, "init_time": None,
                          "history": None, "levels": None, "fill_missing": None, "format": "nc",
                          "idempotency_key": "j1"}}
-    (out / "job.json").write_text(json.dumps(state))
+    (out / JOB_STATE).write_text(json.dumps(state))
     (jobs / "j1.json").write_text(json.dumps({"job_id": "j1", "output_uri": str(out)}))
     manager = JobManager("medium-range", str(jobs), lambda: None, max_steps=40)
     manager.start()
     got = manager.state("j1")
     assert got.status == "failed" and "interrupted 3 time(s)" in got.error
-    assert json.loads((out / "job.json").read_text())["status"] == "failed"
-    assert not (out / "_SUCCESS").exists()
+    assert json.loads((out / JOB_STATE).read_text())["status"] == "failed"
+    assert not (out / MARKER).exists()
 
 
 # ---- resuming, and ids that outlive their outputs --------------------------------------------------
@@ -184,10 +184,10 @@ def test_a_job_killed_after_3_of_6_lead_times_resumes_at_lead_4_with_the_files_o
 
     killed = tmp_path / "killed"
     killed.mkdir()
-    record = json.loads((tmp_path / "whole" / "job.json").read_text())
+    record = json.loads((tmp_path / "whole" / JOB_STATE).read_text())
     record.update(job_id="killed", status="running", steps_done=3, files=record["files"][:3],
                   request={**record["request"], "output_uri": str(killed), "idempotency_key": "killed"})
-    (killed / "job.json").write_text(json.dumps(record))
+    (killed / JOB_STATE).write_text(json.dumps(record))
     for name in record["files"]:
         shutil.copy(tmp_path / "whole" / name, killed / name)
     written = {name: (killed / name).stat().st_mtime_ns for name in record["files"]}
@@ -247,7 +247,7 @@ def test_a_job_on_the_full_grid_writes_the_in_process_forecast(manager, tmp_path
     jobs.run(jobs.state(state.job_id))
     state = jobs.state(state.job_id)
     assert state.status == "succeeded" and state.steps_done == 2, state.error
-    assert (tmp_path / "out" / "_SUCCESS").exists()
+    assert (tmp_path / "out" / MARKER).exists()
 
     model = jobs.current().model
     predictions = list(forecast_steps(model, window_to_batch(window, spec), 2))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,13 +13,13 @@ from k8s_schemas import errors
 from kserve_schemas import graph_validator, isvc_validator, merge_patch
 from model_code.variants import VARIANTS, get_variant
 from serving import manifests
-from serving.rollout import canary_patch
+from serving.traffic import canary_patch
 from serving.served import ServedModel
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVING = ROOT / "manifests" / "serving"
 KUSTOMIZATIONS = sorted(p.parent for p in SERVING.rglob("kustomization.yaml"))
-needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+needs_kubectl = pytest.mark.usefixtures("kubectl")
 
 
 def kustomize(path: Path) -> list[dict]:

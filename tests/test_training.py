@@ -27,7 +27,7 @@ import xarray as xr
 
 from auroraops.cli import main
 from model_code.checkpoint import load_checkpoint
-from model_code.data import loader as loader_module
+from model_code.data import windows as windows_module
 from model_code.errors import ConfigError, DataError
 from model_code.training import (
     Callback,
@@ -42,7 +42,7 @@ from model_code.training import trainer as trainer_module
 from model_code.training.__main__ import main as train_main
 from model_code.training.config import config_from_dict
 from model_code.training.data import EpochSampler, open_data
-from model_code.training.losses import AURORA_SURFACE_WEIGHTS
+from model_code.training.loss_config import AURORA_SURFACE_WEIGHTS
 
 BASE = {
     "variant": "medium-range",
@@ -321,7 +321,7 @@ def test_a_rollout_longer_than_the_data_is_refused_from_the_time_axis_alone(hour
     def must_not_run(*args, **kwargs):
         raise AssertionError("ran before the rollout was checked against the data")
 
-    monkeypatch.setattr(loader_module, "validate_fields", must_not_run)
+    monkeypatch.setattr(windows_module, "validate_fields", must_not_run)
     monkeypatch.setattr(trainer_module, "build_model", must_not_run)
     with pytest.raises(ConfigError) as err:
         Trainer(make_config(hourly, tmp_path, {"rollout.curriculum": [[0, 1], [4, 30]]}))

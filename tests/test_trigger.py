@@ -19,7 +19,7 @@ from model_code.evaluation.metrics import mae, rmse
 from monitoring.faults import frozen
 from monitoring.live_skill import SkillRecord, SkillRule, append_store, judge, update
 from monitoring.policy import (COOLDOWN, HANDLED, NO_DRIFT, PENDING, SUBMIT_FAILED, SUBMITTED, TRIGGER,
-                               DriftPolicy, PolicyState, decide)
+                               DriftPolicy, PolicyState, decide_window)
 from monitoring.summaries import summarise
 from monitoring.trigger import Retry, check
 
@@ -78,7 +78,7 @@ def test_policy_fires_once_per_episode_and_honours_the_cooldown():
     state, policy = PolicyState("medium-range"), DriftPolicy(sustained_windows=2, cooldown=timedelta(hours=24))
 
     def step(hours, drifted, window, skill=False):
-        return decide(state, policy, drifted=drifted, window=window, evidence={"drifted": drifted},
+        return decide_window(state, policy, drifted=drifted, window=window, evidence={"drifted": drifted},
                       now=T0 + timedelta(hours=hours), skill_degraded=skill)
 
     assert step(0, False, "w0").action == NO_DRIFT
@@ -248,7 +248,7 @@ def test_live_skill_reads_the_outputs_of_a_finished_forecast_job(tmp_path):
 
     from model_code.data.synthetic import synthetic_window
     from model_code.variants import build_model, get_variant
-    from serving.jobs import JobManager
+    from serving.jobs import JOB_STATE, JobManager
     from serving.served import Loaded, ServedModel
 
     spec = get_variant("medium-range")
@@ -267,7 +267,7 @@ def test_live_skill_reads_the_outputs_of_a_finished_forecast_job(tmp_path):
     with pytest.raises(DataError, match="is queued, not succeeded"):
         update([str(out)], [str(data)])
     jobs.run(state)
-    assert json.loads((out / "job.json").read_text())["status"] == "succeeded"
+    assert json.loads((out / JOB_STATE).read_text())["status"] == "succeeded"
 
     records = update([str(out)], [str(data)], store=str(tmp_path / "skill.jsonl"), variables=["t2m", "t"])
     assert {(r.variable, r.lead_hours) for r in records} == {("t2m", 6.0), ("t2m", 12.0), ("t", 6.0), ("t", 12.0)}
@@ -296,7 +296,7 @@ def test_policy_state_lives_on_s3(bucket):
     uri = f"s3://{bucket}/monitoring/state-wave.json"
     state = PolicyState.load(uri, "wave")  # none yet: a fresh state
     assert state.episodes == [] and state.decisions == []
-    decide(state, DriftPolicy(), drifted=True, window="w1", evidence={"share": 0.6}, now=T0)
+    decide_window(state, DriftPolicy(), drifted=True, window="w1", evidence={"share": 0.6}, now=T0)
     state.save(uri)
     back = PolicyState.load(uri, "wave")
     assert back.open_episode is not None and back.open_episode.windows == ["w1"]

@@ -9,7 +9,7 @@ import json
 import re
 import threading
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import SimpleNamespace
 
 import optuna
@@ -19,11 +19,13 @@ import yaml
 from aurora import Batch, Metadata
 
 from k8s_schemas import errors, katib_validator
+from kube_api import JsonApiHandler
 from model_code.errors import ConfigError
 from model_code.training.callbacks import MetricLines
 from model_code.training.config import load_config
 from model_code.training.entry import add_arguments, config_from_args
-from model_code.training.losses import build_loss, default_loss_config
+from model_code.training.loss_config import default_loss_config
+from model_code.training.losses import build_loss
 from model_code.training.search_space import Param, search_space, suggest, to_overrides, tuning_score
 from model_code.variants import get_variant
 from model_code.training.search_space import OBJECTIVE
@@ -219,23 +221,12 @@ def test_katib_rules_beyond_the_schema_are_checked():
 # Creating and awaiting an Experiment through the Kubernetes API
 
 
-class _KatibApi(BaseHTTPRequestHandler):
+class _KatibApi(JsonApiHandler):
     """The few Kubernetes API routes the client uses, answering from `server.state`.
 
     POSTed Experiments are validated against Katib's strict schema (422 otherwise); each GET
     returns the stored object with the next scripted status.
     """
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_POST(self):
         state = self.server.state

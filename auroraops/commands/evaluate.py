@@ -211,7 +211,7 @@ def _hindcast_config(args, checkpoint: str):
 
 def _explain(args, result):
     """The explanation of one model step from the hindcast's first init window."""
-    from model_code.data.loader import WindowDataset
+    from model_code.data.windows import WindowDataset
     from model_code.evaluation.explain import explain
     from model_code.variants import with_timestep
 

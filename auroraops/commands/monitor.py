@@ -137,7 +137,7 @@ def run_drift(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from monitoring import metrics
+    from monitoring import telemetry
     from monitoring.live_skill import SkillRule
     from monitoring.policy import SUBMIT_FAILED, DriftPolicy
     from monitoring.trigger import Retry, check, cluster_submitter, local_submitter
@@ -153,12 +153,12 @@ def run_check(args: argparse.Namespace) -> int:
     )
     print(result.describe())
     if args.pushgateway:
-        metrics.push(args.pushgateway, "aurora-monitor-check", args.variant)
+        telemetry.push(args.pushgateway, "aurora-monitor-check", args.variant)
     return 1 if result.decision.action == SUBMIT_FAILED else 0
 
 
 def run_skill(args: argparse.Namespace) -> int:
-    from monitoring import metrics
+    from monitoring import telemetry
     from monitoring.live_skill import update
 
     records = update(args.forecast, args.truth, store=args.store, variables=args.variables)
@@ -172,5 +172,5 @@ def run_skill(args: argparse.Namespace) -> int:
         print(f"{len(records)} record(s) appended to {args.store}")
     if args.pushgateway:
         for variant in sorted({r.variant for r in records}):
-            metrics.push(args.pushgateway, "aurora-monitor-skill", variant)
+            telemetry.push(args.pushgateway, "aurora-monitor-skill", variant)
     return 0

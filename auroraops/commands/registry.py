@@ -97,7 +97,7 @@ def run_rollback(args: argparse.Namespace) -> int:
 def _follow_alias(args: argparse.Namespace, uri: str) -> None:
     """Make what the cluster serves follow the alias: print the rollout, or with --apply do it."""
     from auroraops.commands.rollout import print_status, resolved, rollout_of
-    from serving.rollout import kubectl_deploy
+    from serving.traffic import kubectl_deploy
 
     model = resolved(uri)
     if args.apply:

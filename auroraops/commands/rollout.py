@@ -122,7 +122,7 @@ def rollout_of(args: argparse.Namespace):
     from kubernetes import client, config
 
     from adapters.cluster import api_client
-    from serving.rollout import Rollout
+    from serving.traffic import Rollout
 
     if args.kubeconfig:
         api = config.new_client_from_config(config_file=args.kubeconfig, context=args.context)
@@ -150,15 +150,16 @@ def print_status(state, args: argparse.Namespace) -> None:
 
 def _decide(args: argparse.Namespace) -> int:
     from model_code.errors import DataError
-    from serving.canary_decision import Rule, Target, decide, load_ops, load_skill, table
+    from serving.canary_decision import Rule, Target, canary_decision, load_ops, load_skill, table
 
     if not args.skill:
         raise DataError("rollout decide needs --skill FILE.json ...")
     rule = Rule(metric=args.metric, margin=args.margin, min_cases=args.min_cases)
     canary_ops, stable_ops = load_ops(args.ops) if args.ops else (None, None)
     targets = [Target.parse(t) for t in args.target] if args.target else None
-    decision = decide(load_skill(args.skill), rule, canary=args.canary_forecast, stable=args.stable_forecast,
-                      targets=targets, canary_ops=canary_ops, stable_ops=stable_ops)
+    decision = canary_decision(load_skill(args.skill), rule, canary=args.canary_forecast,
+                               stable=args.stable_forecast, targets=targets, canary_ops=canary_ops,
+                               stable_ops=stable_ops)
     print(json.dumps(decision.to_dict(), indent=2) if args.json else table(decision, rule.metric))
     if args.apply and decision.action in ("promote", "rollback"):
         rollout = rollout_of(args)

@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
     k.add_argument("--submit", action="store_true", help="create them on the cluster of the kubeconfig")
     k.add_argument("--wait", action="store_true", help="with --submit: wait for the Experiment to finish")
     k.add_argument("--namespace", default="default", help="namespace (default: %(default)s)")
-    k.add_argument("--image", help="image with this project (default: aurora-mlops:dev)")
+    k.add_argument("--image", help="image with this project (default: the published project image)")
     k.add_argument("--parallel", type=int, default=4, help="trials at once (default: %(default)s)")
     k.add_argument("--algorithm", default="tpe", help="Katib suggestion algorithm (default: %(default)s)")
     k.add_argument("--gpus", type=int, default=1, help="GPUs per trial (default: %(default)s)")
@@ -87,13 +87,14 @@ def run(args: argparse.Namespace) -> int:
 def _katib(args: argparse.Namespace, cfg: TrainConfig) -> int:
     from model_code.training.config import with_overrides
     from adapters.katib import tuning_objects
-    from adapters.trainjob import DEFAULT_IMAGE, Resources, to_yaml
+    from adapters import IMAGE
+    from adapters.trainjob import Resources, to_yaml
 
     with_overrides(cfg, {"checkpoint.out_dir": args.trial_out})  # the trials' --set must load too
     gpus = Resources(num_nodes=1, gpus_per_node=args.gpus, cpu=str(8 * max(args.gpus, 1)),
                      memory=f"{64 * max(args.gpus, 1)}Gi", shm="8Gi")
     cm, experiment = tuning_objects(
-        cfg, namespace=args.namespace, image=args.image or DEFAULT_IMAGE,
+        cfg, namespace=args.namespace, image=args.image or IMAGE,
         max_trials=args.trials, parallel=min(args.parallel, args.trials), max_failed=min(3, args.trials),
         algorithm=args.algorithm, seed=args.seed, resources=gpus, out_dir=args.trial_out,
         data_claim=args.data_claim, runs_claim=args.runs_claim)

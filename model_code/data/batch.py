@@ -58,26 +58,40 @@ def fields_to_batch(fields: Mapping[str, np.ndarray], lat: np.ndarray, lon: np.n
     )
 
 
-def forecast_to_dataset(
+def predictions_to_dataset(
     predictions: Sequence[Batch], spec: VariantSpec, init_time: np.datetime64, attrs: dict | None = None
 ) -> xr.Dataset:
     """One CF dataset from the per-step predictions of a rollout (batch element 0)."""
     first = predictions[0]
-    lat = first.metadata.lat.cpu().numpy().astype("float64")
-    lon = first.metadata.lon.cpu().numpy().astype("float64")
-    valid = np.array([np.datetime64(p.metadata.time[0], "ns") for p in predictions])
+    fields = {}
+    for v in spec.outputs():
+        source = "surf_vars" if v.kind == "surface" else "atmos_vars"
+        fields[v.dataset_name] = np.stack(
+            [getattr(p, source)[v.name][0, 0].detach().float().cpu().numpy() for p in predictions])
+    return forecast_dataset(
+        fields, spec, init_time, [np.datetime64(p.metadata.time[0], "ns") for p in predictions],
+        first.metadata.lat.cpu().numpy(), first.metadata.lon.cpu().numpy(), first.metadata.atmos_levels, attrs)
+
+
+def forecast_dataset(
+    fields: Mapping[str, np.ndarray], spec: VariantSpec, init_time: np.datetime64, valid_times: Sequence,
+    lat: np.ndarray, lon: np.ndarray, levels: Sequence[float], attrs: Mapping | None = None,
+) -> xr.Dataset:
+    """The CF dataset of a forecast, from its (time, [level], lat, lon) fields by dataset name:
+    one layout for forecasts made here, by a job or received from the predictor, so readers
+    (scoring, resuming a job) need not tell them apart."""
+    valid = np.array([np.datetime64(t, "ns") for t in valid_times])
     init = np.datetime64(init_time, "ns")
 
     data_vars = {}
     for v in spec.outputs():
-        source = "surf_vars" if v.kind == "surface" else "atmos_vars"
-        steps = [getattr(p, source)[v.name][0, 0].detach().float().cpu().numpy() for p in predictions]
         dims = ("time", "latitude", "longitude") if v.kind == "surface" else (
             "time", "level", "latitude", "longitude")
         attrs_v = {"units": v.units, "long_name": v.long_name, "aurora_name": v.name}
         if v.standard_name:
             attrs_v["standard_name"] = v.standard_name
-        data_vars[v.dataset_name] = xr.DataArray(np.stack(steps).astype("float32"), dims=dims, attrs=attrs_v)
+        data_vars[v.dataset_name] = xr.DataArray(np.asarray(fields[v.dataset_name], dtype="float32"), dims=dims,
+                                                 attrs=attrs_v)
 
     ds = xr.Dataset(
         data_vars,
@@ -85,15 +99,17 @@ def forecast_to_dataset(
             "time": ("time", valid, {"standard_name": "time", "long_name": "valid time"}),
             "lead_time": ("time", valid - init, {"standard_name": "forecast_period", "long_name": "lead time"}),
             "forecast_reference_time": ((), init, {"standard_name": "forecast_reference_time"}),
-            "level": ("level", np.asarray(first.metadata.atmos_levels, dtype="float64"),
+            "level": ("level", np.array(levels, dtype="float64"),
                       {"units": "hPa", "standard_name": "air_pressure", "positive": "down", "axis": "Z"}),
-            "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude", "axis": "Y"}),
-            "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude", "axis": "X"}),
+            "latitude": ("latitude", np.array(lat, dtype="float64"),
+                         {"units": "degrees_north", "standard_name": "latitude", "axis": "Y"}),
+            "longitude": ("longitude", np.array(lon, dtype="float64"),
+                          {"units": "degrees_east", "standard_name": "longitude", "axis": "X"}),
         },
     )
     ds.attrs.update(
         Conventions="CF-1.10",
-        title=f"{spec.title}: {len(predictions)}-step forecast from {str(init)[:16]}",
+        title=f"{spec.title}: {len(valid)}-step forecast from {str(init)[:16]}",
         aurora_variant=spec.name,
         aurora_model_class=spec.class_name,
         **(attrs or {}),
@@ -102,7 +118,7 @@ def forecast_to_dataset(
 
 
 def dataset_to_prediction(ds: xr.Dataset, spec: VariantSpec, step: int = 0) -> Batch:
-    """Step `step` of a forecast dataset (`forecast_to_dataset`'s layout) as the prediction
+    """Step `step` of a forecast dataset (`forecast_dataset`'s layout) as the prediction
     `Batch` it was made from: what `forecast.forecast_steps(done=...)` continues a forecast from."""
     one = ds.isel(time=step)
 

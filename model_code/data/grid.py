@@ -158,14 +158,6 @@ def _fallback_step(axis: np.ndarray, other: np.ndarray) -> float | None:
     return _step(other) if len(other) > 1 else None
 
 
-def area_weighted_mean(da: xr.DataArray) -> xr.DataArray:
-    """Mean over latitude and longitude weighted by cell area, ignoring NaN cells."""
-    lat, lon = _axes_of(da)
-    w = xr.DataArray(cell_areas(lat, lon), dims=("latitude", "longitude"))
-    valid = da.notnull()
-    return (da.fillna(0) * w).sum(("latitude", "longitude")) / (w * valid).sum(("latitude", "longitude"))
-
-
 # --------------------------------------------------------------------------------------
 # Conservative remapping
 

@@ -36,6 +36,7 @@ from aurora.normalisation import level_to_str, locations, scales
 from einops import rearrange
 
 from model_code.data.batch import window_to_batch
+from model_code.data.grid import cell_areas
 from model_code.errors import DataError
 from model_code.variables import variable
 from model_code.variants import VariantSpec
@@ -43,7 +44,7 @@ from model_code.variants import VariantSpec
 __all__ = [
     "AttentionMap",
     "Explanation",
-    "Region",
+    "LatLonBox",
     "capture_attention",
     "explain",
     "gradient_x_input",
@@ -51,7 +52,7 @@ __all__ = [
     "save_figures",
 ]
 
-Region = tuple[float, float, float, float]
+LatLonBox = tuple[float, float, float, float]
 """A box (lat_min, lat_max, lon_min, lon_max) in degrees, longitudes in [0, 360)."""
 
 OcclusionMode = Literal["mean", "zero"]
@@ -159,9 +160,9 @@ def _rms(d: torch.Tensor) -> torch.Tensor:
 # Gradients
 
 
-def _region_mask(lat: torch.Tensor, lon: torch.Tensor, region: Region | None) -> torch.Tensor:
-    """(h, w) cell-area weights (cos latitude) inside `region`, normalised to sum 1."""
-    weights = torch.cos(torch.deg2rad(lat.double()))[:, None].expand(len(lat), len(lon)).clone()
+def _region_mask(lat: torch.Tensor, lon: torch.Tensor, region: LatLonBox | None) -> torch.Tensor:
+    """(h, w) cell-area weights (`grid.cell_areas`) inside `region`, normalised to sum 1."""
+    weights = torch.from_numpy(cell_areas(lat.detach().cpu().double().numpy(), lon.detach().cpu().double().numpy()))
     if region is not None:
         lat_min, lat_max, lon_min, lon_max = region
         inside_lat = (lat >= lat_min) & (lat <= lat_max)
@@ -192,7 +193,7 @@ class Gradients:
     kinds: dict[str, str]
 
 
-def _gradients(model: Aurora, batch: Batch, output: str, level: float | None, region: Region | None) -> Gradients:
+def _gradients(model: Aurora, batch: Batch, output: str, level: float | None, region: LatLonBox | None) -> Gradients:
     levels = batch.metadata.atmos_levels
     leaves: dict[str, torch.Tensor] = {}
     kinds: dict[str, str] = {}
@@ -373,7 +374,7 @@ class Explanation:
     """(input,) signed sum of x_n dJ/dx_n."""
     maps: xr.Dataset
     """`<input>_gradient_x_input` and `<input>_saliency` shaped like the input window."""
-    region: Region | None
+    region: LatLonBox | None
     attention: list[AttentionMap] = field(default_factory=list)
 
     def summary(self) -> dict:
@@ -400,7 +401,7 @@ def explain(
     *,
     output: str | None = None,
     level: float | None = None,
-    region: Region | None = None,
+    region: LatLonBox | None = None,
     occlusion_mode: OcclusionMode = "mean",
     attention: bool = True,
 ) -> Explanation:

@@ -1,6 +1,6 @@
 """Hindcasts: forecasts from several initialisation times of real data, with the truth they verify against.
 
-The windows come from the training loader (`data.loader.WindowDataset`), so a hindcast
+The windows come from the training loader (`data.windows.WindowDataset`), so a hindcast
 cuts its inputs exactly as training and `auroraops forecast` do: the same grid crop, the
 same levels, the same fills, the same data step (`timestep_hours`, e.g. 1 h on hourly
 ERA5). Variables filled in the inputs (`fill_missing_dynamic`) have no truth and are left
@@ -17,7 +17,7 @@ import xarray as xr
 from aurora import Aurora
 
 from model_code.data.ingest import FillMode
-from model_code.data.loader import WindowDataset
+from model_code.data.windows import WindowDataset
 from model_code.errors import DataError
 from model_code.evaluation.forecasts import on_forecast_points, stack_forecasts
 from model_code.forecast import forecast

@@ -28,6 +28,7 @@ import numpy as np
 import xarray as xr
 
 from model_code.errors import DataError
+from model_code.data.grid import cell_edges
 
 LAT, LON = "latitude", "longitude"
 TIME = "init_time"
@@ -41,22 +42,14 @@ CATEGORICAL = ("hit_rate", "far", "csi", "ets")
 # ---- weights --------------------------------------------------------------------------------
 
 def area_weights(latitude) -> xr.DataArray:
-    """Cell-area latitude weights, mean 1: ``w_j ∝ sin(φ_j + Δφ_j/2) − sin(φ_j − Δφ_j/2)``.
-
-    Cell bounds are the midpoints between neighbouring latitudes (half a spacing beyond
-    the first and last), clipped to ±90°, so a grid that includes the poles gives them the
-    small polar cap they represent rather than zero.
-    """
+    """Cell-area latitude weights, mean 1 (`grid.cell_edges`: a pole row weighs its polar cap, not zero)."""
     lat = np.asarray(latitude, dtype="float64")
     if lat.ndim != 1 or not len(lat):
         raise DataError(f"latitude must be a non-empty 1-D coordinate; got shape {lat.shape}")
     if len(lat) == 1:
         w = np.ones(1)
     else:
-        mid = (lat[1:] + lat[:-1]) / 2
-        edges = np.concatenate([[2 * lat[0] - mid[0]], mid, [2 * lat[-1] - mid[-1]]])
-        edges = np.clip(edges, -90.0, 90.0)
-        w = np.abs(np.sin(np.deg2rad(edges[1:])) - np.sin(np.deg2rad(edges[:-1])))
+        w = np.abs(np.diff(np.sin(np.deg2rad(cell_edges(lat, clip=90.0)))))
         if not w.sum() > 0:
             raise DataError(f"latitudes {lat[0]}..{lat[-1]} span no area")
         w = w / w.mean()
@@ -340,24 +333,6 @@ def _ensemble(metric, forecast, truth, regions, time_dim):
     regs = _regions_or_global(regions, forecast)
     values = ensemble_np(f, o, region_weights(regs, forecast[LAT].values), [metric])[metric]
     return _squeeze(_wrap(values, forecast, dims, regs, metric, time_dim), regions)
-
-
-def threshold_scores(forecast: xr.DataArray, truth: xr.DataArray, threshold: float | xr.DataArray, *,
-                     below: bool = False, regions: xr.DataArray | None = None,
-                     time_dim: str = TIME) -> xr.Dataset:
-    """Hit rate, false-alarm ratio, CSI and ETS of events ``x >= threshold`` (see `contingency_np`).
-
-    `threshold` is a number or a field that broadcasts against the truth (e.g. a local
-    quantile from `quantile_threshold`).
-    """
-    dims, f, o = _arrays(forecast, truth, time_dim)
-    regs = _regions_or_global(regions, forecast)
-    thr = threshold
-    if isinstance(threshold, xr.DataArray):
-        thr = threshold.broadcast_like(truth).transpose(*dims).values
-        thr = thr[None] if time_dim not in dims else thr
-    out = contingency_np(f, o, region_weights(regs, forecast[LAT].values), thr, below=below)
-    return xr.Dataset({k: _squeeze(_wrap(out[k], forecast, dims, regs, k, time_dim), regions) for k in CATEGORICAL})
 
 
 def quantile_threshold(truth: xr.DataArray, q: float, dim: str | Iterable[str] = "time") -> xr.DataArray:

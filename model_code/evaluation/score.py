@@ -481,29 +481,3 @@ def target_options(variant: str, grid: xr.Dataset | None = None) -> dict:
     if variant == "air-pollution":
         options["log_floors"] = LOG_FLOORS
     return options
-
-
-def target_rows(scores: Scores, variant: str, baseline: str, model: str | None = None) -> list[dict]:
-    """Each target at each lead: model value, `baseline` value and whether the model is better.
-
-    Cells either side lacks (not forecast, excluded, lead not scored) have ``better`` None
-    and are not counted as improvements; the caller decides what an empty row means.
-    """
-    model = model or (scores.forecasts() or [None])[0]
-    rows = []
-    for t in targets(variant):
-        where = dict(variable=t.variable, metric=t.metric, level=t.level)
-        if t.region:
-            where["region"] = t.region
-        if t.threshold:
-            where["threshold"] = t.threshold
-        regions = (t.region,) if t.region else WHOLE_GRID
-        mine = {r["lead_hours"]: r["value"] for r in scores.select(forecast=model, **where) if r["region"] in regions}
-        theirs = {r["lead_hours"]: r["value"] for r in scores.select(forecast=baseline, **where)
-                  if r["region"] in regions}
-        leads = t.lead_hours if t.lead_hours is not None else sorted(set(mine) | set(theirs))
-        for lead in leads or [None]:
-            a, b = mine.get(lead), theirs.get(lead)
-            rows.append({"target": t.label, "lead_hours": lead, "model": a, "baseline": b,
-                         "better": None if a is None or b is None else better(t.metric, a, b)})
-    return rows

@@ -20,7 +20,7 @@ import yaml
 from model_code.data.fill_modes import FillMode
 from model_code.errors import ConfigError, DataError
 from model_code.storage import write_atomic
-from model_code.training.losses import LossConfig, default_loss_config
+from model_code.training.loss_config import LossConfig, default_loss_config
 from model_code.training.optim import OptimConfig, ScheduleConfig
 from model_code.training.schema import from_dict, set_dotted, to_dict
 from model_code.variants import PROFILES, VariantSpec, get_variant, with_history, with_timestep
@@ -152,7 +152,7 @@ class TrainConfig:
     """The data's natural step (e.g. 1 for hourly ERA5); default the variant's (6 h, 12 h)."""
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig | None = None
-    """Default: the variant's own (`losses.default_loss_config`)."""
+    """Default: the variant's own (`loss_config.default_loss_config`)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -174,11 +174,6 @@ class TrainConfig:
         spec = with_timestep(_variant(self.variant), None if hours is None else timedelta(hours=hours))
         history = self.model.get("max_history_size")
         return with_history(spec, history) if isinstance(history, int) else spec
-
-    @property
-    def max_lead(self) -> int:
-        """Most model steps after initialisation any sample needs a target for."""
-        return max(self.rollout.longest, *self.early_stopping.lead_steps)
 
     def validate(self) -> TrainConfig:
         """Raise `ConfigError` naming the first key whose value cannot work; return self."""

@@ -16,7 +16,11 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from model_code.data.ingest import Provenance
-from model_code.data.loader import WindowDataset, common_times, make_loader, open_fields
+from model_code.data.lazy_fields import open_fields
+from model_code.data.loader import make_loader
+from model_code.data.sample_layout import common_times
+from model_code.data.window_checks import dynamic_variables
+from model_code.data.windows import WindowDataset
 from model_code.errors import ConfigError, DataError
 from model_code.training.config import TrainConfig
 from model_code.variants import VariantSpec
@@ -53,7 +57,7 @@ class TrainData:
         times = np.unique(history.ravel())
         times = times[np.unique(np.linspace(0, len(times) - 1, min(max_times, len(times))).round().astype(int))]
         filled = {v.dataset_name for v in ds.filled_dynamic}
-        fields = {v.dataset_name: ds._fields[v.dataset_name] for v in ds._dynamic_variables()
+        fields = {v.dataset_name: ds._fields[v.dataset_name] for v in dynamic_variables(ds.spec)
                   if v.kind == "surface" and v.dataset_name not in filled}
         lat, lon = next(iter(fields.values())).grid
         data = xr.Dataset({k: f.values(time=times).variable for k, f in fields.items()},

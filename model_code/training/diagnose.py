@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from model_code.data.loader import Sample
+from model_code.data.samples import Sample
 from model_code.errors import DataError
 from model_code.variables import variable
 

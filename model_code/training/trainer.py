@@ -26,7 +26,7 @@ import torch
 from aurora import Aurora
 
 from model_code.checkpoint import load_weights, save_checkpoint
-from model_code.data.loader import Sample, pair_predictions
+from model_code.data.samples import Sample, pair_predictions
 from model_code.errors import DataError
 from model_code.training import state as run_state
 from model_code.training.callbacks import Callback, CallbackList, JsonLinesLog, ProgressBar

@@ -14,7 +14,7 @@ from model_code.errors import DataError
 from model_code.variables import VARIABLES, variable
 from model_code.data.preprocess.period import _as_dataset, _training
 from model_code.data.preprocess.angles import ANGLE_VARS, _angles_present, angles_to_sincos
-from model_code.data.preprocess.climatology import climatology, deseasonalise
+from model_code.data.preprocess.climatology import deseasonalise
 
 
 MAD_TO_SIGMA = 1.4826

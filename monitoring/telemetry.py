@@ -1,4 +1,4 @@
-"""Prometheus metrics of monitoring, declared once (default registry, beside `serving.metrics`).
+"""Prometheus metrics of monitoring, declared once (default registry, beside `serving.telemetry`).
 
 Live skill (`aurora_live_*`) is set by `monitoring.live_skill`; drift and the retrain
 trigger (`aurora_drift_*`, `aurora_retrain_*`) by `monitoring.trigger`. A long-running

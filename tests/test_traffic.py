@@ -9,7 +9,7 @@ import copy
 import json
 import threading
 from pathlib import Path
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -17,10 +17,11 @@ import pytest
 
 from k8s_schemas import errors
 from kserve_schemas import isvc_validator, merge_patch
+from kube_api import JsonApiHandler
 from model_code.errors import DataError
 from serving import manifests
-from serving.canary_decision import Ops, Rule, Target, decide, load_skill
-from serving.rollout import Rollout, canary_patch, deploy_patch, promote_patch, rollback_patch, status_of
+from serving.canary_decision import Ops, Rule, Target, canary_decision, load_skill
+from serving.traffic import Rollout, canary_patch, deploy_patch, promote_patch, rollback_patch, status_of
 from serving.served import ServedModel
 
 
@@ -45,20 +46,9 @@ STATUS = {
 }
 
 
-class _KubeApi(BaseHTTPRequestHandler):
+class _KubeApi(JsonApiHandler):
     """GET and PATCH (merge patch) of InferenceServices; a patched object that fails the CRD's
     strict schema is refused with 422, a stale resourceVersion with 409."""
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _status(self, code: int, message: str) -> None:
         self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "message": message})
@@ -410,51 +400,51 @@ def _records(n: int, factor: float, noise: float = 0.01, seed: int = 1) -> list[
 
 
 def test_a_canary_as_good_or_better_is_promoted():
-    decision = decide(_records(12, 0.97))
+    decision = canary_decision(_records(12, 0.97))
     assert decision.action == "promote"
     assert [e.verdict for e in decision.targets] == ["better", "better"]
     assert decision.targets[0].change == pytest.approx(-0.03, abs=0.01)
     assert "judged on skill alone" in decision.reasons[-1]
-    assert decide(_records(12, 1.005)).action == "promote"  # within the 2 % margin
+    assert canary_decision(_records(12, 1.005)).action == "promote"  # within the 2 % margin
 
 
 def test_a_canary_clearly_worse_is_rolled_back():
-    decision = decide(_records(12, 1.10))
+    decision = canary_decision(_records(12, 1.10))
     assert decision.action == "rollback"
     assert {e.verdict for e in decision.targets} == {"worse"}
     assert "worse than the stable version by more than 2.0%" in decision.reasons[0]
 
 
 def test_too_few_cases_or_a_straddled_margin_hold():
-    few = decide(_records(5, 0.9))
+    few = canary_decision(_records(5, 0.9))
     assert few.action == "hold" and "5 verified forecasts, need 10" in few.reasons[0]
-    noisy = decide(_records(12, 1.02, noise=0.15, seed=3))
+    noisy = canary_decision(_records(12, 1.02, noise=0.15, seed=3))
     assert noisy.action == "hold"
     assert any("straddle the 2.0% margin" in r for r in noisy.reasons)
-    missing = decide(_records(12, 0.9), targets=[Target("z", 500.0, 120.0), Target("msl", None, 72.0)])
+    missing = canary_decision(_records(12, 0.9), targets=[Target("z", 500.0, 120.0), Target("msl", None, 72.0)])
     assert missing.action == "hold" and any("msl +72h: 0 verified forecasts" in r for r in missing.reasons)
 
 
 def test_operational_figures_gate_promotion():
     good = _records(12, 0.97)
     stable = Ops(requests=5000, errors=5, latency_p95_s=2.0)
-    assert decide(good, canary_ops=Ops(600, 1, 2.1), stable_ops=stable).action == "promote"
-    errs = decide(good, canary_ops=Ops(600, 12, 2.1), stable_ops=stable)
+    assert canary_decision(good, canary_ops=Ops(600, 1, 2.1), stable_ops=stable).action == "promote"
+    errs = canary_decision(good, canary_ops=Ops(600, 12, 2.1), stable_ops=stable)
     assert errs.action == "rollback" and "error rate 2.00%" in errs.reasons[0]
-    slow = decide(good, canary_ops=Ops(600, 0, 3.0), stable_ops=stable)
+    slow = canary_decision(good, canary_ops=Ops(600, 0, 3.0), stable_ops=stable)
     assert slow.action == "rollback" and "1.50x" in slow.reasons[0]
-    early = decide(good, canary_ops=Ops(50, 0, 2.0), stable_ops=stable)
+    early = canary_decision(good, canary_ops=Ops(50, 0, 2.0), stable_ops=stable)
     assert early.action == "hold" and "served 50 requests, need 200" in early.reasons[0]
 
 
 def test_higher_is_better_metrics_and_the_bootstrap_is_paired():
     rows = [{**r, "metric": "acc", "value": 1 - r["value"] / 2} for r in _records(12, 1.10)]
-    assert decide(rows, Rule(metric="acc")).action == "rollback"
+    assert canary_decision(rows, Rule(metric="acc")).action == "rollback"
     # Skill that varies a lot between init times but moves together: pairing sees the small change.
     rows = _records(12, 0.99, noise=0.002)
     for r in rows:
         r["value"] *= 1 + 5 * (int(r["case"][-2:]) % 3)
-    assert decide(rows).action == "promote"
+    assert canary_decision(rows).action == "promote"
 
 
 def test_scores_written_by_the_evaluation_are_read_one_file_per_verified_init(tmp_path):
@@ -464,7 +454,7 @@ def test_scores_written_by_the_evaluation_are_read_one_file_per_verified_init(tm
     for i, case in enumerate(sorted({r["case"] for r in _records(10, 1.08)})):
         rows = [{k: v for k, v in r.items() if k != "case"} for r in _records(10, 1.08) if r["case"] == case]
         files.append(Scores(rows, variant="medium-range", truth="era5").to_json(str(tmp_path / f"{i}/metrics.json")))
-    decision = decide(load_skill(files))
+    decision = canary_decision(load_skill(files))
     assert decision.action == "rollback" and decision.targets[0].cases == 10
     # the rule's notion of "worse" is the evaluation's
     assert all(better("rmse", e.stable, e.canary) for e in decision.targets)
@@ -477,14 +467,14 @@ def test_skill_files_pair_by_init_time_or_by_file(tmp_path):
     by_init = tmp_path / "scores.json"
     by_init.write_text(json.dumps({"variant": "medium-range", "records": [
         {**{k: v for k, v in r.items() if k != "case"}, "init_time": r["case"]} for r in rows]}))
-    assert decide(load_skill([str(by_init)])).action == "promote"
+    assert canary_decision(load_skill([str(by_init)])).action == "promote"
     files = []
     for i in range(10):  # one file per verified init, records without init_time
         path = tmp_path / f"day{i}.json"
         path.write_text(json.dumps([{k: v for k, v in r.items() if k != "case"}
                                     for r in rows if r["case"] == f"2024-01-{i + 1:02d}"]))
         files.append(str(path))
-    decision = decide(load_skill(files))
+    decision = canary_decision(load_skill(files))
     assert decision.action == "promote" and decision.targets[0].cases == 10
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"records": [{"forecast": "model", "variable": "z"}]}))

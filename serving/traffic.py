@@ -1,4 +1,4 @@
-"""Rollouts of a predictor through the Kubernetes API: the changes KServe documents, as JSON
+"""Traffic rollouts of a predictor through the Kubernetes API: the changes KServe documents, as JSON
 merge patches (RFC 7386) of the InferenceService, each naming the model it serves.
 
 A model (`served.ServedModel`) is a registry version's checkpoint at its immutable URI in the
