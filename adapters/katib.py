@@ -25,6 +25,7 @@ from kubeflow_katib_api import models as km
 
 from model_code.training.config import TrainConfig
 from model_code.training.search_space import OBJECTIVE, Param, search_space
+from model_code.variants import get_variant
 from adapters import IMAGE
 from adapters.trainjob import (
     API_VERSION as TRAINJOB_API_VERSION,
@@ -118,7 +119,7 @@ def build_experiment(
         apiVersion=f"{GROUP}/{VERSION}",
         kind="Experiment",
         metadata=km.IoK8sApimachineryPkgApisMetaV1ObjectMeta(
-            name=name or f"aurora-tune-{variant}", namespace=namespace,
+            name=name or f"aurora-tune-{get_variant(variant).slug}", namespace=namespace,
             labels={"app.kubernetes.io/part-of": "aurora-mlops", "aurora-mlops.io/variant": variant}),
         spec=km.V1beta1ExperimentSpec(
             objective=km.V1beta1ObjectiveSpec(type="minimize", objectiveMetricName=OBJECTIVE,
@@ -154,7 +155,7 @@ def tuning_objects(cfg: TrainConfig, *, namespace: str | None = None, text: str 
 
     The space follows the config's profile and run length (`train.max_steps`).
     """
-    name = f"aurora-tune-{cfg.variant}"
+    name = f"aurora-tune-{get_variant(cfg.variant).slug}"
     experiment_args.setdefault("space", search_space(cfg.profile, cfg.train.max_steps))
     experiment = build_experiment(cfg.variant, namespace=namespace, config_name=name, **experiment_args)
     return config_map(cfg.variant, text or config_text(cfg), namespace=namespace, name=name), experiment

@@ -59,7 +59,7 @@ def client() -> MlflowClient:
 
 
 def model_name(variant: str) -> str:
-    return f"aurora-{get_variant(variant).name}"
+    return get_variant(variant).model_name
 
 
 def _artifact_location(uri: str, experiment: str) -> str | None:

@@ -24,6 +24,7 @@ from kubeflow_trainer_api import models as tm
 
 from model_code.training.config import TrainConfig
 from model_code.training.schema import to_dict
+from model_code.variants import get_variant
 from adapters import IMAGE
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
@@ -70,7 +71,7 @@ class Resources:
 
 
 def config_map_name(variant: str) -> str:
-    return f"aurora-train-{variant}"
+    return f"aurora-train-{get_variant(variant).slug}"
 
 
 def train_command(overrides: Sequence[str] = ()) -> list[str]:
@@ -176,7 +177,7 @@ def training_objects(cfg: TrainConfig, *, name: str | None = None, namespace: st
                      text: str | None = None, **spec_args: Any) -> tuple[dict, tm.TrainerV1alpha1TrainJob]:
     """The ConfigMap holding `cfg` (or `text`, a config file that loads as `cfg`) and the
     TrainJob that trains with it."""
-    name = name or f"aurora-{cfg.variant}"
+    name = name or f"aurora-{get_variant(cfg.variant).slug}"
     job = build_trainjob(name, cfg.variant, namespace=namespace, **spec_args)
     return config_map(cfg.variant, text or config_text(cfg), namespace=namespace), job
 

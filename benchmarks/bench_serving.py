@@ -236,7 +236,8 @@ def throughput(workdir: Path, repeat: int) -> list[dict]:
 def swap(workdir: Path, repeat: int) -> dict:
     from adapters import registry
 
-    spec, name = get_variant(VARIANT), f"aurora-{VARIANT}"
+    spec = get_variant(VARIANT)
+    name = spec.model_name
     store = f"sqlite:///{workdir / 'mlruns.db'}"
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = store

@@ -17,9 +17,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from model_code.compression import RECORD_KEY, after_load, before_load, record_of
 from model_code.errors import DataError
 from model_code.storage import local_copy, write_atomic
-from model_code.variants import VariantSpec, build_model, get_variant, model_kwargs, with_history, with_timestep
+from model_code.variants import (VARIANTS, VariantSpec, build_model, get_variant, model_kwargs, with_history,
+                                 with_timestep)
 
 if TYPE_CHECKING:  # imported where used: the registry reads `FORMAT` and metadata without torch
     import torch
@@ -42,6 +44,11 @@ class CheckpointInfo:
         """`{dataset name: fill mode}` of the inputs its training data lacked (`ingest.FILL_MODES`):
         what `auroraops forecast`, the server and the pyfunc model fill them with by default."""
         return json.loads(self.metadata.get("filled_inputs", "{}"))
+
+    @property
+    def compression(self) -> dict[str, Any] | None:
+        """The record of a compressed model (`model_code.compression`), None for others."""
+        return record_of(self.metadata)
 
     @property
     def spec(self) -> VariantSpec:
@@ -72,12 +79,15 @@ def save_checkpoint(
     extra: dict[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     filled_inputs: Mapping[str, str] | None = None,
+    compression: Mapping[str, Any] | None = None,
 ) -> str:
     """Write `model`'s weights and self-description to `uri` (`.safetensors`), atomically.
 
     `overrides` are the constructor arguments `build_model` changed from the profile's;
     they and the model's time step are recorded, so `load_checkpoint` rebuilds the same model.
     `filled_inputs` (`{dataset name: fill mode}`) says how training filled absent inputs.
+    `compression` is the record of a compressed model (`model_code.compression`); its weights
+    are saved as the record says (float weights of an int8 model, re-quantised on load).
     """
     from safetensors.torch import save_file
 
@@ -96,6 +106,7 @@ def save_checkpoint(
         **({"lora_rank": str(rank)} if (rank := _lora_rank(model)) is not None else {}),
         "microsoft_aurora": version("microsoft-aurora"),
         **({"filled_inputs": json.dumps(dict(filled_inputs), sort_keys=True)} if filled_inputs else {}),
+        **({RECORD_KEY: json.dumps(dict(compression), sort_keys=True)} if compression else {}),
         **(extra or {}),
     }
     return write_atomic(uri, lambda path: save_file(state, str(path), metadata=metadata))
@@ -166,12 +177,16 @@ def load_checkpoint(
                 from model_code.training.optim import set_lora_rank  # adapters are rebuilt after construction
 
                 set_lora_rank(model, int(metadata["lora_rank"]))
+            record = record_of(metadata)
+            model = before_load(model, record)
             _load_state(model, state, str(uri))
+            model = after_load(model, record)
             info = CheckpointInfo(str(uri), spec.name, metadata["profile"], metadata)
         else:
             if variant is None:
                 raise DataError("a published Aurora checkpoint needs the variant it belongs to", source=str(uri))
             spec = get_variant(variant)
+            _check_published_name(uri, spec)
             profile = profile or "full"
             model = build_model(spec, profile, seed=None)
             try:
@@ -184,6 +199,17 @@ def load_checkpoint(
                 ) from None
             info = CheckpointInfo(str(uri), spec.name, profile, {"format": "aurora-ckpt"})
     return model.to(device).eval(), info
+
+
+def _check_published_name(uri: str, spec: VariantSpec) -> None:
+    """Refuse, before building anything, a published file named for another variant (an Aurora
+    1.5 checkpoint loaded as the 0.25° medium-range model, or the reverse)."""
+    name = str(uri).rstrip("/").rsplit("/", 1)[-1]
+    owner = next((v for v in VARIANTS.values() if v.checkpoint_name == name), None)
+    if owner is not None and owner.name != spec.name:
+        raise DataError(f"'{name}' is the published checkpoint of the {owner.name} variant "
+                        f"({owner.class_name}), not of {spec.name} ({spec.class_name}); "
+                        f"load it with --variant {owner.name}", source=str(uri))
 
 
 def load_weights(model: Aurora, uri: str) -> None:
@@ -200,7 +226,14 @@ def load_weights(model: Aurora, uri: str) -> None:
                 from model_code.training.optim import set_lora_rank
 
                 set_lora_rank(model, int(metadata["lora_rank"]))
+            record = record_of(metadata)  # a compressed model's: its shapes first (pruned widths), in place
+            refused = f"a {(record or {}).get('method')} checkpoint cannot be loaded into a built model in place"
+            if before_load(model, record) is not model:
+                raise DataError(refused, source=str(uri))
             _load_state(model, state, str(uri))
+            if after_load(model, record) is not model:
+                raise DataError(refused, source=str(uri))
+            model.compression_record = record  # what checkpoints saved from this model carry (`Trainer._save`)
             return
         try:
             model.load_checkpoint_local(str(path), strict=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib.metadata import version
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import xarray as xr
 from aurora import Aurora, Batch
@@ -22,7 +24,7 @@ from model_code.variants import VariantSpec, build_model, get_variant
 
 
 def forecast_steps(model: Aurora, batch: Batch, steps: int, *, done: Sequence[Batch] = (),
-                   steps_done: int | None = None) -> Iterator[Batch]:
+                   steps_done: int | None = None, hours_within: Sequence[int] | None = None) -> Iterator[Batch]:
     """Yield the prediction of every rollout step after the first `steps_done`, on the CPU,
     without autograd state.
 
@@ -34,9 +36,19 @@ def forecast_steps(model: Aurora, batch: Batch, steps: int, *, done: Sequence[Ba
     step files at full precision), at least as many as the input history when they are not
     all `steps_done` (default `len(done)`) of them; the steps that follow are bit-identical to
     those of the uninterrupted forecast.
+
+    `hours_within` (models with variable lead times, e.g. (1, 2, ..., 6)): every step also
+    yields the predictions at these hours from the same input, in order; the last must be the
+    step, whose prediction goes on as the next input.
     """
     if steps < 1:
         raise DataError(f"steps must be at least 1; got {steps}")
+    step_hours = model.timestep.total_seconds() / 3600
+    within = tuple(hours_within) if hours_within else (step_hours,)
+    if within[-1] != step_hours or (len(within) > 1 and not getattr(model, "variable_lead_time", False)):
+        raise DataError(f"lead hours within a step {list(within)}: the model steps {step_hours:g} h and "
+                        + ("the last must be that step" if within[-1] != step_hours
+                           else "forecasts no lead time in between (no variable lead time)"))
     skipped = (len(done) if steps_done is None else steps_done) - len(done)
     with torch.inference_mode():
         p = next(model.parameters())
@@ -52,10 +64,23 @@ def forecast_steps(model: Aurora, batch: Batch, steps: int, *, done: Sequence[Ba
                 rollout_step=batch.metadata.rollout_step + skipped))
         for pred in done:
             batch = _next_input(model, batch, pred.to(p.device), statics)
-        for _ in range(steps):
-            pred = model.forward(batch)
-            yield pred.to("cpu")
-            batch = _next_input(model, batch, pred, statics)
+        model.set_noise_accumulation(len(within) if len(within) > 1 else 0)  # Aurora 1.5: smooth noise within a step
+        try:
+            for _ in range(steps):
+                for hours in within:
+                    pred = forward_hours(model, batch, hours)
+                    yield pred.to("cpu")
+                batch = _next_input(model, batch, pred, statics)
+        finally:
+            model.set_noise_accumulation(0)
+
+
+def forward_hours(model: Aurora, batch: Batch, hours: float) -> Batch:
+    """One prediction `hours` ahead; models with variable lead times are told the hours."""
+    if not getattr(model, "variable_lead_time", False):
+        return model.forward(batch)
+    size = next(iter(batch.surf_vars.values())).shape[0]
+    return model.forward(batch, lead_times=torch.full((size,), float(hours)))
 
 
 def _next_input(model: Aurora, batch: Batch, pred: Batch, statics: dict) -> Batch:
@@ -74,12 +99,63 @@ def _next_input(model: Aurora, batch: Batch, pred: Batch, statics: dict) -> Batc
 
 
 def forecast(
-    model: Aurora, spec: VariantSpec, window: xr.Dataset, steps: int, *, attrs: dict | None = None
+    model: Aurora, spec: VariantSpec, window: xr.Dataset, steps: int, *, attrs: dict | None = None,
+    lead_hours: Sequence[int] | None = None, members: int = 1, seed: int = 0,
 ) -> xr.Dataset:
-    """A `steps`-step forecast of `spec` from `window`, as one CF dataset."""
+    """A `steps`-step forecast of `spec` from `window`, as one CF dataset.
+
+    `lead_hours`: the lead times to give (default: each step's end), among `spec.lead_hours(steps)`.
+    `members` > 1 (stochastic variants): that many forecasts, member m drawing the model's
+    noise from seed `seed + m`, on a `member` dimension.
+    """
+    within = check_forecast_request(spec, steps, lead_hours, members)
     batch = window_to_batch(window, spec)
-    predictions = list(forecast_steps(model, batch, steps))
-    return predictions_to_dataset(predictions, spec, window.time.values[-1], attrs)
+    init = window.time.values[-1]
+    runs = []
+    for m in range(members):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + m)
+            predictions = list(forecast_steps(model, batch, steps, hours_within=within))
+        ds = predictions_to_dataset(predictions, spec, init, attrs)
+        if lead_hours is not None:
+            ds = ds.isel(time=[i for i, lead in enumerate(ds.lead_time.values)
+                               if lead / np.timedelta64(1, "h") in set(lead_hours)])
+        runs.append(ds)
+    if members == 1 and not spec.stochastic:
+        return runs[0]
+    out = xr.concat(runs, dim="member", combine_attrs="override")
+    out = out.assign_coords(member=("member", np.arange(members), {"long_name": "ensemble member",
+                                                                  "seeds": f"{seed} + member"}))
+    counts: dict[str, int] = {}
+    for ds in runs:
+        for key, n in json.loads(ds.attrs.get("clipped_values", "{}")).items():
+            counts[key] = counts.get(key, 0) + n
+    out.attrs["clipped_values"] = json.dumps(counts, sort_keys=True)
+    return out
+
+
+def check_forecast_request(spec: VariantSpec, steps: int, lead_hours: Sequence[int] | None,
+                           members: int) -> tuple[int, ...] | None:
+    """Refuse what the variant cannot forecast before any compute; the hours within a step to run."""
+    if steps < 1:
+        raise DataError(f"steps must be at least 1; got {steps}")
+    if not isinstance(members, int) or members < 1:
+        raise DataError(f"members must be a whole number of at least 1; got {members!r}")
+    if members > 1 and not spec.stochastic:
+        raise DataError(f"the {spec.name} variant is deterministic: {members} members would be "
+                        f"{members} identical forecasts; ask a stochastic variant (ensemble-v1.5) for members")
+    if lead_hours is None:
+        return None
+    supported = spec.lead_hours(steps)
+    unsupported = [h for h in lead_hours if h not in supported]
+    if unsupported or not lead_hours:
+        within = (f"every hour up to {steps * spec.timestep_hours} h" if spec.sub_step_hours
+                  else f"multiples of its {spec.timestep_hours} h step up to {steps * spec.timestep_hours} h")
+        raise DataError(f"lead time(s) {unsupported or list(lead_hours)} h: the {spec.name} variant forecasts "
+                        f"{within} in {steps} step(s)")
+    step = spec.timestep_hours
+    wanted = {h - (h - 1) // step * step for h in lead_hours}  # hours within their step
+    return tuple(h for h in spec.sub_step_hours if h in wanted or h == step) if spec.sub_step_hours else None
 
 
 @dataclass(frozen=True)
@@ -104,6 +180,10 @@ class ForecastJob:
     crop_to_patch: bool = False
     seed: int = 0
     device: str = "cpu"
+    lead_hours: tuple[int, ...] | None = None
+    """Lead times (hours) to give; default each step's end. Aurora 1.5 forecasts every hour."""
+    members: int = 1
+    """Ensemble members (stochastic variants only), each seeded `seed + member`."""
 
 
 @dataclass
@@ -126,8 +206,7 @@ def run_forecast_job(job: ForecastJob) -> ForecastResult:
             raise DataError(f"checkpoint holds variant '{info.variant}', not '{spec.name}'", source=job.checkpoint)
         spec = info.spec  # its time step and history
     output_format(job.out)
-    if job.steps < 1:
-        raise DataError(f"steps must be at least 1; got {job.steps}")
+    check_forecast_request(spec, job.steps, job.lead_hours, job.members)
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
 
@@ -162,7 +241,8 @@ def run_forecast_job(job: ForecastJob) -> ForecastResult:
         "history": f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} forecast of {job.steps} step(s)",
         **prov.attrs(),
     }
-    ds = forecast(model, spec, window, job.steps, attrs=attrs)
+    ds = forecast(model, spec, window, job.steps, attrs=attrs, lead_hours=job.lead_hours, members=job.members,
+                  seed=job.seed)
     seconds["forecast"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The catalogue of every variable the four Aurora variants read or predict.
+"""The catalogue of every variable the Aurora variants read or predict.
 
 Each variable has Aurora's name (the key of `aurora.Batch`), a dataset name (the name in
 xarray datasets and files written by this project: ERA5/CAMS netCDF names, which start
@@ -41,6 +41,14 @@ class Variable:
     """Plausible physical range in `units` (None: unbounded on that side)."""
     nan_by_design: bool = False
     """True where the variant's own data is NaN in places (wave fields over land)."""
+    clip: tuple[float | None, float | None] | None = None
+    """Physical range a forecast of it is clipped to, where models are known to leave it
+    (negative humidity, cloud cover above 1); each clip is counted in the output's notes."""
+    open_data: bool = True
+    """False: ECMWF's real-time open data (IFS/AIFS) does not carry it; ERA5 or the
+    operational archive does, and a forecast without it fills it only when asked."""
+    computed: bool = False
+    """Computed exactly from the valid time and the grid (insolation), never read."""
 
     @property
     def dataset_name(self) -> str:
@@ -52,6 +60,8 @@ def _v(name: str, kind: Kind, units: str, long_name: str, standard_name: str | N
 
 
 _WAVE = dict(nan_by_design=True)
+_FRACTION = dict(bounds=(0.0, 1.0), clip=(0.0, 1.0))
+_ARCHIVE = dict(open_data=False)
 _HEIGHT = (0.0, 35.0)
 _PERIOD = (0.0, 40.0)
 _DIRECTION = (0.0, 360.0)
@@ -66,6 +76,55 @@ VARIABLES: tuple[Variable, ...] = (
        aliases=("v10", "10m_v_component_of_wind"), bounds=(-120.0, 120.0)),
     _v("msl", "surface", "Pa", "Mean sea level pressure", "air_pressure_at_mean_sea_level",
        aliases=("prmsl", "mean_sea_level_pressure"), bounds=(85000.0, 110000.0)),
+    # Aurora 1.5: more surface-level inputs (ECMWF short names, ERA5 netCDF names as keys).
+    _v("2d", "surface", "K", "2 metre dewpoint temperature", "dew_point_temperature", key="d2m",
+       aliases=("d2m", "2m_dewpoint_temperature"), bounds=(170.0, 330.0)),
+    _v("tcwv", "surface", "kg m-2", "Total column vertically-integrated water vapour",
+       "atmosphere_mass_content_of_water_vapor", aliases=("total_column_water_vapour", "pwat"),
+       bounds=(0.0, 120.0), clip=(0.0, None)),
+    _v("tcc", "surface", "1", "Total cloud cover", "cloud_area_fraction", aliases=("total_cloud_cover",),
+       **_FRACTION, **_ARCHIVE),
+    _v("100u", "surface", "m s-1", "100 metre U wind component", "eastward_wind", key="u100",
+       aliases=("u100", "100m_u_component_of_wind"), bounds=(-150.0, 150.0)),
+    _v("100v", "surface", "m s-1", "100 metre V wind component", "northward_wind", key="v100",
+       aliases=("v100", "100m_v_component_of_wind"), bounds=(-150.0, 150.0)),
+    _v("sp", "surface", "Pa", "Surface pressure", "surface_air_pressure", aliases=("surface_pressure",),
+       bounds=(40000.0, 110000.0)),
+    _v("lcc", "surface", "1", "Low cloud cover", "low_type_cloud_area_fraction", aliases=("low_cloud_cover",),
+       **_FRACTION, **_ARCHIVE),
+    _v("mcc", "surface", "1", "Medium cloud cover", "medium_type_cloud_area_fraction",
+       aliases=("medium_cloud_cover",), **_FRACTION, **_ARCHIVE),
+    _v("hcc", "surface", "1", "High cloud cover", "high_type_cloud_area_fraction", aliases=("high_cloud_cover",),
+       **_FRACTION, **_ARCHIVE),
+    _v("skt", "surface", "K", "Skin temperature", "surface_temperature", aliases=("skin_temperature",),
+       bounds=(170.0, 360.0)),
+    _v("stl1", "surface", "K", "Soil temperature level 1 (0-7 cm)", "soil_temperature",
+       aliases=("soil_temperature_level_1",), bounds=(170.0, 360.0), **_ARCHIVE),
+    _v("swvl1", "surface", "m3 m-3", "Volumetric soil water layer 1 (0-7 cm)",
+       "volume_fraction_of_condensed_water_in_soil", aliases=("volumetric_soil_water_layer_1",),
+       bounds=(-0.001, 1.0), clip=(0.0, None), **_ARCHIVE),  # GRIB packing leaves values just below 0
+    _v("ci", "surface", "1", "Sea ice area fraction", "sea_ice_area_fraction", key="siconc",
+       aliases=("ci", "sea_ice_cover"), **_FRACTION, **_ARCHIVE),
+    _v("scaled_sd", "surface", "kg m-2", "Snow depth as water equivalent (ERA5 sd in m x 1000), "
+       "log-transformed inside the model", "surface_snow_amount", aliases=("sd", "sdwe", "snow_depth"),
+       bounds=(0.0, 1e5), clip=(0.0, None), **_ARCHIVE),
+    _v("insolation", "surface", "1", "Top-of-atmosphere insolation relative to the solar constant "
+       "(aurora.insolation; negative at night)", bounds=(-1.0, 1.5), computed=True),
+    # Aurora 1.5: surface-level outputs that are never inputs (accumulations over the last hour).
+    _v("i10fg", "surface", "m s-1", "10 metre wind gust", "wind_speed_of_gust", aliases=("gust",),
+       bounds=(0.0, 150.0), clip=(0.0, None), **_ARCHIVE),
+    _v("blh", "surface", "m", "Boundary layer height", "atmosphere_boundary_layer_thickness",
+       aliases=("hpbl",), bounds=(0.0, 8000.0), clip=(0.0, None), **_ARCHIVE),
+    _v("uvb_1h", "surface", "J m-2", "Downward UV radiation at the surface, last hour",
+       bounds=(0.0, 1e6), clip=(0.0, None), **_ARCHIVE),
+    _v("ssrd_1h", "surface", "J m-2", "Surface short-wave radiation downwards, last hour",
+       "integral_wrt_time_of_surface_downwelling_shortwave_flux_in_air", bounds=(0.0, 5e6), clip=(0.0, None)),
+    _v("ttr_1h", "surface", "J m-2", "Top net long-wave radiation, last hour",
+       "integral_wrt_time_of_toa_net_upward_longwave_flux", bounds=(-2e6, 0.0), clip=(None, 0.0)),
+    _v("scaled_tp_1h", "surface", "kg m-2", "Total precipitation, last hour (ERA5 tp in m x 1000)",
+       "precipitation_amount", bounds=(0.0, 500.0), clip=(0.0, None)),
+    _v("scaled_sf_1h", "surface", "kg m-2", "Snowfall as water equivalent, last hour (ERA5 sf in m x 1000)",
+       "snowfall_amount", bounds=(0.0, 200.0), clip=(0.0, None)),
     # Static variables.
     _v("lsm", "static", "1", "Land-sea mask (land fraction)", "land_area_fraction",
        aliases=("land_sea_mask",), bounds=(0.0, 1.0)),
@@ -73,6 +132,27 @@ VARIABLES: tuple[Variable, ...] = (
        aliases=("soil_type",), bounds=(0.0, 7.0)),
     _v("z", "static", "m2 s-2", "Surface geopotential", "surface_geopotential", key="z_surface",
        aliases=("geopotential_at_surface",), bounds=(-5000.0, 90000.0)),
+    # Aurora 1.5 statics: ERA5 invariants, scaled in Aurora's own static file (location 0, scale 1).
+    _v("anor", "static", "radians", "Angle of sub-gridscale orography", bounds=(-1.6, 1.6), **_ARCHIVE),
+    _v("isor", "static", "1", "Anisotropy of sub-gridscale orography", bounds=(0.0, 1.0), **_ARCHIVE),
+    _v("slor", "static", "1", "Slope of sub-gridscale orography", bounds=(0.0, 1.0), **_ARCHIVE),
+    _v("sdor", "static", "m", "Standard deviation of orography", bounds=(0.0, 2000.0), **_ARCHIVE),
+    _v("sdfor", "static", "m", "Standard deviation of filtered subgrid orography", bounds=(0.0, 2000.0),
+       **_ARCHIVE),
+    _v("cvh", "static", "1", "High vegetation cover", "vegetation_area_fraction", bounds=(0.0, 1.0), **_ARCHIVE),
+    _v("cvl", "static", "1", "Low vegetation cover", "vegetation_area_fraction", bounds=(0.0, 1.0), **_ARCHIVE),
+    _v("cl", "static", "1", "Lake cover", bounds=(0.0, 1.0), **_ARCHIVE),
+    _v("dl", "static", "m", "Lake total depth", bounds=(0.0, 2000.0), **_ARCHIVE),
+    _v("tvh", "static", "1", "Type of high vegetation (ECMWF code 0-19)", aliases=("type_of_high_vegetation",),
+       bounds=(0.0, 20.0), **_ARCHIVE),
+    _v("tvl", "static", "1", "Type of low vegetation (ECMWF code 0-20)", aliases=("type_of_low_vegetation",),
+       bounds=(0.0, 20.0), **_ARCHIVE),
+    *(_v(f"slt_{k}", "static", "1", f"Soil type {k} (1 where ECMWF soil type is {k}, else 0)",
+         bounds=(0.0, 1.0), **_ARCHIVE) for k in range(8)),
+    *(_v(f"tvh_{k}", "static", "1", f"High vegetation type {k} (1 where ECMWF tvh is {k}, else 0)",
+         bounds=(0.0, 1.0), **_ARCHIVE) for k in (0, 3, 4, 5, 6, 18, 19)),
+    *(_v(f"tvl_{k}", "static", "1", f"Low vegetation type {k} (1 where ECMWF tvl is {k}, else 0)",
+         bounds=(0.0, 1.0), **_ARCHIVE) for k in (0, 1, 2, 7, 9, 10, 11, 13, 16, 17)),
     # Atmospheric variables on pressure levels.
     _v("z", "atmos", "m2 s-2", "Geopotential", "geopotential",
        aliases=("geopotential",), bounds=(-10000.0, 350000.0)),
@@ -83,7 +163,7 @@ VARIABLES: tuple[Variable, ...] = (
     _v("v", "atmos", "m s-1", "V component of wind", "northward_wind",
        aliases=("v_component_of_wind",), bounds=(-250.0, 250.0)),
     _v("q", "atmos", "kg kg-1", "Specific humidity", "specific_humidity",
-       aliases=("specific_humidity",), bounds=(0.0, 0.05)),
+       aliases=("specific_humidity",), bounds=(0.0, 0.05), clip=(0.0, None)),
     # Air pollution: surface concentrations and total columns (CAMS names and units).
     _v("pm1", "surface", "kg m-3", "Particulate matter d < 1 um",
        "mass_concentration_of_pm1_ambient_aerosol_particles_in_air",

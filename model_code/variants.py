@@ -1,4 +1,4 @@
-"""Declarative specs of the four Aurora variants, and the one function that builds a model.
+"""Declarative specs of the Aurora variants, and the one function that builds a model.
 
 A spec holds what the rest of the system needs to know about a variant without building
 it: the Aurora class, the variables it reads and predicts, pressure levels, native grid,
@@ -47,6 +47,25 @@ one level works on every grid that fits the patch size."""
 
 _MET_SURFACE = ("2t", "10u", "10v", "msl")
 _MET_ATMOS = ("z", "u", "v", "t", "q")
+_V1P5_SURFACE = (
+    ("2t", "10u", "10v", "msl", "2d", "tcwv", "tcc", "100u", "100v", "sp", "lcc", "mcc")
+    + ("hcc", "skt", "stl1", "swvl1", "ci", "scaled_sd", "insolation")
+)
+"""Aurora 1.5's surface-level inputs (insolation is computed from the valid time, never read)."""
+_V1P5_OUTPUT_ONLY = ("i10fg", "blh", "uvb_1h", "ssrd_1h", "ttr_1h", "scaled_tp_1h", "scaled_sf_1h")
+"""What Aurora 1.5 predicts and never reads: gusts, boundary layer and the last hour's fluxes
+(its outputs list them before the insolation, as its constructor does)."""
+_V1P5_STATIC = (
+    ("lsm", "z", "anor", "isor", "cvh", "cl", "dl", "cvl", "slor")
+    + tuple(f"slt_{k}" for k in range(8))
+    + ("sdfor", "sdor")
+    + tuple(f"tvh_{k}" for k in (0, 18, 19, 3, 4, 5, 6))
+    + tuple(f"tvl_{k}" for k in (0, 1, 10, 11, 13, 16, 17, 2, 7, 9))
+)
+"""Aurora 1.5's 41 statics, in the order of its constructor."""
+_V1P5_TINY = MappingProxyType({**TINY, "autocast": False})
+"""The tiny profile of Aurora 1.5 runs in float32: its fp16 autocast is for the full model on a GPU."""
+
 _WAVES = (
     ("swh", "mwd", "mwp", "pp1d", "shww", "mdww", "mpww", "shts", "mdts", "mpts")
     + ("swh1", "mwd1", "mwp1", "swh2", "mwd2", "mwp2")
@@ -90,6 +109,11 @@ class VariantSpec:
     levels: tuple[int, ...] = LEVELS
     tiny_grid: tuple[int, int] = (32, 64)
     """Grid close to 32x64 that fits the patch size, for tiny-profile tests and benchmarks."""
+    sub_step_hours: tuple[int, ...] = ()
+    """Lead times (hours) within one step the model forecasts directly from the same input
+    (Aurora 1.5's variable lead time, ending with the step); empty: whole steps only."""
+    stochastic: bool = False
+    """Forecasts differ by the model's own noise: `members` > 1 makes an ensemble."""
     notes: str = ""
     profiles: Mapping[str, Mapping[str, Any]] = field(
         default_factory=lambda: MappingProxyType({"full": MappingProxyType({}), "tiny": TINY})
@@ -110,6 +134,29 @@ class VariantSpec:
     @property
     def output_atmos_vars(self) -> tuple[str, ...]:
         return self.atmos_vars
+
+    @property
+    def slug(self) -> str:
+        """The name where only lower-case letters, digits and '-' may stand (Kubernetes objects,
+        KFP pipelines, registered models): `medium-range-v1.5` -> `medium-range-v1p5`."""
+        return self.name.replace(".", "p")
+
+    @property
+    def model_name(self) -> str:
+        """What the variant's model is called in the registry, the predictor and the cluster:
+        `aurora-medium-range`, `aurora-medium-range-v1p5`."""
+        return f"aurora-{self.slug}"
+
+    @property
+    def output_only_surf_vars(self) -> tuple[str, ...]:
+        return tuple(n for n in self.output_surf_vars if n not in self.surf_vars)
+
+    def lead_hours(self, steps: int) -> tuple[int, ...]:
+        """Every lead time (hours) a forecast of `steps` steps can give: each step's end, and
+        with sub-steps every hour the model forecasts within a step."""
+        step = self.timestep_hours
+        within = self.sub_step_hours or (step,)
+        return tuple(k * step + h for k in range(steps) for h in within)
 
     def inputs(self) -> tuple[Variable, ...]:
         """Catalogue entries of every input variable: surface, static, atmospheric."""
@@ -214,6 +261,51 @@ VARIANTS: Mapping[str, VariantSpec] = MappingProxyType(
                     "the wave model's bathymetry is 0 (land), by design."
                 ),
             ),
+            VariantSpec(
+                name="medium-range-v1.5",
+                title="Aurora 1.5 0.25° medium-range (fine-tuned on IFS analysis, hourly lead times)",
+                class_name="AuroraV1p5",
+                checkpoint_name="aurora-0.25-v1.5.ckpt",
+                surf_vars=_V1P5_SURFACE,
+                static_vars=_V1P5_STATIC,
+                atmos_vars=_MET_ATMOS,
+                output_surf_vars=_V1P5_SURFACE[:-1] + _V1P5_OUTPUT_ONLY + ("insolation",),
+                grid=Grid(0.25, (721, 1440)),
+                patch_size=4,
+                timestep=timedelta(hours=6),
+                max_history=2,
+                use_lora=False,
+                lora_mode="single",
+                sub_step_hours=(1, 2, 3, 4, 5, 6),
+                profiles=MappingProxyType({"full": MappingProxyType({}), "tiny": _V1P5_TINY}),
+                notes=(
+                    "Expects IFS analyses; forecasts every hour within each 6 h step. Cloud cover, "
+                    "sea ice, soil water, snow and most statics are not in ECMWF's open data."
+                ),
+            ),
+            VariantSpec(
+                name="ensemble-v1.5",
+                title="Aurora 1.5 0.25° ensemble (stochastic members)",
+                class_name="AuroraV1p5Ensemble",
+                checkpoint_name="aurora-0.25-v1.5-ensemble.ckpt",
+                surf_vars=_V1P5_SURFACE,
+                static_vars=_V1P5_STATIC,
+                atmos_vars=_MET_ATMOS,
+                output_surf_vars=_V1P5_SURFACE[:-1] + _V1P5_OUTPUT_ONLY + ("insolation",),
+                grid=Grid(0.25, (721, 1440)),
+                patch_size=4,
+                timestep=timedelta(hours=6),
+                max_history=2,
+                use_lora=False,
+                lora_mode="single",
+                sub_step_hours=(1, 2, 3, 4, 5, 6),
+                stochastic=True,
+                profiles=MappingProxyType({"full": MappingProxyType({}), "tiny": _V1P5_TINY}),
+                notes=(
+                    "Each member draws the model's own noise (seeded per member); verified with "
+                    "fair CRPS, spread-skill and rank histograms."
+                ),
+            ),
         )
     }
 )
@@ -287,4 +379,24 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        return spec.model_class(**kwargs).eval()
+        model = spec.model_class(**kwargs).eval()
+        if spec.stochastic and profile == "tiny":
+            _let_noise_through(model)
+        return model
+
+
+def _let_noise_through(model: Aurora) -> None:
+    """Small random modulation weights where Aurora starts them at zero (adaptive layer norms).
+
+    Aurora injects its ensemble noise through the context of these norms; at zero, a model that
+    was never trained gives identical members. A tiny model that starts here shows an ensemble
+    with spread before any training, so its members, scores and serving can be exercised; the
+    full profile keeps Aurora's initialisation (it loads the published weights).
+    """
+    import torch
+    from aurora.model.film import AdaptiveLayerNorm
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, AdaptiveLayerNorm):
+                torch.nn.init.normal_(module.ln_modulation[-1].weight, std=0.02)

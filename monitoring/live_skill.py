@@ -137,6 +137,8 @@ def _score_file(ds: xr.Dataset, forecast: str, fields: dict[str, Field], variabl
             if truth is None:
                 continue  # truth for this step has not arrived
             f = da.isel(time=[k]).astype("float64")
+            if "member" in f.dims:  # an ensemble is watched by the error of its mean
+                f = f.mean("member")
             truth = _on_forecast_grid(truth, f, forecast).assign_coords(time=f.time.values)
             if levels is not None:
                 truth = truth.assign_coords(level=f.level.values)

@@ -17,6 +17,7 @@ from typing import Callable
 from kfp import dsl
 
 from components import definitions as c
+from model_code.variants import get_variant
 from pipelines.tasks import configure
 
 PIPELINES = ("training", "retrain", "evaluation")
@@ -42,7 +43,7 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
     retrain = name == "retrain"
 
     @dsl.pipeline(
-        name=f"aurora-{name}-{variant}",
+        name=f"aurora-{name}-{get_variant(variant).slug}",
         description=("Retrain from the champion on a new window" if retrain else "Train") +
                     f" the {variant} variant; promote it only when it beats the champion and the baselines.",
     )
@@ -104,7 +105,7 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
 
 def _evaluation(variant: str, retries: bool) -> Callable:
     @dsl.pipeline(
-        name=f"aurora-evaluation-{variant}",
+        name=f"aurora-evaluation-{get_variant(variant).slug}",
         description=f"Score the {variant} champion on the latest data window and record its skill over time.",
     )
     def pipeline(

@@ -2,15 +2,16 @@
 
 gRPC sends every tensor as `raw_input_contents` (no per-value encoding, no copy but the
 one into the message); REST sends the binary-data extension (`binary=True`) or plain JSON.
-Jobs go through the REST jobs routes.
+Jobs go through the REST jobs routes. A stochastic variant's forecast comes back with a
+`member` dimension, laid out as `auroraops forecast --members` writes one.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import httpx
 import numpy as np
@@ -20,48 +21,63 @@ from model_code.data.batch import forecast_dataset
 from model_code.errors import DataError
 from model_code.variants import VariantSpec
 from serving import wire
+from serving.members import stack_members
 
 INFERENCE_HEADER = "inference-header-content-length"
 
 
 def request_tensors(window: xr.Dataset, spec: VariantSpec) -> dict[str, np.ndarray]:
     """The request tensors of a window: coordinates, then every input variable it holds as FP32
-    (the server fills those left out as the served checkpoint's training did, or names them)."""
+    (the server fills those left out as the served checkpoint's training did, or names them),
+    less those the server computes itself (insolation) and refuses to be sent."""
     tensors = {"latitude": window.latitude.values.astype(np.float64),
                "longitude": window.longitude.values.astype(np.float64)}
     for v in spec.inputs():
-        if v.dataset_name in window:
+        if v.dataset_name in window and not v.computed:
             tensors[v.dataset_name] = np.ascontiguousarray(window[v.dataset_name].values, dtype=np.float32)
     return tensors
 
 
-def request_parameters(window: xr.Dataset, steps: int) -> dict[str, str | int]:
+def request_parameters(window: xr.Dataset, steps: int, *, members: int = 1, seed: int = 0) -> dict[str, str | int]:
     """Init time and steps; the levels when the window sends atmospheric fields (else the
-    server chooses them: the checkpoint's training levels)."""
+    server chooses them: the checkpoint's training levels); members and seed unless 1 and 0."""
     parameters: dict[str, str | int] = {"init_time": str(window.time.values[-1])[:19] + "Z", "steps": int(steps)}
     if any("level" in window[k].dims for k in window.data_vars):
         parameters["levels"] = ",".join(f"{lv:g}" for lv in window.level.values)
+    if members != 1:
+        parameters["members"] = int(members)
+    if seed != 0:
+        parameters["seed"] = int(seed)
     return parameters
 
 
-def split_outputs(named: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[int]]:
-    """`{"t2m+6h": (lat, lon), ...}` -> `{"t2m": (steps, lat, lon)}` and the sorted lead hours."""
+def split_outputs(named: Mapping[str, np.ndarray], members: bool = False) -> tuple[dict[str, np.ndarray], list[int]]:
+    """`{"t2m+6h": (lat, lon), ...}` -> `{"t2m": (steps, lat, lon)}` and the sorted lead hours;
+    with `members`, `{"t2m+6h": (members, lat, lon)}` -> `{"t2m": (members, steps, lat, lon)}`."""
     by_var: dict[str, dict[int, np.ndarray]] = {}
     for name, values in named.items():
         var, _, lead = name.rpartition("+")
         by_var.setdefault(var, {})[int(lead.rstrip("h"))] = values
     hours = sorted(next(iter(by_var.values())))
-    return {var: np.stack([steps[h] for h in hours]) for var, steps in by_var.items()}, hours
+    axis = 1 if members else 0
+    return {var: np.stack([steps[h] for h in hours], axis=axis) for var, steps in by_var.items()}, hours
 
 
 @dataclass(frozen=True)
 class Answer:
-    """A response's tensors by name, the model version that made them ("" if not said) and
-    the pressure levels of its atmospheric outputs (hPa; empty if not said)."""
+    """A response's tensors by name, the model version that made them ("" if not said), the
+    pressure levels of its atmospheric outputs (hPa; empty if not said) and all its parameters
+    (`members`, `seed`, `clipped_values`, ...)."""
 
     outputs: dict[str, np.ndarray]
     model_version: str
     levels: tuple[float, ...] = ()
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def clipped(self) -> dict[str, int]:
+        """How many values the server clipped to their physical range, by dataset name."""
+        return json.loads(self.parameters.get("clipped_values") or "{}")
 
 
 def _levels(text: str | None) -> tuple[float, ...]:
@@ -112,9 +128,12 @@ class GrpcClient:
                             [np.ascontiguousarray(values) for values in tensors.values()])
         header, raw = wire.split(self._infer(message, timeout=timeout), wire.RAW_OUTPUT_CONTENTS)
         response = pb.ModelInferResponse.FromString(header)
-        levels = response.parameters["levels"].string_param if "levels" in response.parameters else ""
+        from kserve.protocol.infer_type import to_http_parameters
+
+        named = to_http_parameters(response.parameters)
         return Answer({o.name: np.frombuffer(r, dtype=np.float32).reshape(list(o.shape))
-                       for o, r in zip(response.outputs, raw)}, response.model_version, _levels(levels))
+                       for o, r in zip(response.outputs, raw)}, response.model_version,
+                      _levels(named.get("levels")), named)
 
     def close(self) -> None:
         self._channel.close()
@@ -153,10 +172,12 @@ class RestClient:
                 size = o["parameters"]["binary_data_size"]
                 out[o["name"]] = np.frombuffer(r.content[offset:offset + size], np.float32).reshape(o["shape"])
                 offset += size
-            return Answer(out, meta.get("model_version") or "", _levels((meta.get("parameters") or {}).get("levels")))
+            named = meta.get("parameters") or {}
+            return Answer(out, meta.get("model_version") or "", _levels(named.get("levels")), named)
         meta = r.json()
+        named = meta.get("parameters") or {}
         return Answer({o["name"]: np.asarray(o["data"], np.float32).reshape(o["shape"]) for o in meta["outputs"]},
-                      meta.get("model_version") or "", _levels((meta.get("parameters") or {}).get("levels")))
+                      meta.get("model_version") or "", _levels(named.get("levels")), named)
 
     # ---- jobs -------------------------------------------------------------------------
 
@@ -196,18 +217,32 @@ def _raise_for(r: httpx.Response) -> None:
         raise DataError(f"server answered {r.status_code}: {message}")
 
 
-def predict(client: GrpcClient | RestClient, spec: VariantSpec, window: xr.Dataset, steps: int,
-            **options) -> xr.Dataset:
+def predict(client: GrpcClient | RestClient, spec: VariantSpec, window: xr.Dataset, steps: int, *,
+            members: int = 1, seed: int = 0, **options) -> xr.Dataset:
     """Send `window`, get a `steps`-step forecast back as a CF dataset that names the model version.
 
     The forecast is on the levels the response names (the server chose them when the window
     had none) and on the window's grid less any last latitude rows Aurora dropped (a height one
-    over a multiple of the patch size)."""
-    answer = client.infer(f"aurora-{spec.name}", request_tensors(window, spec), request_parameters(window, steps),
-                          **options)
-    outputs, hours = split_outputs(answer.outputs)
+    over a multiple of the patch size). A stochastic variant's has a `member` dimension
+    (member m seeded `seed + m`); `clipped_values` is what the server clipped."""
+    answer = client.infer(spec.model_name, request_tensors(window, spec),
+                          request_parameters(window, steps, members=members, seed=seed), **options)
+    outputs, hours = split_outputs(answer.outputs, members=spec.stochastic)
     init = np.datetime64(window.time.values[-1], "ns")
     n_lat = next(iter(outputs.values())).shape[-2]
-    return forecast_dataset(outputs, spec, init, [init + np.timedelta64(h, "h") for h in hours],
-                            window.latitude.values[:n_lat], window.longitude.values,
-                            answer.levels or window.level.values, {"aurora_model_version": answer.model_version})
+    attrs = {"aurora_model_version": answer.model_version}
+
+    def dataset(fields: Mapping[str, np.ndarray]) -> xr.Dataset:
+        return forecast_dataset(fields, spec, init, [init + np.timedelta64(h, "h") for h in hours],
+                                window.latitude.values[:n_lat], window.longitude.values,
+                                answer.levels or window.level.values, attrs)
+
+    if spec.stochastic:
+        count = next(iter(outputs.values())).shape[0]
+        ds = stack_members([dataset({k: v[m] for k, v in outputs.items()}) for m in range(count)],
+                           int(answer.parameters.get("seed", seed)))
+    else:
+        ds = dataset(outputs)
+    if "clipped_values" in answer.parameters:
+        ds.attrs["clipped_values"] = json.dumps(answer.clipped, sort_keys=True)
+    return ds

@@ -4,10 +4,12 @@ A request carries one FP32 tensor per input variable, named by its dataset name 
 `z`, `lsm`, ...; docs/variables.md), shaped (history, lat, lon) for surface variables,
 (history, level, lat, lon) for atmospheric ones and (lat, lon) for static ones, plus the
 `latitude` (lat,) and `longitude` (lon,) tensors (FP32 or FP64) and parameters:
-`init_time` (ISO 8601, the time of the last history step), `steps` (rollout length) and
-`levels` (hPa, comma-separated; default: the variant's 13). The response carries one
-tensor per output variable and lead time, named `<variable>+<hours>h` (e.g. `t2m+6h`),
-shaped (lat, lon) or (level, lat, lon).
+`init_time` (ISO 8601, the time of the last history step), `steps` (rollout length),
+`levels` (hPa, comma-separated; default: the variant's 13), and for stochastic variants
+`members` and `seed`. Variables the server computes (insolation, from the valid times and
+the grid) are never sent. The response carries one tensor per output variable and lead
+time, named `<variable>+<hours>h` (e.g. `t2m+6h`), shaped (lat, lon) or (level, lat, lon),
+with a leading member axis for stochastic variants.
 
 Every problem raises `RequestError`, a `kserve.errors.InvalidInput` that KServe answers
 as HTTP 400 or gRPC INVALID_ARGUMENT; its message starts with the offending field.
@@ -16,6 +18,7 @@ as HTTP 400 or gRPC INVALID_ARGUMENT; its message starts with the offending fiel
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
@@ -28,11 +31,14 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse,
 
 from model_code.data.batch import fields_to_batch
 from model_code.data.contract import grid_fit_problem
+from model_code.data.solar import insolation_field
 from model_code.errors import DataError
+from model_code.forecast import check_forecast_request
 from model_code.variables import Variable
 from model_code.variants import VariantSpec
 
 COORDINATES = ("latitude", "longitude")
+PARAMETERS = ("init_time", "steps", "levels", "members", "seed")
 _FLOAT_TYPES = {"FP32": np.float32, "FP64": np.float64}
 _SLACK_BYTES = 4 * 2**20
 _GRPC_MAX_BYTES = 2**31 - 1
@@ -55,14 +61,18 @@ class Limits:
     max_request_bytes: int
     """Tensor bytes of one request (all inputs together)."""
     max_response_bytes: int
-    """Tensor bytes of one response (all lead times together)."""
+    """Tensor bytes of one response (all lead times and members together)."""
+    max_members: int = 1
+    """Ensemble members of one request: each costs a whole rollout (1 for deterministic variants)."""
 
     @classmethod
-    def for_variant(cls, spec: VariantSpec, max_steps: int, max_request_bytes: int | None = None) -> "Limits":
+    def for_variant(cls, spec: VariantSpec, max_steps: int, max_request_bytes: int | None = None,
+                    max_members: int = 16) -> "Limits":
         """Room for the variant's native grid: a whole input window in, `max_steps` out (below 2 GiB)."""
         request = max_request_bytes or native_input_bytes(spec)
         response = min(_GRPC_MAX_BYTES - _SLACK_BYTES, max_steps * native_output_step_bytes(spec))
-        return cls(max_steps=max_steps, max_request_bytes=request, max_response_bytes=response)
+        return cls(max_steps=max_steps, max_request_bytes=request, max_response_bytes=response,
+                   max_members=max_members if spec.stochastic else 1)
 
     @property
     def grpc_receive_bytes(self) -> int:
@@ -74,11 +84,17 @@ class Limits:
         return min(_GRPC_MAX_BYTES, self.max_response_bytes + _SLACK_BYTES)
 
 
+def sent_inputs(spec: VariantSpec) -> tuple[Variable, ...]:
+    """The inputs a request carries: all but those the server computes (insolation)."""
+    return tuple(v for v in spec.inputs() if not v.computed)
+
+
 def native_input_bytes(spec: VariantSpec) -> int:
     """FP32 bytes of a full input window on the variant's native grid (~586 MB at 0.25°)."""
     h, w = spec.grid.shape
-    dynamic = len(spec.surf_vars) + len(spec.atmos_vars) * len(spec.levels)
-    return 4 * h * w * (spec.max_history * dynamic + len(spec.static_vars))
+    sent = sent_inputs(spec)
+    dynamic = sum(1 for v in sent if v.kind == "surface") + sum(len(spec.levels) for v in sent if v.kind == "atmos")
+    return 4 * h * w * (spec.max_history * dynamic + sum(1 for v in sent if v.kind == "static"))
 
 
 def native_output_step_bytes(spec: VariantSpec) -> int:
@@ -90,11 +106,14 @@ def native_output_step_bytes(spec: VariantSpec) -> int:
 @dataclass(frozen=True)
 class ForecastRequest:
     """One decoded, contract-checked request: the model's input batch (sharing the request's
-    memory), the time of its last input step and the rollout length."""
+    memory), the time of its last input step, the rollout length, and the ensemble members
+    (member m seeded `seed + m`; stochastic variants only)."""
 
     batch: Batch
     init_time: np.datetime64
     steps: int
+    members: int = 1
+    seed: int = 0
 
     @property
     def levels(self) -> tuple[float, ...]:
@@ -103,7 +122,8 @@ class ForecastRequest:
 
     @property
     def batch_key(self) -> tuple:
-        """Requests with equal keys share grid, levels, history, statics and steps: one batch."""
+        """Requests with equal keys share grid, levels, history, statics and steps: one batch
+        (of a deterministic variant; `AuroraPredictor.predict` runs stochastic ones alone)."""
         b = self.batch
         digest = hashlib.blake2b(digest_size=16)
         for t in (b.metadata.lat, b.metadata.lon, *(b.static_vars[k] for k in sorted(b.static_vars))):
@@ -179,6 +199,42 @@ def parse_steps(value: Any, limits: Limits, step_bytes: int) -> int:
             "steps", f"{value} steps of {step_bytes / 2**20:.1f} MiB exceed the response limit of "
             f"{limits.max_response_bytes / 2**20:.0f} MiB; submit a forecast job by reference instead")
     return value
+
+
+def _whole_number(name: str, value: Any) -> int:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(name, f"must be an integer; got {value!r}")
+    return value
+
+
+def parse_members(value: Any, spec: VariantSpec, limits: Limits, steps: int, step_bytes: int) -> int:
+    """Ensemble members: 1 by default; more only from a stochastic variant, within the server's
+    limits on members and on response bytes (every member answers every step)."""
+    members = _whole_number("members", value)
+    if members < 1:
+        raise RequestError("members", f"must be at least 1; got {members}")
+    try:
+        check_forecast_request(spec, steps, None, members)
+    except DataError as e:
+        raise RequestError("members", str(e)) from None
+    if members > limits.max_members:
+        raise RequestError("members", f"{members} members exceed this server's limit of {limits.max_members}; "
+                           "submit a forecast job by reference, or split the ensemble over requests with "
+                           "other seeds")
+    if members * steps * step_bytes > limits.max_response_bytes:
+        raise RequestError("members", f"{members} members x {steps} steps of {step_bytes / 2**20:.1f} MiB exceed "
+                           f"the response limit of {limits.max_response_bytes / 2**20:.0f} MiB; submit a forecast "
+                           "job by reference instead")
+    return members
+
+
+def parse_seed(value: Any, members: int) -> int:
+    seed = _whole_number("seed", value)
+    if not 0 <= seed <= 2**63 - 1 - members:
+        raise RequestError("seed", f"must lie within 0..2^63-1 with its members (seed + member); got {seed}")
+    return seed
 
 
 def parse_levels(value: Any, spec: VariantSpec, n_levels: int) -> tuple[float, ...]:
@@ -258,13 +314,20 @@ def build_request(
     Every rule of the contract is checked here on the arrays, without building a dataset
     (the times are made one model step apart, so their spacing holds by construction). An
     input the request leaves out is taken from `statics` (static fields sent earlier on this
-    grid) or filled as `fills` says; any other missing input is a `RequestError`.
+    grid) or filled as `fills` says; any other missing input is a `RequestError`. Computed
+    inputs (insolation) are computed here from the history's valid times and the grid, as
+    ingest computes them; a request that sends one is refused like any unknown tensor, so a
+    client never believes its own values were used.
     """
     from model_code.data.ingest import fill_values
 
-    expected = {v.dataset_name: v for v in spec.inputs()}
+    expected = {v.dataset_name: v for v in sent_inputs(spec)}
+    computed = {v.dataset_name: v for v in spec.inputs() if v.computed}
     unknown = sorted(set(tensors) - set(expected) - set(COORDINATES))
     if unknown:
+        if unknown[0] in computed:
+            raise RequestError(unknown[0], f"unknown input of the {spec.name} variant: the server computes it "
+                               "from init_time, the history times and the grid; leave it out of the request")
         raise RequestError(unknown[0], f"unknown input of the {spec.name} variant; expected "
                            + ", ".join(list(COORDINATES) + list(expected)))
     payload = sum(a.nbytes for a in tensors.values())
@@ -297,9 +360,9 @@ def build_request(
                            f"takes {spec.min_history} to {spec.max_history} (first axis)")
     atmos = [v for v in given if v.kind == "atmos"]
     params = dict(parameters)
-    unknown_params = sorted(set(params) - {"init_time", "steps", "levels", "binary_data_output"})
+    unknown_params = sorted(set(params) - {*PARAMETERS, "binary_data_output"})
     if unknown_params:
-        raise RequestError(unknown_params[0], "unknown parameter; expected init_time, steps, levels")
+        raise RequestError(unknown_params[0], f"unknown parameter; expected {', '.join(PARAMETERS)}")
     if "init_time" not in params:
         raise RequestError("init_time", "missing parameter (ISO 8601 time of the last history step)")
     init = parse_init_time(params["init_time"])
@@ -333,10 +396,15 @@ def build_request(
         if v.kind == "static" and name in tensors:
             supplied_statics[name] = values
         fields[name] = values
-    steps = parse_steps(params.get("steps", 1), limits, 4 * lat.size * lon.size * output_channels(spec, len(levels)))
+    for name in computed:  # insolation, the one computed input, as ingest computes it
+        fields[name] = insolation_field(lat, lon, times)
+    step_bytes = 4 * lat.size * lon.size * output_channels(spec, len(levels))
+    steps = parse_steps(params.get("steps", 1), limits, step_bytes)
+    members = parse_members(params.get("members", 1), spec, limits, steps, step_bytes)
+    seed = parse_seed(params.get("seed", 0), members)
     if statics is not None and supplied_statics:
         statics.put(statics.grid_key(lat, lon), supplied_statics)
-    return ForecastRequest(fields_to_batch(fields, lat, lon, init, levels, spec), init, steps)
+    return ForecastRequest(fields_to_batch(fields, lat, lon, init, levels, spec), init, steps, members, seed)
 
 
 def output_channels(spec: VariantSpec, n_levels: int) -> int:
@@ -409,21 +477,33 @@ def raw_output(name: str, values: np.ndarray, parameters: Mapping[str, Any] | No
     return out
 
 
+def response_parameters(decoded: ForecastRequest, hours: Sequence[int], clipped: Mapping[str, int],
+                        model_version: str) -> dict[str, Any]:
+    """What every answer says beside its tensors: times, levels, members and seed, how many
+    values were clipped to their physical range (JSON, by dataset name), and the model."""
+    return {"init_time": str(decoded.init_time)[:19] + "Z", "lead_hours": ",".join(map(str, hours)),
+            "levels": ",".join(f"{lv:g}" for lv in decoded.levels), "members": decoded.members,
+            "seed": decoded.seed, "clipped_values": json.dumps(dict(clipped), sort_keys=True),
+            "model_version": model_version}
+
+
 def encode_v2(
     request: InferRequest, forecast: Mapping[str, np.ndarray], hours: Sequence[int], model_name: str,
-    decoded: ForecastRequest, *, model_version: str,
+    decoded: ForecastRequest, *, model_version: str, stochastic: bool = False,
+    clipped: Mapping[str, int] | None = None,
 ) -> InferResponse:
-    """One FP32 tensor per variable and lead time; `forecast` maps names to (steps, ...) arrays.
+    """One FP32 tensor per variable and lead time; `forecast` maps names to (steps, ...) arrays,
+    or (members, steps, ...) for a stochastic variant, whose tensors keep the member axis first.
     The response names the model that made it: `model_version` and a parameter of that name."""
     outputs = []
     for name, values in forecast.items():
         for k, h in enumerate(hours):
-            outputs.append(raw_output(output_name(name, h), values[k], {"lead_hours": h, "variable": name}))
+            outputs.append(raw_output(output_name(name, h), values[:, k] if stochastic else values[k],
+                                      {"lead_hours": h, "variable": name}))
     return InferResponse(
         response_id=request.id or "", model_name=model_name, infer_outputs=outputs, model_version=model_version,
         use_binary_outputs=request.use_binary_outputs,
-        parameters={"init_time": str(decoded.init_time)[:19] + "Z", "lead_hours": ",".join(map(str, hours)),
-                    "levels": ",".join(f"{lv:g}" for lv in decoded.levels), "model_version": model_version},
+        parameters=response_parameters(decoded, hours, clipped or {}, model_version),
     )
 
 
@@ -454,11 +534,18 @@ def decode_v1(body: Any, spec: VariantSpec, limits: Limits, statics: StaticCache
 
 
 def encode_v1(forecast: Mapping[str, np.ndarray], hours: Sequence[int], decoded: ForecastRequest, *,
-              model_version: str) -> dict:
+              model_version: str, clipped: Mapping[str, int] | None = None) -> dict:
+    """One prediction: outputs (steps, ...) per variable, or (members, steps, ...) for a
+    stochastic variant, beside the response parameters of v2."""
+    clipped = dict(clipped or {})
+    parameters = response_parameters(decoded, hours, clipped, model_version)
     return {
         "model_version": model_version,
-        "init_time": str(decoded.init_time)[:19] + "Z",
+        "init_time": parameters["init_time"],
         "lead_hours": list(hours),
         "levels": [float(lv) for lv in decoded.levels],
+        "members": decoded.members,
+        "seed": decoded.seed,
+        "clipped_values": clipped,
         "outputs": {name: values.tolist() for name, values in forecast.items()},
     }

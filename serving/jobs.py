@@ -19,6 +19,15 @@ bit-identical to those of an uninterrupted run (`forecast.forecast_steps`); a jo
 first run used another model than the one serving now starts again from step 1, so no job
 mixes two models. Every job record and step file names the model that made it
 (`served.ServedModel`). A failed or cancelled job never has a `_SUCCESS` marker.
+
+A job of a stochastic variant may ask for `members`: each step file holds every member (a
+leading `member` dimension), member m seeded `seed + m` as `auroraops forecast` seeds it, so
+the job's files equal that command's forecast. The members advance together, one step each
+in turn, each on its own generator state; the record keeps every member's state after the
+last step written (`JobState.rng`), and a resumed job restores it, so the steps it adds are
+those of the uninterrupted job, noise included. A resume reads back clipped values
+(`Variable.clip`); where a clip moved an input the model would have taken unclipped, the job
+starts again from step 1 instead, and its `note` says so.
 """
 
 from __future__ import annotations
@@ -37,12 +46,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import xarray as xr
+
 from model_code.data.batch import dataset_to_prediction, predictions_to_dataset, window_to_batch
 from model_code.data.ingest import FILL_MODES, load_window
 from model_code.data.writers import write_dataset
 from model_code.errors import DataError
-from model_code.forecast import forecast_steps
+from model_code.forecast import check_forecast_request, forecast_steps
 from model_code.storage import is_s3, local_copy, s3_client, split_s3, write_atomic
+from model_code.variables import by_key
+from model_code.variants import VariantSpec
+from serving import members as ensemble
 from serving import telemetry
 from serving.codec import RequestError
 from serving.memory import release_free_memory
@@ -166,9 +180,14 @@ class JobRequest:
     fill_missing: str | None = None
     format: str = "nc"
     idempotency_key: str | None = None
+    members: int = 1
+    """Ensemble members (stochastic variants only), member m seeded `seed + m`."""
+    seed: int = 0
 
     @classmethod
-    def from_json(cls, body: Any, max_steps: int) -> "JobRequest":
+    def from_json(cls, body: Any, max_steps: int, *, spec: VariantSpec | None = None,
+                  max_members: int = 16) -> "JobRequest":
+        """Check `body` field by field; with `spec`, whether the variant can give its members."""
         if not isinstance(body, dict):
             raise RequestError("body", "expected a JSON object")
         known = {f for f in cls.__dataclass_fields__}
@@ -213,7 +232,20 @@ class JobRequest:
         key = body.get("idempotency_key")
         if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
             raise RequestError("idempotency_key", "must be a string of 1 to 200 characters")
-        return cls(inputs, output_uri, steps, init_time, history, levels, fill, fmt, key)
+        members = body.get("members", 1)
+        if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+            raise RequestError("members", f"must be a positive integer; got {members!r}")
+        if spec is not None:
+            try:
+                check_forecast_request(spec, steps, None, members)
+            except DataError as e:
+                raise RequestError("members", str(e)) from None
+        if members > max_members:
+            raise RequestError("members", f"{members} members exceed this server's limit of {max_members}")
+        seed = body.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**63 - 1 - members:
+            raise RequestError("seed", f"must be an integer within 0..2^63-1 with its members; got {seed!r}")
+        return cls(inputs, output_uri, steps, init_time, history, levels, fill, fmt, key, members, seed)
 
 
 def job_id_for(variant: str, key: str | None) -> str:
@@ -240,6 +272,9 @@ class JobState:
     model: dict | None = None
     """The `ServedModel` (uri, sha256, version, name) its steps were made with, once it ran."""
     note: str | None = None
+    rng: list[dict] | None = None
+    """A stochastic job's generator state per member after step `steps_done` (`members.rng_state`),
+    what a resumed job's next step draws its noise from; None for deterministic variants."""
 
     @property
     def output_uri(self) -> str:
@@ -270,11 +305,13 @@ class JobManager:
     """
 
     def __init__(self, variant: str, jobs_dir: str, current: Callable[[], Loaded], *, max_steps: int,
-                 max_attempts: int = 3, lock: threading.Lock | None = None, device: str = "cpu"):
+                 max_attempts: int = 3, lock: threading.Lock | None = None, device: str = "cpu",
+                 max_members: int = 16):
         self.variant = variant
         self.jobs_dir = jobs_dir.rstrip("/")
         self.current = current
         self.max_steps = max_steps
+        self.max_members = max_members
         self.max_attempts = max_attempts
         self.lock = lock or threading.Lock()
         self.device = device
@@ -318,7 +355,10 @@ class JobManager:
 
     def submit(self, body: Any) -> tuple[JobState, bool]:
         """The job for `body` and whether it is new; conflicting reuse raises `JobConflict`."""
-        request = JobRequest.from_json(body, self.max_steps)
+        from model_code.variants import get_variant
+
+        request = JobRequest.from_json(body, self.max_steps, spec=get_variant(self.variant),
+                                       max_members=self.max_members)
         job_id = job_id_for(self.variant, request.idempotency_key)
         with self._lock:
             try:
@@ -400,7 +440,16 @@ class JobManager:
     def run(self, state: JobState) -> None:
         loaded = self.current()
         resume = self._resumable(state, loaded)
-        if not resume and state.steps_done:
+        try:
+            inexact = resume and self._clipped_inputs(state, loaded)
+        except (OSError, ValueError):  # a step that cannot be read back is not continued from
+            resume, inexact = False, []
+        if inexact:
+            resume = False
+            state.note = (f"{state.note}; " if state.note else "") + (
+                f"recomputed from step 1: written step(s) {', '.join(map(str, inexact))} hold model inputs "
+                "clipped to their physical range, which the uninterrupted forecast went on with unclipped")
+        elif not resume and state.steps_done:
             state.note = (f"{state.note}; " if state.note else "") + (
                 f"recomputed from step 1: step {state.steps_done} was made with {state.model['sha256'][:19]}, "
                 f"this server serves {loaded.served.sha256[:19]}" if state.model else "recomputed from step 1")
@@ -408,7 +457,7 @@ class JobManager:
             state.note = (f"{state.note}; " if state.note else "") + f"resumed after step {state.steps_done}"
         state.status, state.attempts, state.error = "running", state.attempts + 1, None
         if not resume:
-            state.steps_done, state.files = 0, []
+            state.steps_done, state.files, state.rng = 0, [], None
         state.model = dataclasses.asdict(loaded.served)
         self._save(state)
         remove_partial_writes(state.output_uri)
@@ -427,13 +476,43 @@ class JobManager:
 
     def _resumable(self, state: JobState, loaded: Loaded) -> bool:
         """Whether the steps already written can be continued: the same model made them, in a
-        format read back exactly, and every one of them is there."""
-        return (state.steps_done > 0 and state.model is not None and state.model["sha256"] == loaded.served.sha256
+        format read back exactly, and every one of them is there; for a stochastic job, with
+        each member's generator state for this kind of device."""
+        if not (state.steps_done > 0 and state.model is not None and state.model["sha256"] == loaded.served.sha256
                 and state.request["format"] == "nc" and len(state.files) == state.steps_done
-                and all(read_exists(join(state.output_uri, f)) for f in state.files[-loaded.spec.max_history:]))
+                and all(read_exists(join(state.output_uri, f)) for f in state.files[-loaded.spec.max_history:])):
+            return False
+        if not loaded.spec.stochastic:
+            return True
+        rng = state.rng or []
+        on_gpu = self._device.type == "cuda"
+        return len(rng) == state.request.get("members", 1) and all(("cuda" in r) == on_gpu for r in rng)
+
+    def _clipped_inputs(self, state: JobState, loaded: Loaded) -> list[int]:
+        """The written steps a resume would read back (the input history) in which a clip moved
+        a model input further than the model itself clips it before the next step: read back,
+        they would make another next step than the one the uninterrupted job made."""
+        model_clips = getattr(loaded.model, "rollout_input_clipping", None) or {}
+        inputs = {v.dataset_name for v in loaded.spec.inputs() if v.kind != "static"}
+        recent = state.files[-(state.request.get("history") or loaded.spec.max_history):]
+        found = []
+        for k, name in enumerate(recent, start=state.steps_done - len(recent) + 1):
+            with local_copy(join(state.output_uri, name)) as path, xr.open_dataset(path) as ds:
+                counts = json.loads(ds.attrs.get("clipped_values", "{}"))
+            if any(n and key in inputs and not _within(by_key(key), model_clips.get(by_key(key).name))
+                   for key, n in counts.items()):
+                found.append(k)
+        return found
+
+    @property
+    def _device(self):
+        import torch
+
+        return torch.device(self.device)
 
     def _run(self, state: JobState, loaded: Loaded) -> None:
         r, spec = state.request, loaded.spec
+        n_members, seed = r.get("members", 1), r.get("seed", 0)
         fills, levels = r["fill_missing"], r["levels"]
         if fills is None and loaded.fills is not None:
             fills, levels = dict(loaded.fills.modes), levels or loaded.fills.levels
@@ -442,32 +521,37 @@ class JobManager:
         batch = window_to_batch(window, spec)
         init = window.time.values[-1]
         suffix = FORMATS[r["format"]]
-        done_steps = [self._prediction(join(state.output_uri, f), spec) for f in state.files[-window.sizes["time"]:]]
+        done = self._predictions([join(state.output_uri, f) for f in state.files[-window.sizes["time"]:]], spec,
+                                 n_members)
+        rng = None
+        if spec.stochastic:
+            rng = state.rng if state.steps_done else ensemble.initial_states(seed, n_members, self._device)
         attrs = {"aurora_job": state.job_id, "aurora_model_version": loaded.served.model_version,
                  "aurora_model_sha256": loaded.served.sha256, "aurora_model_uri": loaded.served.uri,
                  **({"aurora_registered_model": loaded.served.name} if loaded.served.name else {})}
         del window  # the batch holds what the model needs
-        steps = self._forward(loaded, batch, r["steps"] - state.steps_done, done_steps, state.steps_done)
-        writing: tuple[Future, int, str] | None = None  # the step being written while the next computes
+        steps = self._forward(loaded, batch, r["steps"] - state.steps_done, done, state.steps_done, rng)
+        writing: tuple[Future, int, str, list | None] | None = None  # the step being written while the next computes
 
         def written() -> None:
             """Wait for the step in writing, then record it (the record never runs ahead of the files)."""
-            future, k, name = writing
+            future, k, name, rng_after = writing
             future.result()
-            state.steps_done, state.files = k, state.files + [name]
+            state.steps_done, state.files, state.rng = k, state.files + [name], rng_after
             self._save(state)
 
         with ThreadPoolExecutor(1, thread_name_prefix=f"job-{state.job_id}-write") as writer:
             try:
-                for k, prediction in enumerate(steps, start=state.steps_done + 1):
-                    ds = predictions_to_dataset([prediction], spec, init, attrs)  # a copy on the host
-                    del prediction
+                for k, (predictions, rng_after) in enumerate(steps, start=state.steps_done + 1):
+                    runs = [predictions_to_dataset([p], spec, init, attrs) for p in predictions]  # copies on the host
+                    ds = ensemble.stack_members(runs, seed) if spec.stochastic else runs[0]
+                    del predictions, runs
                     if writing:
                         written()
                     if state.job_id in self._cancelled:
                         raise JobCancelled()
                     name = f"step_{k:03d}{suffix}"
-                    writing = (writer.submit(write_dataset, ds, join(state.output_uri, name)), k, name)
+                    writing = (writer.submit(write_dataset, ds, join(state.output_uri, name)), k, name, rng_after)
                     del ds
             finally:
                 if writing and state.steps_done < writing[1]:
@@ -476,24 +560,58 @@ class JobManager:
         state.status = "succeeded"
 
     @staticmethod
-    def _prediction(uri: str, spec):
-        import xarray as xr
+    def _predictions(uris: list[str], spec: VariantSpec, n_members: int) -> list[list]:
+        """Per member, the predictions written to `uris` (oldest first), as `forecast_steps(done=...)`
+        continues from them: one member for a deterministic variant."""
+        done: list[list] = [[] for _ in range(n_members if spec.stochastic else 1)]
+        for uri in uris:
+            with local_copy(uri) as path, xr.open_dataset(path) as ds:
+                ds = ds.load()
+            for m, predictions in enumerate(done):
+                predictions.append(dataset_to_prediction(ds.isel(member=m) if spec.stochastic else ds, spec))
+        return done
 
-        with local_copy(uri) as path, xr.open_dataset(path) as ds:
-            return dataset_to_prediction(ds.load(), spec)
+    def _forward(self, loaded: Loaded, batch, steps: int, done: list[list], steps_done: int,
+                 rng: list[dict] | None):
+        """The job's steps through `loaded.model`, holding the lock one forward at a time: per
+        step, every member's prediction and (stochastic) every member's generator state after it.
 
-    def _forward(self, loaded: Loaded, batch, steps: int, done: list, steps_done: int):
-        """The job's steps through `loaded.model`, holding the lock one step at a time."""
+        Each member's forward runs on that member's own generator state, restored before and
+        read after it inside forked generators, so inline requests and other members in
+        between change none of its draws."""
         if steps < 1:
             return
-        generator = forecast_steps(loaded.model, batch.to(self.device), steps, done=done, steps_done=steps_done)
-        while True:
-            with self.lock:
-                try:
-                    prediction = next(generator)
-                except StopIteration:
-                    return
-            yield prediction
+        device = self._device
+        batch = batch.to(device)
+        generators = [forecast_steps(loaded.model, batch, steps, done=d, steps_done=steps_done) for d in done]
+        states = list(rng) if rng is not None else None
+        try:
+            for _ in range(steps):
+                predictions = []
+                for m, generator in enumerate(generators):
+                    with self.lock:
+                        if states is None:
+                            predictions.append(next(generator))
+                            continue
+                        with ensemble.forked_rng(device):
+                            ensemble.set_rng_state(states[m], device)
+                            predictions.append(next(generator))
+                            states[m] = ensemble.rng_state(device)
+                yield predictions, (list(states) if states is not None else None)
+        finally:
+            for generator in reversed(generators):  # each restores the inference mode the one before set
+                generator.close()
+
+
+def _within(v, model_clip: dict | None) -> bool:
+    """Whether the model's own clip of a rolled-out input (`rollout_input_clipping`) is at least
+    as tight as `v.clip`, so clipping first changes nothing it goes on with."""
+    if v.clip is None:
+        return True
+    lo, hi = v.clip
+    model_lo, model_hi = (model_clip or {}).get("min"), (model_clip or {}).get("max")
+    return ((lo is None or (model_lo is not None and model_lo >= lo))
+            and (hi is None or (model_hi is not None and model_hi <= hi)))
 
 
 class JobConflict(RequestError):

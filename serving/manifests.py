@@ -28,7 +28,7 @@ import math
 import sys
 from dataclasses import dataclass
 
-from model_code.variants import VARIANTS, VariantSpec
+from model_code.variants import VARIANTS, VariantSpec, get_variant
 from adapters import IMAGE
 from adapters.manifests import write_files
 from adapters.trainjob import to_yaml
@@ -77,7 +77,7 @@ def registry_uri(variant: str, alias: str = "champion") -> str:
 
 def service_name(variant: str) -> str:
     """The InferenceService of a variant; the model inside it is named the same."""
-    return f"aurora-{variant}"
+    return get_variant(variant).model_name
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 The weights load once (`load`), a warm-up forward runs before the model reports ready (the
 first forward is ~3x slower than later ones), concurrent small requests on the same grid are
-merged into one forward pass, and the same model runs forecast jobs by reference
-(`serving.jobs`) between requests. Every answer names the model that gave it
+merged into one forward pass (a stochastic variant's never are: `run_batch` says why), and
+the same model runs forecast jobs by reference (`serving.jobs`) between requests. Every answer names the model that gave it
 (`served.ServedModel`): the registry version in each response and job, the registry name,
 version and checkpoint digest in the v2 metadata, the version in the Prometheus labels.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import tempfile
 import threading
@@ -35,20 +36,21 @@ from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from model_code.checkpoint import load_checkpoint
-from model_code.data.batch import window_to_batch
+from model_code.data.batch import clip_to_physical, window_to_batch
 from model_code.data.synthetic import synthetic_window
 from model_code.errors import DataError
 from model_code.forecast import forecast_steps
 from model_code.storage import local_copy
 from model_code.variants import VariantSpec, get_variant
-from serving import codec, served, telemetry
+from serving import codec, members, served, telemetry
 from serving.batching import MicroBatcher
 from serving.codec import ForecastRequest, Limits, StaticCache
 from serving.served import Loaded
 
-Forecast = tuple[dict[str, np.ndarray], list[int], Loaded]
-"""Per output variable an array (steps, [level], lat, lon), the lead times in hours, and the
-model that made them."""
+Forecast = tuple[dict[str, np.ndarray], list[int], Loaded, dict[str, int]]
+"""Per output variable an array (steps, [level], lat, lon), or (members, steps, ...) for a
+stochastic variant, clipped to its physical range; the lead times in hours; the model that
+made them; and how many values each clip moved (by dataset name, all members together)."""
 
 logger = logging.getLogger(f"{KSERVE_LOGGER_NAME}.aurora")
 """Under KServe's logger, so the server's log shows swaps beside KServe's own lines."""
@@ -80,17 +82,18 @@ class AuroraPredictor(Model):
         max_steps: int = 20,
         max_request_bytes: int | None = None,
         max_batch: int = 8,
+        max_members: int = 16,
         static_uri: str | None = None,
         follow_s: float | None = None,
         expect_sha256: str | None = None,
     ):
         spec = get_variant(variant)
-        super().__init__(f"aurora-{spec.name}")
+        super().__init__(spec.model_name)
         self.variant = spec.name
         self.model_uri = model_uri
         self.device = torch.device(device)
         self.autocast = autocast
-        self.max_steps, self.max_request_bytes = max_steps, max_request_bytes
+        self.max_steps, self.max_request_bytes, self.max_members = max_steps, max_request_bytes, max_members
         self.statics = StaticCache()
         self.static_uri = static_uri
         if follow_s is not None and (follow_s <= 0 or not served.is_registry_uri(model_uri) or "@" not in model_uri
@@ -108,6 +111,7 @@ class AuroraPredictor(Model):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-forward")
         self._batcher = MicroBatcher(self.run_batch, self._executor, max_batch=max_batch)
         self._stop = threading.Event()
+        self._own_pass = itertools.count()
 
     @property
     def spec(self) -> VariantSpec:
@@ -116,7 +120,10 @@ class AuroraPredictor(Model):
 
     @property
     def limits(self) -> Limits:
-        return Limits.for_variant(self.spec, self.max_steps, self.max_request_bytes)
+        return self.limits_for(self.spec)
+
+    def limits_for(self, spec: VariantSpec) -> Limits:
+        return Limits.for_variant(spec, self.max_steps, self.max_request_bytes, self.max_members)
 
     @property
     def model(self):
@@ -194,8 +201,16 @@ class AuroraPredictor(Model):
     # ---- forward ------------------------------------------------------------------------
 
     def run_batch(self, items: Sequence[tuple[Loaded, ForecastRequest]]) -> list[Forecast]:
-        """One rollout for requests sharing a batch key (one model among them); split back per request."""
+        """One rollout for requests sharing a batch key (one model among them); split back per request.
+
+        A stochastic variant's request runs alone (`predict` gives it a key of its own) and its
+        members one after another, member m on generators seeded `seed + m`, as
+        `model_code.forecast.forecast` runs them: Aurora draws one noise tensor per forward for
+        the whole batch, so merging requests or members into one pass would change the noise
+        each one sees and its answer would no longer be the forecast of its seed."""
         loaded = items[0][0]
+        if loaded.spec.stochastic:
+            return [self._run_members(loaded, request) for _, request in items]
         requests = [r for _, r in items]
         steps = requests[0].steps
         batch = merge_batches([r.batch for r in requests]).to(self.device)
@@ -205,14 +220,36 @@ class AuroraPredictor(Model):
         telemetry.ROLLOUT_STEPS.labels(variant=self.variant).observe(steps)
         results = []
         for i, request in enumerate(requests):
-            outputs = {}
-            for v in loaded.spec.outputs():
-                source = "surf_vars" if v.kind == "surface" else "atmos_vars"
-                outputs[v.dataset_name] = np.stack(
-                    [getattr(p, source)[v.name][i, 0].float().numpy() for p in predictions])
+            outputs, clipped = clip_to_physical(self._outputs(loaded, predictions, i), loaded.spec)
             valid = [np.datetime64(p.metadata.time[i], "ns") for p in predictions]
-            results.append((outputs, codec.lead_hours(request.init_time, valid), loaded))
+            results.append((outputs, codec.lead_hours(request.init_time, valid), loaded, clipped))
         return results
+
+    def _run_members(self, loaded: Loaded, request: ForecastRequest) -> Forecast:
+        """Every member of one request: (members, steps, ...) per output variable."""
+        batch = request.batch.to(self.device)
+        runs = []
+        for m in range(request.members):
+            # The lock outside the forked generators: a job's members set and read the global
+            # generator state under the same lock, so neither sees the other's draws.
+            with self.model_lock, members.seeded(request.seed + m, self.device):
+                predictions = list(forecast_steps(loaded.model, batch, request.steps))
+            runs.append(self._outputs(loaded, predictions, 0))
+        telemetry.BATCH_SIZE.labels(variant=self.variant).observe(1)
+        telemetry.ROLLOUT_STEPS.labels(variant=self.variant).observe(request.steps)
+        stacked = {name: np.stack([run[name] for run in runs]) for name in runs[0]}
+        outputs, clipped = clip_to_physical(stacked, loaded.spec)
+        valid = [np.datetime64(p.metadata.time[0], "ns") for p in predictions]
+        return outputs, codec.lead_hours(request.init_time, valid), loaded, clipped
+
+    @staticmethod
+    def _outputs(loaded: Loaded, predictions: Sequence[Batch], i: int) -> dict[str, np.ndarray]:
+        """Batch element `i` of a rollout's predictions: (steps, [level], lat, lon) per variable."""
+        outputs = {}
+        for v in loaded.spec.outputs():
+            source = "surf_vars" if v.kind == "surface" else "atmos_vars"
+            outputs[v.dataset_name] = np.stack([getattr(p, source)[v.name][i, 0].float().numpy() for p in predictions])
+        return outputs
 
     # ---- request lifecycle ----------------------------------------------------------------
 
@@ -239,7 +276,7 @@ class AuroraPredictor(Model):
 
     async def preprocess(self, payload, headers=None) -> tuple[Any, list[ForecastRequest], Loaded]:
         loaded = self.loaded  # the request is read for, and answered by, this model
-        limits = Limits.for_variant(loaded.spec, self.max_steps, self.max_request_bytes)
+        limits = self.limits_for(loaded.spec)
         if isinstance(payload, InferRequest):
             request = await asyncio.to_thread(codec.decode_v2, payload, loaded.spec, limits, self.statics,
                                               loaded.fills)
@@ -256,20 +293,29 @@ class AuroraPredictor(Model):
 
     async def predict(self, payload, headers=None, response_headers=None):
         body, forecasts, loaded = payload
-        results = await asyncio.gather(*(self._batcher.submit((loaded.served.sha256, f.batch_key), (loaded, f))
+        results = await asyncio.gather(*(self._batcher.submit(self._batch_key(loaded, f), (loaded, f))
                                          for f in forecasts))
         return body, forecasts, results
 
+    def _batch_key(self, loaded: Loaded, request: ForecastRequest) -> tuple:
+        """Deterministic requests of one model and batch key share forward passes; a stochastic
+        one gets a key of its own (`run_batch` says why)."""
+        if loaded.spec.stochastic:
+            return loaded.served.sha256, "own pass", next(self._own_pass)
+        return loaded.served.sha256, request.batch_key
+
     async def postprocess(self, result, headers=None, response_headers=None) -> dict | InferResponse:
         body, forecasts, results = result
-        nbytes = sum(a.nbytes for outputs, _, _ in results for a in outputs.values())
+        nbytes = sum(a.nbytes for outputs, *_ in results for a in outputs.values())
         telemetry.PAYLOAD_BYTES.labels(variant=self.variant, direction="out").observe(nbytes)
         if isinstance(body, InferRequest):
-            (outputs, hours, loaded), = results
+            (outputs, hours, loaded, clipped), = results
             return codec.encode_v2(body, outputs, hours, self.name, forecasts[0],
-                                   model_version=loaded.served.model_version)
-        return {"predictions": [codec.encode_v1(outputs, hours, f, model_version=loaded.served.model_version)
-                                for f, (outputs, hours, loaded) in zip(forecasts, results)]}
+                                   model_version=loaded.served.model_version, stochastic=loaded.spec.stochastic,
+                                   clipped=clipped)
+        return {"predictions": [codec.encode_v1(outputs, hours, f, model_version=loaded.served.model_version,
+                                                clipped=clipped)
+                                for f, (outputs, hours, loaded, clipped) in zip(forecasts, results)]}
 
     # ---- metadata (GET /v2/models/<name>) -------------------------------------------------
 
@@ -281,11 +327,15 @@ class AuroraPredictor(Model):
         return {"versions": [model.model_version], "platform": f"pytorch aurora checkpoint {model.sha256}"}
 
     def get_input_types(self) -> list[dict]:
+        """What a request sends: computed inputs (insolation) are not among them."""
         shapes = {"surface": [-1, -1, -1], "atmos": [-1, -1, -1, -1], "static": [-1, -1]}
         return ([{"name": c, "datatype": "FP32", "shape": [-1]} for c in codec.COORDINATES]
-                + [{"name": v.dataset_name, "datatype": "FP32", "shape": shapes[v.kind]} for v in self.spec.inputs()])
+                + [{"name": v.dataset_name, "datatype": "FP32", "shape": shapes[v.kind]}
+                   for v in codec.sent_inputs(self.spec)])
 
     def get_output_types(self) -> list[dict]:
+        """Per lead time; a stochastic variant's lead with the member axis first."""
         shapes = {"surface": [-1, -1], "atmos": [-1, -1, -1]}
-        return [{"name": f"{v.dataset_name}+<hours>h", "datatype": "FP32", "shape": shapes[v.kind]}
+        member = [-1] if self.spec.stochastic else []
+        return [{"name": f"{v.dataset_name}+<hours>h", "datatype": "FP32", "shape": member + shapes[v.kind]}
                 for v in self.spec.outputs()]

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from model_code.variants import get_variant
+
 
 def free_port() -> int:
     """A loopback port free now, for a child server to listen on."""
@@ -65,7 +67,7 @@ class ServerProcess:
     @property
     def name(self) -> str:
         """The model name (of the first variant)."""
-        return f"aurora-{self.variants[0]}"
+        return get_variant(self.variants[0]).model_name
 
     @property
     def url(self) -> str:
@@ -92,8 +94,8 @@ class ServerProcess:
 
     def wait_ready(self, timeout: float = 180) -> "ServerProcess":
         try:
-            wait_until_answers([f"{self.url}/v2/models/aurora-{v}/ready" for v in self.variants], self.process,
-                               self.log, timeout=timeout, name=self.name)
+            wait_until_answers([f"{self.url}/v2/models/{get_variant(v).model_name}/ready" for v in self.variants],
+                               self.process, self.log, timeout=timeout, name=self.name)
         except TimeoutError:
             self.stop()
             raise

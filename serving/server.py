@@ -272,9 +272,12 @@ def add_job_routes(app: FastAPI, predictor: AuroraPredictor, jobs: JobManager) -
 
 
 def _public(state) -> dict:
+    """The job as clients see it: its record less the members' generator states (kilobytes of
+    opaque bytes per member that only a resume reads)."""
     from dataclasses import asdict
 
-    return {**asdict(state), "output_uri": state.output_uri}
+    record = {k: v for k, v in asdict(state).items() if k != "rng"}
+    return {**record, "output_uri": state.output_uri}
 
 
 def serve(predictors: list[AuroraPredictor], *, host: str = "127.0.0.1", http_port: int = 8080,
@@ -294,7 +297,7 @@ def serve(predictors: list[AuroraPredictor], *, host: str = "127.0.0.1", http_po
         for predictor in predictors:
             jobs = JobManager(predictor.variant, join(jobs_dir, predictor.variant), lambda p=predictor: p.loaded,
                               max_steps=job_max_steps, max_attempts=job_attempts, lock=predictor.model_lock,
-                              device=str(predictor.device))
+                              device=str(predictor.device), max_members=predictor.max_members)
             add_job_routes(app, predictor, jobs)
             jobs.start()
     AuroraModelServer(predictors, host=host, http_port=http_port, grpc_port=grpc_port).start(predictors)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -102,8 +103,12 @@ def test_demo_forecasts_every_variant_from_the_shipped_samples(tmp_path):
     run = subprocess.run([str(AURORAOPS), "demo", "--out", str(tmp_path), "--steps", "2", "--no-pipeline"],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    for variant in ("medium-range", "high-res", "air-pollution", "wave"):
+    for variant in ("medium-range", "high-res", "air-pollution", "wave", "medium-range-v1.5", "ensemble-v1.5"):
         ds = xr.open_dataset(tmp_path / f"{variant}.nc")
-        assert ds.attrs["aurora_variant"] == variant and ds.sizes["time"] == 2
+        hours = (ds.lead_time.values / np.timedelta64(1, "h")).tolist()
+        assert ds.attrs["aurora_variant"] == variant
+        assert hours == ([1, 2, 3, 6, 12] if variant == "medium-range-v1.5" else [12, 24] if variant == "air-pollution"
+                         else [6, 12])
         assert variant in run.stdout
+    assert xr.open_dataset(tmp_path / "ensemble-v1.5.nc").sizes["member"] == 4
     assert "synthetic vars" in run.stdout and "gfs_2p5deg_global_f120.grib2" in run.stdout

@@ -174,6 +174,69 @@ def test_spread_skill_by_hand():
         m.crps(ens.isel(member=[0]), obs, time_dim="none")
 
 
+# ---- rank histograms --------------------------------------------------------------------------------
+
+def ensemble_of(forecast: xr.DataArray, members: int, scale: float, seed: int) -> xr.DataArray:
+    """`members` noisy copies of `forecast` along a leading ``member`` dim."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, scale, size=(members, *forecast.shape))
+    return forecast.expand_dims(member=members).copy(data=forecast.values[None] + noise)
+
+
+def test_rank_histogram_matches_scores_with_equal_and_latitude_weights(pair):
+    forecast, truth, weights = pair
+    ens = ensemble_of(forecast, 5, 0.6, seed=4)  # too little spread for the error: U-shaped
+    ours = m.rank_histogram(ens, truth)
+    assert ours.dims == ("lead_time", "rank") and list(ours["rank"].values) == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_allclose(ours.sum("rank").values, 1.0, rtol=1e-12)
+    theirs = scores.probability.rank_histogram(ens, truth, "member", preserve_dims=["lead_time"], weights=weights)
+    np.testing.assert_allclose(ours.values, theirs.transpose("lead_time", "rank").values, rtol=1e-6, atol=1e-12)
+    # equal-area weights (latitudes ±5°): the unweighted histogram of `scores`
+    lat = np.array([-5.0, 5.0])
+    f = ens.isel(latitude=[2, 4]).assign_coords(latitude=lat)
+    o = truth.isel(latitude=[2, 4]).assign_coords(latitude=lat)
+    theirs = scores.probability.rank_histogram(f, o, "member", preserve_dims=["lead_time"])
+    np.testing.assert_allclose(m.rank_histogram(f, o).values, theirs.transpose("lead_time", "rank").values,
+                               rtol=1e-6, atol=1e-12)
+    edges = ours.isel(rank=[0, -1]).mean().item()
+    assert edges > 2 * ours.isel(rank=slice(1, -1)).mean().item()  # under-dispersed: U-shaped
+
+
+def test_rank_histogram_by_hand_with_weights_nan_and_regions():
+    lat, lon = np.array([-60.0, 0.0, 60.0]), np.array([0.0, 180.0])
+    w = m.area_weights(lat).values
+    members = np.array([[[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]],
+                        [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]],
+                        [[3.0, 3.0], [3.0, np.nan], [3.0, 3.0]]])  # (member 3, lat 3, lon 2)
+    ens = xr.DataArray(members, dims=("member", "latitude", "longitude"), coords={"latitude": lat, "longitude": lon})
+    obs = field([[0.5, 2.5], [3.5, 9.0], [1.5, np.nan]], lat, lon)
+    # valid points: (-60°: ranks 0 and 2), (0°: rank 3; the other has a NaN member), (60°: rank 1)
+    weight = {0: w[0], 1: w[2], 2: w[0], 3: w[1]}
+    total = 2 * w[0] + w[1] + w[2]
+    expected = [weight[r] / total for r in range(4)]
+    ours = m.rank_histogram(ens, obs, time_dim="none")
+    np.testing.assert_allclose(ours.values, expected, rtol=1e-12)
+    regions = region_masks(["global", "box:north:30,90,-10,359"], lat, lon)
+    np.testing.assert_allclose(m.rank_histogram(ens, obs, regions=regions, time_dim="none").isel(region=1).values,
+                               [0, 1, 0, 0], atol=1e-12)
+    with pytest.raises(DataError, match="'member' dimension"):
+        m.rank_histogram(ens.isel(member=0), obs, time_dim="none")
+
+
+def test_rank_histogram_shares_ties_at_random_as_scores_shares_them_evenly():
+    """Integer fields tie often; a seeded draw over the tied ranks matches `scores`' even share
+    to sampling error, and the same seed gives the same histogram."""
+    rng = np.random.default_rng(5)
+    lat, lon = np.array([-5.0, 5.0]), np.arange(0.0, 360.0, 0.5)
+    truth = field(rng.integers(0, 4, size=(150, 2, 720)), lat, lon, extra={"init_time": np.arange(150)})
+    ens = truth.expand_dims(member=4).copy(data=rng.integers(0, 4, size=(4, *truth.shape)).astype("float64"))
+    ours = m.rank_histogram(ens, truth, rng=11)
+    theirs = scores.probability.rank_histogram(ens, truth, "member")
+    np.testing.assert_allclose(ours.values, theirs.values, atol=0.004)  # 216 000 points: sampling error ~1e-3
+    xr.testing.assert_identical(ours, m.rank_histogram(ens, truth, rng=11))
+    assert not np.array_equal(ours.values, m.rank_histogram(ens, truth, rng=12).values)
+
+
 # ---- threshold skill -------------------------------------------------------------------------------
 
 def contingency(f: xr.DataArray, o: xr.DataArray, threshold, below: bool = False) -> dict[str, np.ndarray]:

@@ -26,7 +26,8 @@ from model_code.data.synthetic import synthetic_window
 from model_code.errors import DataError
 from model_code.evaluation.baselines import persistence
 from model_code.evaluation.ensembles import checkpoint_ensemble, perturb_batch, perturbed_ensemble
-from model_code.evaluation.report import write_report
+from model_code.evaluation.metrics import area_weights
+from model_code.evaluation.report import spread_and_error, write_report
 from model_code.evaluation.score import Scores, evaluate, skill
 from model_code.forecast import forecast
 from model_code.variables import variable
@@ -108,6 +109,73 @@ def test_report_holds_metrics_curves_scorecards_and_one_html_page(scores, report
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["metrics.json", "scorecard.json", "scorecard.md", "report.html", "curves",
          "scorecard_persistence.png", "scorecard_other.png"])
+
+
+@pytest.fixture(scope="module")
+def ensemble_scores() -> tuple[Scores, xr.Dataset]:
+    """A 5-member ensemble of the real hourly 10 m winds (truth + 0.5 m/s + member noise) beside
+    persistence, scored as ensemble-v1.5; returns the scores and the ensemble."""
+    with xr.open_dataset(ERA5_HOURLY) as ds:
+        truth = ds[["u10", "v10"]].isel(latitude=slice(0, 33), longitude=slice(0, 64)).load()
+    for v in ("u10", "v10"):
+        truth[v].attrs["units"] = "m s-1"
+    inits = truth.time.values[2:14:3]
+    leads = np.arange(1, 7) * np.timedelta64(1, "h")
+    valid = inits[:, None] + leads[None, :]
+    rng = np.random.default_rng(0)
+    shape = (len(inits), len(leads), 5, 33, 64)
+    ens = xr.Dataset(
+        {v: (("init_time", "lead_time", "member", "latitude", "longitude"),
+             truth[v].sel(time=valid.ravel()).values.reshape(len(inits), len(leads), 1, 33, 64) + 0.5
+             + rng.normal(0, 0.8, shape), {"units": "m s-1"}) for v in ("u10", "v10")},
+        coords={"init_time": inits, "lead_time": leads, "latitude": truth.latitude.values,
+                "longitude": truth.longitude.values})
+    scores = evaluate({"model": ens, "persistence": persistence(truth, inits, leads)}, truth,
+                      variant="ensemble-v1.5", point_crps=True)
+    return scores, ens
+
+
+def test_an_ensemble_report_shows_spread_against_error_and_rank_histograms(ensemble_scores, report, tmp_path):
+    scores, _ = ensemble_scores
+    assert scores.select(metric="rank_histogram") and scores.select(metric="spread_skill")
+    ens_report = write_report(scores, tmp_path / "report")
+    # ensemble-v1.5 targets z500, t850, t2m and wind10: of these the winds were scored
+    assert [Path(p).relative_to(ens_report.out_dir).as_posix() for p in ens_report.ensemble] == [
+        "ensemble/spread_wind10.png", "ensemble/rank_histogram_wind10.png"]
+    page = Path(ens_report.html).read_text()
+    assert "<h2>Ensemble reliability</h2>" in page
+    for path in ens_report.ensemble:
+        assert_png(path)
+        assert base64.b64encode(Path(path).read_bytes()).decode() in page, path
+    # rank histograms are descriptive: in metrics.json, never in the scorecard or the curves
+    assert Scores.from_json(ens_report.metrics).records == scores.records
+    rows = [r for entry in ens_report.card["baselines"].values() for r in entry["rows"]]
+    assert rows and not any(r["metric"] == "rank_histogram" for r in rows)
+    assert any(r["metric"] == "crps" for r in rows)  # the ensemble's CRPS against persistence's
+    assert not any("rank_histogram" in Path(p).name for p in ens_report.curves)
+    # a deterministic forecast: no ensemble section, no ensemble figure
+    assert report.ensemble == [] and "Ensemble reliability" not in Path(report.html).read_text()
+    assert not (Path(report.out_dir) / "ensemble").exists()
+
+
+def test_spread_against_error_is_the_member_spread_and_the_error_of_the_mean(ensemble_scores):
+    scores, ens = ensemble_scores
+    points = spread_and_error(scores.records)
+    assert {k[0] for k in points} == {"model"}  # persistence has no spread
+    u = ens["u10"].isel(lead_time=2)
+    with xr.open_dataset(ERA5_HOURLY) as ds:
+        o = ds["u10"].isel(latitude=slice(0, 33), longitude=slice(0, 64)).sel(
+            time=u.init_time.values + u.lead_time.values).values
+    w = area_weights(u.latitude).values[:, None]
+
+    def spatial_mean(x: np.ndarray) -> np.ndarray:  # (init, lat, lon) -> (init,)
+        return (x * w).sum(axis=(-2, -1)) / (w.sum() * x.shape[-1])
+
+    spread = np.sqrt(spatial_mean(u.var("member", ddof=1).values).mean())
+    error = np.sqrt(spatial_mean((u.mean("member").values - o) ** 2).mean())
+    lead, rmse, got = points[("model", "u10", None, "domain")][2]
+    assert lead == 3.0 and rmse == pytest.approx(error, rel=1e-6) and got == pytest.approx(spread, rel=1e-6)
+    assert got > rmse  # 0.8 m/s of member noise around a mean 0.5 m/s off: over-dispersed
 
 
 def test_a_failed_report_leaves_the_previous_one_whole(scores, report, tmp_path):

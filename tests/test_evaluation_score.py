@@ -21,7 +21,19 @@ from model_code.evaluation.baselines import (
 from model_code.evaluation.forecasts import open_forecasts, stack_forecasts
 from model_code.evaluation.hindcast import hindcast
 from model_code.evaluation.regions import WHOLE_GRID
-from model_code.evaluation.score import Scores, Threshold, better, evaluate, target_options, targets
+from model_code.evaluation import metrics as m
+from model_code.evaluation.regions import region_masks
+from model_code.evaluation.score import (
+    TARGET_VARIANTS,
+    TIE_SEED,
+    Scores,
+    Threshold,
+    better,
+    evaluate,
+    skill,
+    target_options,
+    targets,
+)
 from model_code.variants import build_model, get_variant, with_timestep
 
 HOURS = np.timedelta64(1, "h")
@@ -115,6 +127,54 @@ def test_ensemble_forecast_gets_crps_and_spread_skill_and_mean_scores(truth):
     assert s.value("ens", "t2m", "crps", 6) > 0
     assert s.value("ens", "t", "spread_skill", 12, level=500) > 0
     assert s.value("ens", "t2m", "rmse", 6) < s.value("ens", "t2m", "crps", 6) * 10
+
+
+def noisy_ensemble(truth: xr.Dataset, inits, lt, members: int, scale: float, seed: int) -> xr.Dataset:
+    """The perfect forecast plus independent Gaussian noise per member and point."""
+    perfect = as_forecast(truth, inits, lt)
+    rng = np.random.default_rng(seed)
+    ens = xr.concat([perfect.map(lambda da: da + rng.normal(0, scale, da.shape), keep_attrs=True)
+                     for _ in range(members)], "member")
+    return ens.transpose("init_time", "lead_time", "member", ...)
+
+
+def test_rank_histograms_are_one_record_per_rank_and_survive_json(truth, tmp_path):
+    inits, lt = truth.time.values[4:10], leads(6, 12)
+    ens = noisy_ensemble(truth, inits, lt, members=4, scale=1.0, seed=1)
+    s = evaluate({"ens": ens, "persistence": persistence(truth, inits, lt)}, truth, regions=("global", "tropics"),
+                 metrics=("rmse", "rank_histogram"))
+    rows = s.select(forecast="ens", variable="t", level=850.0, region="tropics", lead_hours=12.0,
+                    metric="rank_histogram")
+    assert [r["rank"] for r in rows] == [0, 1, 2, 3, 4]
+    assert sum(r["value"] for r in rows) == pytest.approx(1.0, rel=1e-12)
+    direct = m.rank_histogram(ens["t"].sel(level=850.0), truth_like_da(truth["t"].sel(level=850.0), inits, lt),
+                              regions=region_masks(["global", "tropics"], truth.latitude, truth.longitude),
+                              rng=np.random.default_rng(TIE_SEED))
+    np.testing.assert_allclose(s.rank_histogram("ens", "t", 12, level=850, region="tropics"),
+                               direct.sel(lead_time=lt[1], region="tropics").values, rtol=1e-12)
+    assert s.value("ens", "t", "rank_histogram", 12, level=850, region="tropics", rank=4) == rows[4]["value"]
+    assert not s.select(forecast="persistence", metric="rank_histogram")  # deterministic: no ranks
+    path = s.to_json(str(tmp_path / "metrics.json"))
+    back = Scores.from_json(path)
+    assert back.records == s.records
+    assert back.rank_histogram("ens", "t2m", 6) == s.rank_histogram("ens", "t2m", 6)
+    with pytest.raises(DataError, match="5 score"):
+        s.value("ens", "t2m", "rank_histogram", 6)  # a histogram is not one number
+
+
+def truth_like_da(truth: xr.DataArray, inits, lt) -> xr.DataArray:
+    """`truth` at every (init, lead) valid time, in the forecast layout."""
+    valid = inits[:, None] + lt[None, :]
+    values = truth.sel(time=valid.ravel()).values.reshape(len(inits), len(lt), *truth.shape[1:])
+    return xr.DataArray(values, dims=("init_time", "lead_time", *truth.dims[1:]),
+                        coords={"init_time": inits, "lead_time": lt, "latitude": truth.latitude,
+                                "longitude": truth.longitude})
+
+
+def test_rank_histograms_have_no_order_and_no_skill():
+    for ask in (lambda: better("rank_histogram", 0.2, 0.1), lambda: skill("rank_histogram", 0.2, 0.1)):
+        with pytest.raises(DataError, match="'rank_histogram' is descriptive.*compare crps or spread_skill"):
+            ask()
 
 
 def test_thresholds_record_csi_and_ets_for_local_extremes(truth):
@@ -268,6 +328,41 @@ def test_medium_range_targets_compare_model_and_baseline_at_days_3_to_5():
     assert all(r["better"] is None for r in rows if "crps" in r["target"])  # deterministic: no CRPS
     assert {t.region for t in targets("wave")} == {"coastal"}
     assert target_options("air-pollution")["log_floors"]["pm2p5"] > 0
+
+
+def test_v1_5_targets_medium_range_without_crps_and_the_ensemble_on_crps_and_spread_skill():
+    fields = {("z", 500.0), ("t", 850.0), ("t2m", None), ("wind10", None)}
+    det = targets("medium-range-v1.5")
+    assert {(t.variable, t.level) for t in det} == fields and {t.metric for t in det} == {"rmse", "acc"}
+    assert det == tuple(t for t in targets("medium-range") if t.metric != "crps")
+    ens = targets("ensemble-v1.5")
+    assert {(t.variable, t.level) for t in ens} == fields and {t.metric for t in ens} == {"crps", "spread_skill"}
+    assert all(t.lead_hours == (72.0, 96.0, 120.0) and t.region is None for t in det + ens)
+    assert all("point_crps" not in target_options(v) for v in ("medium-range", "medium-range-v1.5"))
+    with pytest.raises(DataError) as err:
+        targets("nowcast")
+    assert all(name in str(err.value) for name in TARGET_VARIANTS) and len(TARGET_VARIANTS) == 6
+
+
+def test_ensemble_v1_5_targets_compare_the_ensemble_crps_with_the_baselines_point_crps():
+    """With `target_options("ensemble-v1.5")` persistence gets a CRPS (its MAE: the CRPS of a
+    point forecast), so the ensemble's fair CRPS has something to beat; without it, it has none."""
+    truth = synthetic_truth(n_times=40, step_hours=24)
+    truth = truth.assign(z=(truth["t"] * 20).assign_attrs(units="m2 s-2"))
+    inits, lt = truth.time.values[5:15], leads(72, 96, 120)
+    ens = noisy_ensemble(truth, inits, lt, members=6, scale=0.5, seed=2)
+    pers = persistence(truth, inits, lt)
+    options = target_options("ensemble-v1.5", truth)
+    assert options == {"regions": ("global",), "point_crps": True}
+    s = evaluate({"model": ens, "persistence": pers}, truth, climatology=climatology(truth), **options)
+    for lead in (72, 96, 120):
+        assert s.value("persistence", "t2m", "crps", lead) == pytest.approx(s.value("persistence", "t2m", "mae", lead))
+    rows = target_cells(s, "ensemble-v1.5", "persistence")
+    crps = [r for r in rows if "crps" in r["target"] and not r["target"].startswith("wind10")]
+    assert len(crps) == 9 and all(r["better"] for r in crps)
+    assert all(r["better"] is None for r in rows if "spread_skill" in r["target"])  # persistence has no spread
+    plain = evaluate({"model": ens, "persistence": pers}, truth, metrics=("crps",))
+    assert not plain.select(forecast="persistence", metric="crps")
 
 
 # ---- stacking and hindcasts --------------------------------------------------------------------------

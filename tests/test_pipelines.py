@@ -156,6 +156,27 @@ def test_the_promoted_version_is_what_a_following_server_answers_with_and_what_a
 
 
 @pytest.mark.slow
+def test_the_ensemble_variant_is_trained_verified_on_its_members_and_gated_on_crps(days, tmp_path, monkeypatch):
+    """Aurora 1.5's ensemble through the whole pipeline: members in the evaluation, CRPS gates."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    gates = {"gates": [{"metric": "crps", "variable": "t2m", "lead_hours": [12]}]}
+    summary = run_local("training", arguments("ensemble-v1.5", days, gates=gates, max_inits=4), workdir=tmp_path / "runs",
+                        quiet=True)
+    assert summary.state == "SUCCEEDED", summary.describe()
+    assert summary.registered_version == "1"
+    evaluation = Path(summary.reports["evaluate.scores"])
+    records = json.loads((evaluation / "scores.json").read_text())["records"]
+    crps = {r["forecast"] for r in records if r["metric"] == "crps" and r["variable"] == "t2m"}
+    assert crps == {"model", "persistence"}  # a point forecast's CRPS is its MAE
+    ranks = {r["rank"] for r in records if r["metric"] == "rank_histogram" and r["forecast"] == "model"}
+    assert ranks == set(range(5))  # 4 members: ranks 0..4
+    verdict = json.loads((evaluation / "gates.json").read_text())
+    assert {c["gate"].split()[0] for c in verdict["comparisons"]} == {"crps"}
+    assert sorted(p.name for p in (evaluation / "report" / "ensemble").glob("*.png"))
+    assert "aurora-ensemble-v1p5" in {m.name for m in client().search_registered_models()}
+
+
+@pytest.mark.slow
 def test_a_first_model_worse_than_persistence_is_registered_and_not_promoted(tmp_path, monkeypatch):
     """The demo's split and gates in an empty registry, two steps from the initial weights:
     nothing passes because there is nothing to compare."""

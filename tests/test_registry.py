@@ -402,6 +402,40 @@ def test_missing_leads_and_comparators_fail_the_gate():
     assert acc.comparators == ("champion", "persistence")  # a climatology forecast has no ACC
 
 
+def test_v1_5_default_gates_medium_range_like_medium_range_and_the_ensemble_on_crps():
+    assert g.default_gates("medium-range-v1.5") == g.default_gates("medium-range")
+    ensemble = g.default_gates("ensemble-v1.5")
+    assert {(x.metric, x.variable, x.level, x.lead_hours) for x in ensemble} == {
+        ("crps", v, lvl, (72, 96, 120)) for v, lvl in (("z", 500.0), ("t", 850.0), ("t2m", None))}
+    with pytest.raises(ConfigError, match="'rank_histogram' cannot be gated"):
+        g.Gate("rank_histogram", "t2m")
+
+
+def test_ensemble_v1_5_gates_judge_on_crps_alone():
+    """The ensemble passes on a lower CRPS than every comparator whatever its RMSE (the RMSE of
+    an ensemble mean is no gate of it), and fails where one CRPS is not lower."""
+    fields = (("z", 500.0), ("t", 850.0), ("t2m", None))
+
+    def records(crps_t2m_96: float) -> list[dict]:
+        out = []
+        for v, lvl in fields:
+            for lead in (72.0, 96.0, 120.0):
+                crps = {"model": crps_t2m_96 if (v, lead) == ("t2m", 96.0) else 1.0, "persistence": 2.0,
+                        "climatology": 1.5}
+                for forecast, value in crps.items():
+                    base = {"forecast": forecast, "variable": v, "level": lvl, "region": "global", "lead_hours": lead}
+                    out.append({**base, "metric": "crps", "value": value})
+                    out.append({**base, "metric": "rmse", "value": 9.0 if forecast == "model" else 1.0})
+                out.append({**base, "forecast": "model", "metric": "rank_histogram", "value": 0.5, "rank": 0})
+        return out
+
+    passed = g.judge({"records": records(1.0)}, g.default_gates("ensemble-v1.5"), champion=None)
+    assert passed.passed and len(passed.comparisons) == 3 * 3 * 3
+    assert {c.gate.split(" ")[0] for c in passed.comparisons} == {"crps"}
+    failed = g.judge({"records": records(1.8)}, g.default_gates("ensemble-v1.5"), champion=None)
+    assert failed.reasons == ["crps t2m (whole grid) at 96h: 1.8 does not beat climatology 1.5"]
+
+
 def test_gate_files_name_the_field_at_fault(tmp_path):
     path = tmp_path / "gates.yaml"
     path.write_text("gates:\n  - {metric: rmse, variable: z, level: 500, lead_hours: [72, 120], margin: 0.02}\n")

@@ -2,8 +2,9 @@
 
 Each variant answers v1 REST, v2 REST and v2 gRPC, and a generic open-inference client
 (tritonclient, gRPC in its own process: see tests/triton_grpc.py) gets exactly what an
-in-process forward gives. Every kind of bad input is answered 400 / INVALID_ARGUMENT naming
-its field, and the server keeps serving.
+in-process `forecast` gives (clipped alike; a stochastic variant's members seeded alike).
+Every kind of bad input is answered 400 / INVALID_ARGUMENT naming its field, and the server
+keeps serving.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ import xarray as xr
 from tritonclient.utils import InferenceServerException
 
 from model_code.checkpoint import load_checkpoint, save_checkpoint
-from model_code.data.batch import window_to_batch
 from model_code.data.synthetic import synthetic_window
-from model_code.forecast import forecast_steps
+from model_code.forecast import forecast
 from model_code.variants import VARIANTS, build_model, get_variant
 from serving.process import ServerProcess
 
@@ -48,26 +48,40 @@ def make_window(variant: str, grid=None, seed: int = 1) -> xr.Dataset:
 
 
 def tensors_of(window: xr.Dataset, variant: str) -> dict[str, np.ndarray]:
+    """A request's tensors: every input but those the server computes (insolation)."""
     spec = get_variant(variant)
     out = {"latitude": window.latitude.values.astype(np.float64), "longitude": window.longitude.values.astype(np.float64)}
-    out.update({v.dataset_name: window[v.dataset_name].values.astype(np.float32) for v in spec.inputs()})
+    out.update({v.dataset_name: window[v.dataset_name].values.astype(np.float32) for v in spec.inputs()
+                if not v.computed})
     return out
 
 
 PARAMS = {"init_time": "2024-06-01T12:00:00Z", "steps": STEPS}
 
 
-def reference(checkpoint: str, variant: str, window: xr.Dataset, steps: int = STEPS) -> dict[str, np.ndarray]:
-    """The same forecast from an in-process forward, named as the server names outputs."""
-    spec = get_variant(variant)
+def reference_dataset(checkpoint: str, variant: str, window: xr.Dataset, steps: int = STEPS, *,
+                      members: int = 1, seed: int = 0) -> xr.Dataset:
+    """The same forecast from an in-process `forecast`, as `auroraops forecast` makes it."""
     model, _ = load_checkpoint(checkpoint)
-    predictions = list(forecast_steps(model, window_to_batch(window, spec), steps))
+    return forecast(model, get_variant(variant), window, steps, members=members, seed=seed)
+
+
+def named(ds: xr.Dataset, variant: str) -> dict[str, np.ndarray]:
+    """A forecast dataset's values named as the server names outputs; a stochastic variant's
+    with the member axis first."""
+    stochastic = get_variant(variant).stochastic
     out = {}
-    for k, p in enumerate(predictions, start=1):
-        for v in spec.outputs():
-            source = p.surf_vars if v.kind == "surface" else p.atmos_vars
-            out[f"{v.dataset_name}+{k * spec.timestep_hours}h"] = source[v.name][0, 0].numpy()
+    for name in ds.data_vars:
+        for k, lead in enumerate(ds.lead_time.values):
+            hours = int(lead // np.timedelta64(1, "h"))
+            out[f"{name}+{hours}h"] = ds[name].values[:, k] if stochastic else ds[name].values[k]
     return out
+
+
+def reference(checkpoint: str, variant: str, window: xr.Dataset, steps: int = STEPS, *, members: int = 1,
+              seed: int = 0) -> dict[str, np.ndarray]:
+    """`reference_dataset` named as the server names outputs."""
+    return named(reference_dataset(checkpoint, variant, window, steps, members=members, seed=seed), variant)
 
 
 def assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
@@ -121,10 +135,11 @@ def triton_http_infer(server: ServerProcess, model: str, tensors: dict, paramete
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_each_variant_answers_every_protocol_with_the_in_process_forecast(variant, server, checkpoints, tmp_path):
-    model = f"aurora-{variant}"
+    model = get_variant(variant).model_name
     window = make_window(variant)
     tensors = tensors_of(window, variant)
-    want = reference(checkpoints[variant], variant, window)
+    local = reference_dataset(checkpoints[variant], variant, window)
+    want = named(local, variant)
 
     grpc_out, errors = triton_grpc(server, model, tensors, [{"parameters": PARAMS}], tmp_path)
     assert errors == [{"code": None, "message": ""}]
@@ -139,14 +154,20 @@ def test_each_variant_answers_every_protocol_with_the_in_process_forecast(varian
     assert r.status_code == 200, r.text
     (prediction,) = r.json()["predictions"]
     assert prediction["lead_hours"] == [k * get_variant(variant).timestep_hours for k in range(1, STEPS + 1)]
+    assert prediction["members"] == 1 and prediction["seed"] == 0
+    assert prediction["clipped_values"] == json.loads(local.attrs.get("clipped_values", "{}"))
     # Every answer names its model; the v2 metadata names it with the checkpoint's digest.
     sha = "sha256:" + hashlib.sha256(Path(checkpoints[variant]).read_bytes()).hexdigest()
     assert prediction["model_version"] == sha[:19]
     metadata = httpx.get(f"{server.url}/v2/models/{model}").json()
     assert metadata["name"] == model and metadata["versions"] == [sha[:19]] and sha in metadata["platform"]
-    v1 = {f"{name}+{h}h": np.asarray(values[k], np.float32)
+    stochastic = get_variant(variant).stochastic
+    v1 = {f"{name}+{h}h": np.asarray(values, np.float32)[:, k] if stochastic else np.asarray(values[k], np.float32)
           for name, values in prediction["outputs"].items() for k, h in enumerate(prediction["lead_hours"])}
-    assert_same(v1, want)
+    # nor infinity: a tiny random Aurora 1.5 overflows its snow depth (exp of its log) to inf
+    assert_same(v1, {name: np.where(np.isinf(values), np.nan, values) for name, values in want.items()})
+    computed = [v.dataset_name for v in get_variant(variant).inputs() if v.computed]
+    assert not {i["name"] for i in metadata["inputs"]} & set(computed)  # insolation is never sent
 
 
 def _bad_cases(tmp_path: Path) -> list[tuple[str, dict]]:
@@ -364,3 +385,185 @@ def test_a_request_may_leave_out_what_the_checkpoint_was_trained_without():
                            PARAMS, spec, limits, fills=fills)
     with pytest.raises(codec.RequestError, match="u10: missing surface variable"):
         codec.build_request(given, PARAMS, spec, limits)  # a checkpoint trained on every input fills none
+
+
+# ---- members, computed inputs, clipped values --------------------------------------------------
+
+ENSEMBLE = "ensemble-v1.5"
+
+
+def test_an_ensemble_over_rest_and_grpc_is_the_in_process_forecast_of_its_seed(server, checkpoints, tmp_path):
+    """Three members of ensemble-v1.5: a leading member axis, members that differ, each one the
+    in-process `forecast` of seed + member; the answer says its members and clipped counts."""
+    from serving.client import GrpcClient, RestClient, predict
+
+    model, spec = get_variant(ENSEMBLE).model_name, get_variant(ENSEMBLE)
+    window = make_window(ENSEMBLE)
+    tensors = tensors_of(window, ENSEMBLE)
+    local = reference_dataset(checkpoints[ENSEMBLE], ENSEMBLE, window, members=3, seed=7)
+    want = named(local, ENSEMBLE)
+    params = {**PARAMS, "members": 3, "seed": 7}
+
+    grpc_out, errors = triton_grpc(server, model, tensors, [{"parameters": params}], tmp_path)
+    assert errors == [{"code": None, "message": ""}]
+    assert_same(grpc_out, want)
+    rest_out = triton_http_infer(server, model, tensors, params)
+    assert_same(rest_out, want)
+    t = rest_out["t2m+12h"]
+    assert t.shape == (3, *spec.tiny_grid)
+    assert np.abs(t[0] - t[1]).max() > 1e-3 and np.abs(t[1] - t[2]).max() > 1e-3  # the members differ
+    other = triton_http_infer(server, model, tensors, {**params, "seed": 8})
+    np.testing.assert_array_equal(other["t2m+12h"][0], t[1])  # member 0 of seed 8 is member 1 of seed 7
+
+    for client, options in ((GrpcClient(server.grpc), {}), (RestClient(server.url), {"binary": True})):
+        ds = predict(client, spec, window, STEPS, members=3, seed=7, **options)
+        client.close()
+        assert ds.sizes["member"] == 3 and list(ds.member.values) == [0, 1, 2]
+        assert ds.t2m.dims == ("member", "time", "latitude", "longitude")
+        for name in local.data_vars:
+            np.testing.assert_allclose(ds[name].values, local[name].values, rtol=1e-5, atol=1e-5, err_msg=name)
+        assert json.loads(ds.attrs["clipped_values"]) == json.loads(local.attrs["clipped_values"])
+        assert sum(json.loads(ds.attrs["clipped_values"]).values()) > 0  # the tiny model leaves cloud cover
+
+    instance = {name: values.tolist() for name, values in tensors.items()}
+    r = httpx.post(f"{server.url}/v1/models/{model}:predict", timeout=120,
+                   json={"instances": [instance], "parameters": {**PARAMS, "members": 2, "seed": 7}})
+    assert r.status_code == 200, r.text
+    (prediction,) = r.json()["predictions"]
+    assert prediction["members"] == 2 and prediction["seed"] == 7
+    t2m = np.asarray(prediction["outputs"]["t2m"], np.float32)
+    assert t2m.shape == (2, STEPS, *spec.tiny_grid)
+    np.testing.assert_allclose(t2m, local.t2m.values[:2], rtol=1e-5, atol=1e-5)
+
+
+def test_auroraops_predict_members_writes_what_auroraops_forecast_members_writes(server, checkpoints, tmp_path):
+    window = make_window(ENSEMBLE)
+    window.to_netcdf(tmp_path / "input.nc")
+    common = ["--variant", ENSEMBLE, "--input", str(tmp_path / "input.nc"), "--steps", str(STEPS),
+              "--members", "3", "--seed", "11"]
+    served = subprocess.run([sys.executable, "-m", "auroraops", "predict", "--url", server.grpc, *common,
+                             "--out", str(tmp_path / "served.nc")], capture_output=True, text=True, timeout=120)
+    assert served.returncode == 0, served.stderr
+    assert "3 member(s), seed 11" in served.stdout
+    local = subprocess.run([sys.executable, "-m", "auroraops", "forecast", "--checkpoint", checkpoints[ENSEMBLE],
+                            *common, "--out", str(tmp_path / "local.nc")], capture_output=True, text=True, timeout=120)
+    assert local.returncode == 0, local.stderr
+    a, b = xr.load_dataset(tmp_path / "served.nc"), xr.load_dataset(tmp_path / "local.nc")
+    assert a.sizes["member"] == b.sizes["member"] == 3
+    assert sorted(a.data_vars) == sorted(b.data_vars)
+    for name in b.data_vars:
+        np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-5, atol=1e-5, err_msg=name)
+    assert json.loads(a.attrs["clipped_values"]) == json.loads(b.attrs["clipped_values"])
+
+
+def test_members_of_a_deterministic_variant_and_a_sent_insolation_are_refused_naming_them(
+        server, checkpoints, tmp_path):
+    variant = "medium-range-v1.5"
+    model = get_variant(variant).model_name
+    window = make_window(variant)
+    tensors = tensors_of(window, variant)
+    np.save(tmp_path / "insolation.npy", window.insolation.values)
+    cases = [
+        ("members", {"parameters": {**PARAMS, "members": 2}}),
+        ("members", {"parameters": {**PARAMS, "members": 0}}),
+        ("seed", {"parameters": {**PARAMS, "seed": "seven"}}),
+        ("insolation", {"parameters": PARAMS, "replace": {"insolation": str(tmp_path / "insolation.npy")}}),
+    ]
+    _, errors = triton_grpc(server, model, tensors, [c for _, c in cases] + [{"parameters": PARAMS}], tmp_path)
+    for (field, _), error in zip(cases, errors):
+        assert error["code"] == "StatusCode.INVALID_ARGUMENT", (field, error)
+        assert error["message"].startswith(f"{field}:"), (field, error)
+    assert errors[-1]["code"] is None
+    assert variant in errors[0]["message"] and "deterministic" in errors[0]["message"]
+    assert "computes it" in errors[3]["message"]
+
+    for field, case in cases:
+        named_tensors = {**tensors, **{n: np.load(p) for n, p in case.get("replace", {}).items()}}
+        with pytest.raises(InferenceServerException) as err:
+            triton_http_infer(server, model, named_tensors, case["parameters"])
+        assert err.value.status() == "400" and err.value.message().startswith(f"{field}:"), (field, err.value)
+
+    # more members than the server allows (16 by default) are refused before any compute
+    ensemble = tensors_of(make_window(ENSEMBLE), ENSEMBLE)
+    with pytest.raises(InferenceServerException) as err:
+        triton_http_infer(server, get_variant(ENSEMBLE).model_name, ensemble, {**PARAMS, "members": 17})
+    assert err.value.status() == "400" and err.value.message().startswith("members: 17 members exceed")
+
+    assert_same(triton_http_infer(server, model, tensors, PARAMS), reference(checkpoints[variant], variant, window))
+    assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
+
+
+def test_a_job_with_members_writes_every_member_in_each_step_file(server, checkpoints, tmp_path):
+    window = make_window(ENSEMBLE)
+    window.to_netcdf(tmp_path / "window.nc")
+    jobs = f"{server.url}/v1/models/{get_variant(ENSEMBLE).model_name}/jobs"
+    body = {"inputs": [str(tmp_path / "window.nc")], "output_uri": str(tmp_path / "out"), "steps": STEPS,
+            "members": 2, "seed": 3}
+    r = httpx.post(jobs, json=body, timeout=60)
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 120
+    while (state := httpx.get(f"{jobs}/{r.json()['job_id']}").json())["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, state
+        time.sleep(0.2)
+    assert state["status"] == "succeeded", state
+    assert "rng" not in state  # the members' generator states stay in the record beside the outputs
+    from model_code.data.ingest import load_window
+
+    read, _ = load_window([str(tmp_path / "window.nc")], get_variant(ENSEMBLE))  # as the job and the CLI read it
+    local = reference_dataset(checkpoints[ENSEMBLE], ENSEMBLE, read, members=2, seed=3)
+    for k, name in enumerate(state["files"]):
+        step = xr.load_dataset(tmp_path / "out" / name)
+        assert step.sizes["member"] == 2 and step.t2m.dims == ("member", "time", "latitude", "longitude")
+        for v in local.data_vars:
+            np.testing.assert_allclose(step[v].values[:, 0], local[v].values[:, k], rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{name} {v}")
+
+    r = httpx.post(f"{server.url}/v1/models/{get_variant('medium-range-v1.5').model_name}/jobs",
+                   json={**body, "output_uri": str(tmp_path / "refused")}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"].startswith("members: the medium-range-v1.5 variant")
+
+
+def test_an_ensemble_is_refused_before_compute_when_its_answer_would_exceed_the_response_limit():
+    """Members count in the response size as steps do: 3 members x 2 steps of a 4-step limit."""
+    from serving import codec
+
+    spec = get_variant(ENSEMBLE)
+    window = make_window(ENSEMBLE)
+    step_bytes = 4 * window.latitude.size * window.longitude.size * codec.output_channels(spec, len(spec.levels))
+    limits = codec.Limits(max_steps=4, max_request_bytes=MAX_REQUEST_BYTES, max_response_bytes=4 * step_bytes,
+                          max_members=16)
+    tensors = tensors_of(window, ENSEMBLE)
+    assert codec.build_request(tensors, {**PARAMS, "members": 2}, spec, limits).members == 2
+    with pytest.raises(codec.RequestError, match=r"members: 3 members x 2 steps of .* exceed the response limit"):
+        codec.build_request(tensors, {**PARAMS, "members": 3}, spec, limits)
+    request = codec.build_request(tensors, PARAMS, spec, limits)
+    np.testing.assert_array_equal(request.batch.surf_vars["insolation"][0].numpy(), window.insolation.values)
+
+
+def test_ensemble_requests_that_arrive_together_each_get_the_forecast_of_their_own_seed(server, checkpoints):
+    """Four clients at once, each its own seed: none is merged into another's forward pass (one
+    noise tensor per pass would change its members), and each gets its seed's ensemble."""
+    model = get_variant(ENSEMBLE).model_name
+    window = make_window(ENSEMBLE)
+    tensors = tensors_of(window, ENSEMBLE)
+    passes, requests = batch_sizes(server, ENSEMBLE)
+    start = threading.Barrier(4)
+    answers, failures = {}, []
+
+    def client(seed: int):
+        start.wait()
+        try:
+            answers[seed] = triton_http_infer(server, model, tensors, {**PARAMS, "members": 2, "seed": seed})
+        except Exception as e:  # any failure counts
+            failures.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert failures == [] and sorted(answers) == [0, 1, 2, 3]
+    after = batch_sizes(server, ENSEMBLE)
+    assert after[1] - requests == 4 and after[0] - passes == 4  # one pass (of its members) per request
+    for seed, got in answers.items():
+        assert_same(got, reference(checkpoints[ENSEMBLE], ENSEMBLE, window, members=2, seed=seed))

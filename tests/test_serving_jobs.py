@@ -258,3 +258,108 @@ def test_a_job_on_the_full_grid_writes_the_in_process_forecast(manager, tmp_path
                 got = step[v.dataset_name].values[0]
                 source_vars = prediction.surf_vars if v.kind == "surface" else prediction.atmos_vars
                 np.testing.assert_array_equal(got, source_vars[v.name][0, 0].numpy(), err_msg=f"step {k} {v.name}")
+
+
+# ---- ensembles ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ensemble_jobs(tmp_path):
+    """A job manager on a tiny ensemble-v1.5 checkpoint, and an input file."""
+    from model_code.checkpoint import load_checkpoint
+    from serving.served import Loaded, resolve
+
+    spec = get_variant("ensemble-v1.5")
+    path = save_checkpoint(build_model(spec, "tiny", seed=3), spec, "tiny", str(tmp_path / "ensemble.safetensors"))
+    identity, local = resolve(path)
+    model, info = load_checkpoint(local)
+    loaded = Loaded(model, identity, info.spec)
+    window = tmp_path / "window.nc"
+    make_window("ensemble-v1.5").to_netcdf(window)
+
+    def make() -> JobManager:
+        return JobManager("ensemble-v1.5", str(tmp_path / "jobs"), lambda: loaded, max_steps=40)
+    return make, window
+
+
+def test_an_ensemble_job_resumed_after_2_of_4_steps_writes_the_uninterrupted_jobs_files_noise_included(
+        ensemble_jobs, tmp_path):
+    """Three members, killed after step 2: the restarted job restores every member's generator
+    state from the record and writes steps 3-4 bit for bit as the uninterrupted job did, which
+    is `forecast(..., members=3, seed=5)` in this process. Without those states, or when a clip
+    moved an input it would read back, it starts again from step 1 and says why."""
+    import shutil
+
+    import numpy as np
+    import xarray as xr
+
+    from model_code.data.ingest import load_window
+    from model_code.forecast import forecast
+
+    make, window = ensemble_jobs
+    jobs = make()
+    body = {"inputs": [str(window)], "steps": 4, "members": 3, "seed": 5}
+    whole, _ = jobs.submit({**body, "output_uri": str(tmp_path / "whole"), "idempotency_key": "whole"})
+    partial, _ = jobs.submit({**body, "steps": 2, "output_uri": str(tmp_path / "partial"), "idempotency_key": "p"})
+    for job in (whole, partial):
+        jobs.run(jobs.state(job.job_id))
+        assert jobs.state(job.job_id).status == "succeeded", jobs.state(job.job_id).error
+    assert len(jobs.state(partial.job_id).rng) == 3  # each member's generator state after step 2
+
+    loaded = jobs.current()
+    spec = loaded.spec
+    read, _ = load_window([str(window)], spec)
+    local = forecast(loaded.model, spec, read, 4, members=3, seed=5)
+    for k in range(4):
+        with xr.open_dataset(tmp_path / "whole" / f"step_{k + 1:03d}.nc") as step:
+            assert step.sizes["member"] == 3
+            for v in local.data_vars:
+                np.testing.assert_array_equal(step[v].values[:, 0], local[v].values[:, k], err_msg=f"step {k + 1} {v}")
+
+    def killed(name: str, *, rng: bool = True) -> Path:
+        """The state a kill after step 2 of the whole job leaves: the partial job's steps and record."""
+        out = tmp_path / name
+        out.mkdir()
+        record = json.loads((tmp_path / "partial" / JOB_STATE).read_text())
+        record.update(job_id=name, status="running", request={
+            **json.loads((tmp_path / "whole" / JOB_STATE).read_text())["request"], "output_uri": str(out),
+            "idempotency_key": name}, rng=record["rng"] if rng else None)
+        (out / JOB_STATE).write_text(json.dumps(record))
+        for step in record["files"]:
+            shutil.copy(tmp_path / "partial" / step, out / step)
+        (tmp_path / "jobs" / f"{name}.json").write_text(json.dumps({"job_id": name, "output_uri": str(out)}))
+        return out
+
+    resumed, without_rng, clipped = killed("resumed"), killed("without-rng", rng=False), killed("clipped")
+    with xr.open_dataset(clipped / "step_002.nc") as step:  # as if a negative humidity had been clipped
+        step = step.load()
+    step.attrs["clipped_values"] = json.dumps({**json.loads(step.attrs["clipped_values"]), "q": 4})
+    step.to_netcdf(clipped / "step_002.nc")
+
+    restarted = make()
+    restarted.start()
+    deadline = time.monotonic() + 120
+    names = ("resumed", "without-rng", "clipped")
+    while any(restarted.state(n).status not in ("succeeded", "failed") for n in names):
+        assert time.monotonic() < deadline, [restarted.state(n) for n in names]
+        time.sleep(0.1)
+    notes = {n: restarted.state(n).note for n in names}
+    assert all(restarted.state(n).status == "succeeded" for n in names), [restarted.state(n).error for n in names]
+    assert "resumed after step 2" in notes["resumed"]
+    assert "recomputed from step 1" in notes["without-rng"]
+    assert "recomputed from step 1: written step(s) 2 hold model inputs clipped" in notes["clipped"]
+    for out in (resumed, without_rng, clipped):
+        for k in range(1, 5):
+            with xr.open_dataset(out / f"step_{k:03d}.nc") as a, \
+                    xr.open_dataset(tmp_path / "whole" / f"step_{k:03d}.nc") as b:
+                for v in b.data_vars:
+                    np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=f"{out.name} step {k} {v}")
+
+
+def test_a_job_refuses_members_its_variant_cannot_give(manager, input_file, tmp_path):
+    from serving.codec import RequestError
+
+    with pytest.raises(RequestError, match="members: the medium-range variant is deterministic"):
+        manager().submit({"inputs": [str(input_file)], "output_uri": str(tmp_path / "out"), "steps": 2, "members": 2})
+    with pytest.raises(RequestError, match="members: must be a positive integer"):
+        manager().submit({"inputs": [str(input_file)], "output_uri": str(tmp_path / "out"), "steps": 2, "members": 0})

@@ -61,12 +61,14 @@ def test_predictor_pod_runs_the_serve_command_on_a_gpu_node_securely(variant):
                          "--model-sha256", "$(AURORA_MODEL_SHA256)", "--host", "0.0.0.0",
                          "--http-port", "8080", "--grpc-port", "8081", "--autocast",
                          "--jobs-dir", f"s3://aurora-jobs/{variant}"]
-    # As shipped, before a rollout pins a version: the registry's champion as a pod starts.
-    assert c["env"][:2] == [{"name": "AURORA_MODEL_URI", "value": f"models:/aurora-{variant}@champion"},
+    # As shipped, before a rollout pins a version: the registry's champion as a pod starts
+    # (registered under the variant's slug: `aurora-medium-range-v1p5`).
+    assert c["env"][:2] == [{"name": "AURORA_MODEL_URI",
+                             "value": f"models:/{get_variant(variant).model_name}@champion"},
                             {"name": "AURORA_MODEL_SHA256", "value": ""}]
     pinned = manifests.inference_service(variant, model=ServedModel(
         uri="s3://aurora-mlflow/artifacts/3/abc/artifacts/model/artifacts/checkpoint.safetensors",
-        sha256="sha256:" + "a" * 64, version="7", name=f"aurora-{variant}"))
+        sha256="sha256:" + "a" * 64, version="7", name=get_variant(variant).model_name))
     assert pinned["spec"]["predictor"]["containers"][0]["env"][1]["value"] == "sha256:" + "a" * 64
     assert pinned["metadata"]["annotations"]["aurora-mlops.io/model-version"] == "7"
     assert errors(validator(pinned), pinned) == []

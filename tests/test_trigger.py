@@ -276,6 +276,24 @@ def test_live_skill_reads_the_outputs_of_a_finished_forecast_job(tmp_path):
     assert all(np.isfinite(r.rmse) and r.rmse >= r.mae > 0 for r in records)
 
 
+def test_live_skill_of_an_ensemble_is_the_error_of_its_mean(tmp_path):
+    forecast = tmp_path / "ensemble.nc"
+    assert main(["forecast", "--variant", "ensemble-v1.5", "--input", str(ERA5_HOURLY), "--steps", "1",
+                 "--out", str(forecast), "--fill-missing", "synthetic", "--init-time", "2018-01-02T12:00",
+                 "--crop-to-patch", "--members", "3", "--history", "1"]) == 0
+    records = update([str(forecast)], [str(ERA5_HOURLY)], variables=["u10"])
+    with xr.open_dataset(forecast) as ds, xr.open_dataset(ERA5_HOURLY) as truth:
+        mean = ds.u10.mean("member").isel(time=0)
+        truth = truth.assign_coords(longitude=truth.longitude % 360)
+        observed = truth.u10.sel(time=ds.time.values[0]).sel(latitude=mean.latitude, longitude=mean.longitude,
+                                                            method="nearest", tolerance=1e-3)
+        weights = np.cos(np.deg2rad(mean.latitude))  # a regional box: rows weigh as their cells
+    (record,) = records
+    assert record.lead_hours == 6.0 and record.rmse > 0
+    error = float(np.sqrt(((mean - observed) ** 2).weighted(weights).mean()))
+    assert record.rmse == pytest.approx(error, rel=0.02)
+
+
 @pytest.mark.slow
 def test_a_local_retrain_run_that_fails_is_a_failed_submission(windows, tmp_path):
     """The real KFP local runner: the retrain pipeline's validate step rejects the data."""

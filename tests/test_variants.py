@@ -32,9 +32,12 @@ def test_spec_matches_the_aurora_class(name):
     assert model.max_history_size == spec.max_history
     assert model.use_lora == spec.use_lora
     # The class's surface variables are what it predicts; the wave model reads wind direction
-    # (dwi) and predicts the wind's u/v components in its place.
+    # (dwi) and predicts the wind's u/v components in its place; Aurora 1.5 predicts some it
+    # never reads (gusts, the last hour's fluxes).
     assert class_default(spec.model_class, "surf_vars") == spec.output_surf_vars
-    inputs = set(spec.output_surf_vars) - {"10u_wave", "10v_wave"} | ({"dwi"} if name == "wave" else set())
+    only = set(getattr(model, "output_only_surf_vars", ()))
+    assert set(spec.output_only_surf_vars) == only | ({"10u_wave", "10v_wave"} if name == "wave" else set())
+    inputs = set(spec.output_surf_vars) - {"10u_wave", "10v_wave"} - only | ({"dwi"} if name == "wave" else set())
     assert set(spec.surf_vars) == inputs
 
 
@@ -60,6 +63,7 @@ def weights_on_meta_device():
 
 @pytest.mark.parametrize("name, billions", [
     ("medium-range", 1.259), ("high-res", 1.202), ("air-pollution", 1.273), ("wave", 1.261),
+    ("medium-range-v1.5", 1.258), ("ensemble-v1.5", 1.260),
 ])
 def test_full_profile_is_the_published_architecture(name, billions):
     with weights_on_meta_device():

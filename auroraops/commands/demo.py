@@ -8,7 +8,8 @@ becomes `aurora-medium-range@champion` only if it beats both baselines at +6, +1
 The terminal shows one line per step, then the held-out scores and the verdict; the tasks'
 own logs go to `pipeline.log`. Then each variant reads the shipped real files (see
 data/samples/README.md); variables with no public sample (pollutants, most wave fields,
-soil type) are filled with labelled synthetic fields. The tiny profile with seeded random
+soil type, Aurora 1.5's clouds, soil and statics where the file lacks them) are filled with
+labelled synthetic fields; Aurora 1.5 forecasts hourly lead times and its ensemble 4 members. The tiny profile with seeded random
 weights runs on a laptop CPU in seconds: those numbers exercise the system end to end,
 they are not a skilful forecast.
 """
@@ -36,6 +37,8 @@ DEMO = {
     "high-res": ((GFS,), dict(history=1, fill_missing="synthetic", crop_to_patch=True)),
     "air-pollution": ((IFS,), dict(fill_missing="synthetic")),
     "wave": ((WAVES,), dict(history=1, fill_missing="synthetic", regrid=1.0)),
+    "medium-range-v1.5": ((GFS,), dict(history=1, fill_missing="synthetic", crop_to_patch=True, first_hours=3)),
+    "ensemble-v1.5": ((GFS,), dict(history=1, fill_missing="synthetic", crop_to_patch=True, members=4)),
 }
 
 
@@ -54,6 +57,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model_code.forecast import ForecastJob, run_forecast_job
+    from model_code.variants import get_variant
     from pipelines.demo import demo_summary, run_demo
 
     data, out = Path(args.data_dir), Path(args.out)
@@ -67,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
         print(demo_summary(summary), end="\n\n")
     rows = []
     for variant, (files, options) in DEMO.items():
+        options = dict(options)
+        if first_hours := options.pop("first_hours", 0):  # hourly at first, then every step's end
+            step = get_variant(variant).timestep_hours
+            options["lead_hours"] = tuple(range(1, first_hours + 1)) + tuple(step * k for k in range(1, args.steps + 1))
         job = ForecastJob(
             variant=variant, inputs=tuple(str(data / f) for f in files), steps=args.steps,
             out=str(out / f"{variant}.nc"), **options,
@@ -89,7 +97,7 @@ def _table(rows) -> str:
         lines.append((
             variant, ", ".join(files), f"{ds.sizes['latitude']}x{ds.sizes['longitude']}",
             str(result.window.sizes["time"]), f"+{hours[0]}..+{hours[-1]}h",
-            str(len(prov.origin)), str(len(prov.filled)), f"{100 * nan:.1f}", f"{seconds:.1f}", result.out,
+            str(len(prov.from_data)), str(len(prov.filled)), f"{100 * nan:.1f}", f"{seconds:.1f}", result.out,
         ))
     widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)

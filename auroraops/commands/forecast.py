@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,13 @@ def add_parser(sub) -> None:
     p.add_argument("--regrid", type=float, metavar="DEG", help="regrid all inputs to this resolution")
     p.add_argument("--crop-to-patch", action="store_true",
                    help="drop edge rows/columns so the grid fits the patch size")
-    p.add_argument("--seed", type=int, default=0, help="seed of initial weights and synthetic fills")
+    p.add_argument("--lead-hours", type=int, nargs="+", metavar="H",
+                   help="lead times to write, in hours (default: each step's end); Aurora 1.5 variants "
+                        "forecast every hour")
+    p.add_argument("--members", type=int, default=1,
+                   help="ensemble members, on a `member` dimension (stochastic variants: ensemble-v1.5)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of initial weights and synthetic fills; member m draws noise from seed + m")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.set_defaults(run=run)
 
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
             history=args.history, init_time=args.init_time,
             levels=tuple(args.levels) if args.levels else None, regrid=args.regrid,
             crop_to_patch=args.crop_to_patch, seed=args.seed, device=args.device,
+            lead_hours=tuple(args.lead_hours) if args.lead_hours else None, members=args.members,
         )
         print(describe(run_forecast_job(job)))
     return 0
@@ -76,8 +84,14 @@ def describe(result: ForecastResult) -> str:
         f"  grid {ds.sizes['latitude']}x{ds.sizes['longitude']}, {ds.sizes['level']} levels, "
         f"from {str(ds.forecast_reference_time.values)[:16]}, lead times "
         + ", ".join(f"+{int(lt / 3.6e12)}h" for lt in ds.lead_time.values.astype("int64")),
-        f"  variables from data: {len(prov.origin)}, filled: {len(prov.filled)}",
+        f"  variables from data: {len(prov.from_data)}, computed: {len(prov.origin) - len(prov.from_data)}, "
+        f"filled: {len(prov.filled)}",
     ]
+    if "member" in ds.dims:
+        lines.append(f"  members: {ds.sizes['member']} (noise seeds {ds.member.attrs.get('seeds', '')})")
+    clipped = {k: n for k, n in json.loads(ds.attrs.get("clipped_values", "{}")).items() if n}
+    if clipped:
+        lines.append("  clipped to physical ranges: " + ", ".join(f"{k} {n}" for k, n in clipped.items()))
     lines += [f"  note: {n}" for n in prov.notes]
     lines.append("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.seconds.items()))
     return "\n".join(lines)

@@ -36,6 +36,10 @@ def add_parser(sub) -> None:
     p.add_argument("--fill-missing",
                    help="fill variables absent from the inputs here (see `auroraops forecast`); default: leave "
                         "them out of the request, for the server to fill as the served checkpoint was trained")
+    p.add_argument("--members", type=int, default=1,
+                   help="ensemble members (stochastic variants such as ensemble-v1.5), each seeded SEED + member")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of member 0: the same seed gives the same ensemble as `auroraops forecast`")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for a job")
     p.set_defaults(run=run)
 
@@ -64,16 +68,18 @@ def run(args: argparse.Namespace) -> int:
                             fill_missing=args.fill_missing or "zeros")
     if not args.fill_missing:
         window = window.drop_vars([k for k in window.data_vars if "filled" in window[k].attrs])
+    ensemble = {"members": args.members, "seed": args.seed}
     if args.protocol == "grpc":
         client = GrpcClient(args.url)
-        ds = predict(client, spec, window, args.steps)
+        ds = predict(client, spec, window, args.steps, **ensemble)
     else:
         client = RestClient(args.url)
-        ds = predict(client, spec, window, args.steps, binary=args.protocol == "rest")
+        ds = predict(client, spec, window, args.steps, binary=args.protocol == "rest", **ensemble)
     client.close()
     out = write_dataset(ds, args.out)
     hours = ", ".join(f"+{int(h)}h" for h in ds.lead_time.values.astype("timedelta64[h]").astype(int))
-    print(f"forecast written: {out} ({args.protocol}; lead times {hours}; "
+    members = f"; {ds.sizes['member']} member(s), seed {args.seed}" if "member" in ds.dims else ""
+    print(f"forecast written: {out} ({args.protocol}; lead times {hours}{members}; "
           f"model version {ds.attrs['aurora_model_version'] or 'not named'})")
     return 0
 
@@ -92,8 +98,9 @@ def _by_reference(args: argparse.Namespace, spec) -> int:
     client = RestClient(args.url)
     body = {"inputs": list(args.input), "output_uri": args.output_uri, "steps": args.steps,
             "init_time": args.init_time, "history": args.history, "fill_missing": args.fill_missing,
-            "idempotency_key": args.idempotency_key}
-    model = f"aurora-{spec.name}"
+            "idempotency_key": args.idempotency_key,
+            "members": args.members if args.members != 1 else None, "seed": args.seed or None}
+    model = spec.model_name
     state = client.submit_job(model, {k: v for k, v in body.items() if v is not None})
     print(f"job {state['job_id']}: {state['status']}", file=sys.stderr)
     state = client.wait_job(model, state["job_id"], timeout=args.timeout, progress=lambda s: print(
@@ -103,9 +110,17 @@ def _by_reference(args: argparse.Namespace, spec) -> int:
         raise DataError(f"job {state['job_id']} {state['status']}: {state.get('error')}")
     print(f"job {state['job_id']} succeeded: {len(state['files'])} file(s) under {state['output_uri']}")
     if args.out:
-        parts = []
+        import json
+
+        from serving.members import add_counts
+
+        parts, clipped = [], {}
         for name in state["files"]:
             with local_copy(join(state["output_uri"], name)) as path:
                 parts.append(xr.load_dataset(path))
-        print(f"forecast written: {write_dataset(xr.concat(parts, dim='time'), args.out)}")
+            clipped = add_counts(clipped, json.loads(parts[-1].attrs.get("clipped_values", "{}")))
+        merged = xr.concat(parts, dim="time", combine_attrs="override")
+        if clipped:
+            merged.attrs["clipped_values"] = json.dumps(clipped, sort_keys=True)
+        print(f"forecast written: {write_dataset(merged, args.out)}")
     return 0

@@ -35,6 +35,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-request-bytes", type=int, metavar="N",
                    help="most tensor bytes of one inline request (default: a full window of the native grid)")
     p.add_argument("--max-batch", type=int, default=8, help="most concurrent requests merged into one forward")
+    p.add_argument("--max-members", type=int, default=16,
+                   help="most ensemble members of one request or job (stochastic variants)")
     p.add_argument("--static", metavar="URI", help="NetCDF/Zarr of static fields requests may then omit")
     p.add_argument("--jobs-dir", default="aurora-jobs", metavar="URI",
                    help="where job ids point to their outputs (path or s3:// prefix)")
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     predictors = [AuroraPredictor(
         variant, model, device=device, autocast=args.autocast, max_steps=args.max_steps,
-        max_request_bytes=args.max_request_bytes, max_batch=args.max_batch,
+        max_request_bytes=args.max_request_bytes, max_batch=args.max_batch, max_members=args.max_members,
         static_uri=args.static, follow_s=args.follow, expect_sha256=args.model_sha256)
         for variant, model in zip(args.variant, args.model)]
     serve(predictors, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, jobs_dir=args.jobs_dir,

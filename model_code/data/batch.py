@@ -8,6 +8,7 @@ with b = 1. Forecasts come back as one CF dataset whose `time` is the valid time
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Mapping, Sequence
 
@@ -82,6 +83,7 @@ def forecast_dataset(
     (scoring, resuming a job) need not tell them apart."""
     valid = np.array([np.datetime64(t, "ns") for t in valid_times])
     init = np.datetime64(init_time, "ns")
+    fields, clipped = clip_to_physical(fields, spec)
 
     data_vars = {}
     for v in spec.outputs():
@@ -109,12 +111,30 @@ def forecast_dataset(
     )
     ds.attrs.update(
         Conventions="CF-1.10",
-        title=f"{spec.title}: {len(valid)}-step forecast from {str(init)[:16]}",
+        title=f"{spec.title}: forecast of {len(valid)} lead time(s) from {str(init)[:16]}",
         aurora_variant=spec.name,
         aurora_model_class=spec.class_name,
         **(attrs or {}),
     )
+    if clipped:
+        ds.attrs["clipped_values"] = json.dumps(clipped, sort_keys=True)
     return ds
+
+
+def clip_to_physical(fields: Mapping[str, np.ndarray], spec: VariantSpec) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The predicted fields clipped to the ranges models are known to leave (`Variable.clip`:
+    negative humidity, cloud cover above 1, ...), and how many values each clip moved."""
+    out, counts = dict(fields), {}
+    for v in spec.outputs():
+        if v.clip is None or v.dataset_name not in fields:
+            continue
+        values = np.asarray(fields[v.dataset_name], dtype="float32")
+        lo, hi = (-np.inf if v.clip[0] is None else v.clip[0]), (np.inf if v.clip[1] is None else v.clip[1])
+        outside = (values < lo) | (values > hi)
+        counts[v.dataset_name] = int(outside.sum())
+        if counts[v.dataset_name]:
+            out[v.dataset_name] = np.clip(values, lo, hi)
+    return out, counts
 
 
 def dataset_to_prediction(ds: xr.Dataset, spec: VariantSpec, step: int = 0) -> Batch:

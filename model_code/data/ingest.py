@@ -28,6 +28,7 @@ from model_code.data.canonical import canonicalise
 from model_code.data.findings import Finding
 from model_code.data.grid import crop_to_patch, regrid
 from model_code.data.readers import open_datasets
+from model_code.data.solar import insolation_field
 from model_code.data.synthetic import synthetic_field
 from model_code.data.units import to_canonical
 from model_code.errors import DataError
@@ -42,6 +43,9 @@ FILL_MODES = ("mean", "synthetic", "zeros")
 physically plausible invented fields (`data.synthetic`); `zeros`, 0 in physical units (for
 mean sea-level pressure that is 76 normalisation scales below its location)."""
 
+
+COMPUTED = "computed"
+"""How provenance starts the origin of a variable computed rather than read (insolation)."""
 
 FILLED_WITH = {"mean": "Aurora's normalisation means", "synthetic": "synthetic values", "zeros": "zeros"}
 """How notes name what a fill mode puts in."""
@@ -88,9 +92,15 @@ GRIB_LEVEL_TYPES = frozenset({
     "surface", "heightAboveGround", "meanSea",  # 2 m / 10 m / sea-level / surface fields
     "entireAtmosphere", "atmosphere",  # total columns (CAMS GRIB2)
     "depthBelowLandLayer",  # soil type from some producers
+    "atmosphereSingleLayer",  # NCEP's total columns and total cloud (pwat, tcc)
+    "lowCloudLayer", "middleCloudLayer", "highCloudLayer",  # NCEP's cloud cover by layer
 })
 """GRIB level types on which producers encode the variables Aurora uses."""
-_SOIL_TYPE = variable("static", "slt")  # categorical: regridded by nearest neighbour
+_CATEGORICAL = frozenset(variable("static", n) for n in ("slt", "tvh", "tvl"))
+"""Code fields: regridded by nearest neighbour, and spread into Aurora 1.5's one-hot statics."""
+_CLOUD_LAYERS = {"lowCloudLayer": "lcc", "middleCloudLayer": "mcc", "highCloudLayer": "hcc",
+                 "boundaryLayerCloudLayer": None, "convectiveCloudLayer": None}
+"""NCEP GRIB encodes every cloud cover as `tcc` and tells them apart by level type."""
 
 
 @dataclass
@@ -151,6 +161,11 @@ class Provenance:
     notes: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
 
+    @property
+    def from_data(self) -> list[str]:
+        """The variables read from the inputs (not filled, not computed)."""
+        return [k for k, origin in self.origin.items() if not origin.startswith(COMPUTED)]
+
     def attrs(self) -> dict[str, str]:
         """Global attributes for a CF file (JSON-encoded where structured)."""
         return {
@@ -190,6 +205,9 @@ def _identify(name: str, da: xr.DataArray, source: str) -> Field | _Relative | N
             if n.lower() in _RELATIVE_HUMIDITY:
                 return _Relative(da, source)
         return None
+    if names[-1] == "tcc" and _grib_level_type(da) in _CLOUD_LAYERS:
+        layer = _CLOUD_LAYERS[_grib_level_type(da)]
+        return _field(variable("surface", layer), da, source, units) if layer else None
     for n in names:
         if (v := find(n, "surface")) is not None:
             return _field(v, da, source, units)
@@ -298,7 +316,7 @@ def read_source(name: str, path, *, resolution: float | None = None) -> Source:
                 source.ignored.append(f"{name}: {var_name}")
                 continue
             if resolution is not None:
-                shaped = regrid(shaped, resolution, categorical=getattr(found, "var", None) == _SOIL_TYPE)
+                shaped = regrid(shaped, resolution, categorical=getattr(found, "var", None) in _CATEGORICAL)
             found.data = shaped
             (source.humidity if isinstance(found, _Relative) else source.fields).append(found)
     return source
@@ -327,6 +345,7 @@ def merge_sources(sources: Iterable[Source], *, resolution: float | None = None)
     if resolution is not None:
         prov.notes.append(f"all fields regridded (bilinear) to {resolution:g}°")
     _derive_specific_humidity(fields, humidity, prov)
+    _derive_one_hot(fields)
     return fields, prov
 
 
@@ -381,6 +400,19 @@ def _derive_specific_humidity(fields: dict[str, Field], humidity: list[_Relative
         dims=rh.dims, coords=rh.coords, name="q",
     )
     fields["q"] = Field(variable("atmos", "q"), q, r.source, note="q from relative humidity r and temperature t")
+
+
+def _derive_one_hot(fields: dict[str, Field]) -> None:
+    """Aurora 1.5's one-hot soil and vegetation statics (`slt_3`: 1 where soil type 3) from the
+    code fields ERA5 distributes (`slt`, `tvh`, `tvl`), where a file gives the codes."""
+    for code_field in [fields[v.dataset_name] for v in _CATEGORICAL if v.dataset_name in fields]:
+        name = code_field.var.name
+        codes = code_field.values()
+        for v in VARIABLES:
+            prefix, _, k = v.name.rpartition("_")
+            if v.kind == "static" and prefix == name and k.isdigit() and v.dataset_name not in fields:
+                one_hot = (np.round(codes) == int(k)).astype(np.float32).rename(v.dataset_name)
+                fields[v.dataset_name] = Field(v, one_hot, code_field.source, note=f"{v.name} from {name} == {k}")
 
 
 def _check_same_grid(fields: list[Field]) -> None:
@@ -482,6 +514,8 @@ def _missing_error(spec: VariantSpec, missing: list[Variable]) -> DataError:
         line = f"{v.kind} variable '{v.name}' ({v.long_name}, {v.units}; dataset name '{v.dataset_name}')"
         if v.name == "q" and v.kind == "atmos":
             line += " — or relative humidity 'r' together with temperature 't'"
+        if not v.open_data:
+            line += " — not in ECMWF's open data (ERA5 and the archive have it)"
         problems.append(line)
     return DataError(
         f"{len(missing)} variable(s) the {spec.name} variant needs are not in the inputs; "
@@ -520,8 +554,8 @@ def assemble_window(
             raise DataError(f"unknown fill mode '{mode}'; expected one of {FILL_MODES}")
 
     needed = spec.inputs()
-    present = [fields[v.dataset_name] for v in needed if v.dataset_name in fields]
-    missing = [v for v in needed if v.dataset_name not in fields]
+    present = [fields[v.dataset_name] for v in needed if v.dataset_name in fields and not v.computed]
+    missing = [v for v in needed if v.dataset_name not in fields and not v.computed]
     for key, f in fields.items():
         if key not in {v.dataset_name for v in needed}:
             prov.ignored.append(f"{f.source}: {key} (not used by the {spec.name} variant)")
@@ -559,6 +593,10 @@ def assemble_window(
         prov.origin[f.key] = f.source + (f" ({f.note})" if f.note else "")
 
     lat, lon = present[0].grid
+    for v in needed:
+        if v.computed:  # from the valid times, whatever a file holds
+            data_vars[v.dataset_name] = xr.DataArray(insolation_field(lat, lon, times), dims=_dims(v))
+            prov.origin[v.dataset_name] = f"{COMPUTED} from the valid time and the grid (aurora.insolation)"
     land = _land_from_wave_fields(data_vars)
     for v in missing:
         mode = modes[v.dataset_name] if modes is not None else fill_missing

@@ -28,6 +28,9 @@ _SPELLINGS: dict[str, tuple[str, ...]] = {
     "degree": ("degree", "degrees", "degree true", "degrees true", "deg", "degree_true"),
     "1": ("1", "", "(0 - 1)", "0-1", "proportion", "fraction", "~", "dimensionless",
           "(code table 4.213)", "code table 4.213", "numeric"),
+    "m3 m-3": ("m3 m-3", "m**3 m**-3", "m3/m3", "m^3 m^-3", "proportion", "fraction"),
+    "J m-2": ("j m-2", "j m**-2", "j/m2", "j m^-2"),
+    "radians": ("radians", "radian", "rad"),
 }
 
 _CONVERSIONS: dict[str, dict[tuple[str, ...], Callable[[np.ndarray], np.ndarray]]] = {
@@ -35,6 +38,8 @@ _CONVERSIONS: dict[str, dict[tuple[str, ...], Callable[[np.ndarray], np.ndarray]
     "Pa": {("hpa", "mbar", "millibars", "millibar", "mb"): lambda x: x * 100.0},
     "kg kg-1": {("g kg-1", "g kg**-1", "g/kg"): lambda x: x / 1000.0},
     "m2 s-2": {("m", "gpm", "metre", "meter"): lambda x: x * G0},
+    "kg m-2": {("m of water equivalent",): lambda x: x * 1000.0},
+    "1": {("%", "percent"): lambda x: x / 100.0},
     "kg m-3": {("ug m-3", "µg m-3", "ug m**-3", "µg m**-3", "ug/m3", "µg/m3"): lambda x: x * 1e-9},
 }
 

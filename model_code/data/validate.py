@@ -384,14 +384,16 @@ def _time_findings(f: Field) -> tuple[list[Finding], dict]:
 
 def _contract_findings(fields: dict[str, Field], spec: VariantSpec) -> list[Finding]:
     findings: list[Finding] = []
-    needed = {v.dataset_name: v for v in spec.inputs()}
+    needed = {v.dataset_name: v for v in spec.inputs() if not v.computed}
     for key, v in needed.items():
         if key not in fields:
             hint = "or relative humidity 'r' with temperature 't'" if key == "q" else None
             findings.append(Finding(
                 "contract_variables", "error", f"the {spec.name} variant needs {v.long_name}",
                 variable=key, expected=f"{v.kind} variable '{v.name}' in {v.units}", found="absent",
-                hint=hint or "add a file that holds it, or fill it on purpose (--fill-missing)"))
+                hint=hint or ("add a file that holds it, or fill it on purpose (--fill-missing)"
+                              + ("; ECMWF's open data does not carry it, ERA5 and the archive do"
+                                 if not v.open_data else ""))))
     present = [fields[k] for k in needed if k in fields]
     atmos = [f for f in present if f.var.kind == "atmos"]
     for f in atmos:

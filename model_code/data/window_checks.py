@@ -78,7 +78,7 @@ def check_variables(
     fill_missing_dynamic: FillMode | None,
 ) -> None:
     problems = []
-    missing = [v for v in dynamic_variables(spec) if v.dataset_name not in fields]
+    missing = [v for v in dynamic_variables(spec) if v.dataset_name not in fields and not v.computed]
     if fill_missing_dynamic is not None and missing:
         real_outputs = [v for v in spec.outputs() if v.dataset_name in fields]
         if not real_outputs:

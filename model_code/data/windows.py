@@ -30,6 +30,7 @@ from model_code.data.sample_layout import (
     _as_time, _checked_history, _checked_lead_steps, _choose_levels, _common_times, _complete_inits, _hours, _show,
 )
 from model_code.data.samples import Sample, _target_batch
+from model_code.data.solar import insolation_field
 from model_code.data.validate import validate_fields
 from model_code.data.window_checks import check_fields, dynamic_fields, dynamic_variables, static_variables
 from model_code.errors import DataError
@@ -122,7 +123,8 @@ class WindowDataset(Dataset):
 
         check_fields(fields, self.spec, history=self.history, lead_steps=self.lead_steps, offsets=self._offsets(),
                      fill_missing=fill_missing, fill_missing_dynamic=fill_missing_dynamic, crop=crop)
-        self.filled_dynamic = tuple(v for v in dynamic_variables(self.spec) if v.dataset_name not in fields)
+        self.filled_dynamic = tuple(v for v in dynamic_variables(self.spec)
+                                    if v.dataset_name not in fields and not v.computed)
         """Time-dependent variables filled in the inputs, NaN in the targets (`fill_missing_dynamic`)."""
         self._note_filled_dynamic()
         self.filled_static = tuple(v for v in static_variables(self.spec) if v.dataset_name not in fields)
@@ -285,6 +287,9 @@ class WindowDataset(Dataset):
             sel = {"time": times, **({"level": self.levels} if v.kind == "atmos" else {})}
             if v.dataset_name in self._fields:
                 data[v.dataset_name] = self._fields[v.dataset_name].values(**sel).variable.copy(deep=False)
+            elif v.computed:  # the insolation the model itself sets on its predictions
+                lat, lon = ref.latitude.values, ref.longitude.values
+                data[v.dataset_name] = xr.Variable(("time", "latitude", "longitude"), insolation_field(lat, lon, times))
             else:  # filled in the inputs only (`fill_missing_dynamic`): no truth to train towards
                 dims = ("time", "level", "latitude", "longitude") if v.kind == "atmos" else (
                     "time", "latitude", "longitude")

@@ -38,6 +38,7 @@ from einops import rearrange
 from model_code.data.batch import window_to_batch
 from model_code.data.grid import cell_areas
 from model_code.errors import DataError
+from model_code.forecast import forward_hours
 from model_code.variables import variable
 from model_code.variants import VariantSpec
 
@@ -91,7 +92,7 @@ def _dataset_name(kind: str, name: str) -> str:
 
 def _step(model: Aurora, batch: Batch) -> Batch:
     """One model step from `batch` (b = 1), whatever the caller's grad mode."""
-    return model.forward(batch)
+    return forward_hours(model, batch, model.timestep.total_seconds() / 3600)
 
 
 def _normalised_outputs(model: Aurora, pred: Batch) -> dict[str, torch.Tensor]:

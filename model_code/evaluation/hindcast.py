@@ -55,6 +55,7 @@ def hindcast(
     levels: Sequence[float] | None = None,
     regrid_to: float | None = None,
     seed: int = 0,
+    members: int = 1,
 ) -> tuple[xr.Dataset, xr.Dataset]:
     """`steps`-step forecasts of `model` from init times of `paths`, and the truth.
 
@@ -65,6 +66,8 @@ def hindcast(
       model was built with.
     - `fill_missing` / `fill_missing_dynamic` / `crop` / `levels` / `regrid_to`: as for
       the training loader.
+    - `members`: ensemble members of a stochastic variant (member m seeded `seed + m`, the
+      same at every initialisation), on a ``member`` dimension.
 
     Returns (forecasts in the (init_time, lead_time, ...) layout, truth with a ``time``
     axis holding every init and valid time, on the forecasts' grid).
@@ -97,7 +100,8 @@ def hindcast(
     forecasts, truths = [], []
     for i in range(len(data)):
         window = data.window(i)
-        forecasts.append(forecast(model, spec, window, steps, attrs={"hindcast": "true"}))
+        forecasts.append(forecast(model, spec, window, steps, attrs={"hindcast": "true"}, members=members,
+                                  seed=seed))
         at_init = window[[v for v in outputs if v in window]].isel(time=[-1])
         truths += [at_init, data.targets(i)[outputs]]
     truth = xr.concat(truths, dim="time", data_vars="all", coords="minimal", compat="override", join="override")

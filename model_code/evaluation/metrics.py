@@ -22,7 +22,7 @@ once whatever the number of regions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import xarray as xr
@@ -35,7 +35,8 @@ TIME = "init_time"
 MEMBER = "member"
 
 DETERMINISTIC = ("rmse", "mae", "bias", "acc")
-ENSEMBLE = ("crps", "spread_skill")
+ENSEMBLE = ("crps", "spread_skill", "rank_histogram")
+RANK = "rank"
 CATEGORICAL = ("hit_rate", "far", "csi", "ets")
 
 
@@ -201,6 +202,35 @@ def ensemble_np(f: np.ndarray, o: np.ndarray, wm: np.ndarray, metrics: Iterable[
     return out
 
 
+def rank_histogram_np(f: np.ndarray, o: np.ndarray, wm: RegionWeights,
+                      rng: np.random.Generator | int | None = 0) -> dict[str, np.ndarray]:
+    """Area-weighted rank histogram; `f` is (T, M, ..., Y, X), `o` is (T, ..., Y, X) -> (..., M + 1, R).
+
+    The rank of the truth at a point is the number of members below it, 0..M (Talagrand
+    1997; Hamill 2001). Where the truth equals k members, its rank is drawn uniformly from
+    the k + 1 ranks it shares with them (a seeded `rng`), so a reliable ensemble stays flat
+    on discrete or clipped fields. Per init, each rank's frequency is its area-weighted
+    share of the valid points, ``⟨[rank = r]⟩``; frequencies are averaged over inits like
+    every other score and sum to 1 per region. A point counts only where the truth and
+    every member are finite; a region without one is NaN.
+    """
+    members = f.shape[1]
+    if members < 1:
+        raise DataError(f"a rank histogram needs at least 1 member along '{MEMBER}'; got {members}")
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    valid = np.isfinite(o) & np.isfinite(f).all(axis=1)
+    rank = (f < o[:, None]).sum(axis=1, dtype=np.int32)
+    ties = (f == o[:, None]).sum(axis=1, dtype=np.int32)
+    tied = np.nonzero(valid & (ties > 0))
+    if tied[0].size:
+        rank[tied] += gen.integers(0, ties[tied] + 1, dtype=np.int32)
+    n = _wsum(valid.astype("float64"), wm)
+    hist = np.empty(o.shape[1:-2] + (members + 1, wm.n_regions))
+    for r in range(members + 1):
+        hist[..., r, :] = _over_inits(_ratio(_wsum((valid & (rank == r)).astype("float64"), wm), n))
+    return {"valid_weight": n, "rank_histogram": _ratio(hist, hist.sum(axis=-2, keepdims=True))}
+
+
 def contingency_np(f: np.ndarray, o: np.ndarray, wm: np.ndarray, threshold: np.ndarray | float,
                    *, below: bool = False) -> dict[str, np.ndarray]:
     """Area-weighted 2x2 contingency table of events ``x >= threshold`` (``<=`` when `below`).
@@ -261,10 +291,13 @@ def _arrays(forecast, truth, time_dim, member=False):
 
 
 def _wrap(values: np.ndarray, forecast: xr.DataArray, dims: list[str], regions: xr.DataArray, name: str,
-          time_dim: str):
+          time_dim: str, inner: Mapping[str, np.ndarray] | None = None):
+    """`values` (kept dims..., inner dims..., region) as a DataArray; `inner` are dims the metric adds."""
     kept = [d for d in dims if d not in (time_dim, LAT, LON)]
     coords = {d: forecast[d].values for d in kept if d in forecast.coords}
-    return xr.DataArray(values, dims=kept + ["region"], coords={**coords, "region": regions.region.values}, name=name)
+    inner = dict(inner or {})
+    return xr.DataArray(values, dims=kept + list(inner) + ["region"],
+                        coords={**coords, **inner, "region": regions.region.values}, name=name)
 
 
 def _regions_or_global(regions, forecast) -> xr.DataArray:
@@ -333,6 +366,21 @@ def _ensemble(metric, forecast, truth, regions, time_dim):
     regs = _regions_or_global(regions, forecast)
     values = ensemble_np(f, o, region_weights(regs, forecast[LAT].values), [metric])[metric]
     return _squeeze(_wrap(values, forecast, dims, regs, metric, time_dim), regions)
+
+
+def rank_histogram(forecast: xr.DataArray, truth: xr.DataArray, *, regions: xr.DataArray | None = None,
+                   time_dim: str = TIME, rng: np.random.Generator | int | None = 0) -> xr.DataArray:
+    """Frequency of each rank 0..M of the truth among the ``member`` values (dim ``rank``),
+    area-weighted, ties shared at random (seeded by `rng`); flat at 1/(M+1) for a reliable
+    ensemble, U-shaped when it is under-dispersed, peaked when over-dispersed."""
+    if MEMBER not in forecast.dims:
+        raise DataError(f"rank_histogram needs an ensemble forecast with a '{MEMBER}' dimension; "
+                        f"dims {forecast.dims}")
+    dims, f, o = _arrays(forecast, truth, time_dim, member=True)
+    regs = _regions_or_global(regions, forecast)
+    values = rank_histogram_np(f, o, region_weights(regs, forecast[LAT].values), rng)["rank_histogram"]
+    ranks = {RANK: np.arange(forecast.sizes[MEMBER] + 1)}
+    return _squeeze(_wrap(values, forecast, dims, regs, "rank_histogram", time_dim, ranks), regions)
 
 
 def quantile_threshold(truth: xr.DataArray, q: float, dim: str | Iterable[str] = "time") -> xr.DataArray:

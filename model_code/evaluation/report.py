@@ -8,6 +8,10 @@
 - `scorecard.json`, `scorecard.md` and `scorecard_<baseline>.png`: the model against each
   baseline per variable, level, region, metric and lead time, as a skill score (positive:
   the model is better) and the share of targets improved;
+- `ensemble/spread_<variable>[_<level>].png` and `ensemble/rank_histogram_<variable>[_<level>].png`,
+  when the scores hold ensemble records: the ensemble spread against the RMSE of the ensemble
+  mean per lead time (a reliable ensemble lies on the 1:1 line), and the rank histogram
+  (flat when reliable), per target variable;
 - `report.html`: all of it on one self-contained page (images embedded as base64), plus the
   explainability figures and summary when given.
 
@@ -32,11 +36,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from model_code.evaluation.score import skill
+from model_code.errors import DataError
+from model_code.evaluation.score import DESCRIPTIVE, skill, targets
 from model_code.storage import is_s3, write_atomic
 from model_code.variables import by_key
 
-__all__ = ["Report", "scorecard", "write_report"]
+__all__ = ["Report", "scorecard", "spread_and_error", "write_report"]
 
 
 def _key(r: Mapping[str, Any]) -> tuple:
@@ -56,10 +61,11 @@ def scorecard(records: Sequence[Mapping[str, Any]], model: str) -> dict:
 
     Returns `{"model", "baselines": {name: {"improved", "compared", "share_improved",
     "rows": [...], "skipped": [...]}}, "overall": {...}}`; a row is `{variable, level,
-    region, metric, lead_hours, model, baseline, skill, better}` (`score.skill`).
+    region, metric, lead_hours, model, baseline, skill, better}` (`score.skill`). Descriptive
+    records (rank histograms) have no skill and are left out.
     """
     by_forecast: dict[str, dict[tuple, float]] = defaultdict(dict)
-    for r in records:
+    for r in _ordered(records):
         by_forecast[r["forecast"]][_key(r)] = r["value"]
     if model not in by_forecast:
         raise ValueError(f"no record of forecast '{model}'; forecasts: {sorted(by_forecast)}")
@@ -110,7 +116,14 @@ class Report:
     curves: list[str] = field(default_factory=list)
     scorecards: list[str] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
+    ensemble: list[str] = field(default_factory=list)
+    """Spread-against-error plots and rank histograms; empty for a deterministic forecast."""
     card: dict = field(default_factory=dict, repr=False)
+
+
+def _ordered(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records of metrics that have a better and a worse value (no rank histograms)."""
+    return [r for r in records if r["metric"] not in DESCRIPTIVE]
 
 
 def _units(variable: str) -> str:
@@ -131,7 +144,7 @@ def _level_slug(level: float | None) -> str:
 def _plot_curves(records: Sequence[Mapping[str, Any]], model: str, out: Path, plt) -> list[tuple[str, Path]]:
     """One PNG per (variable, level, metric): value against lead time, a panel per region."""
     groups: dict[tuple, list] = defaultdict(list)
-    for r in records:
+    for r in _ordered(records):
         variable, level, _, metric, _ = _key(r)
         groups[(variable, level, metric)].append(r)
     forecasts = list(dict.fromkeys(r["forecast"] for r in records))
@@ -164,6 +177,159 @@ def _plot_curves(records: Sequence[Mapping[str, Any]], model: str, out: Path, pl
         fig.savefig(path, dpi=90, bbox_inches="tight")
         plt.close(fig)
         made.append((f"{variable}" + (f" {level:g} hPa" if level is not None else "") + f" {metric} by lead time", path))
+    return made
+
+
+def _field_label(variable: str, level: float | None) -> str:
+    return f"{variable}" + (f" {level:g} hPa" if level is not None else "")
+
+
+def spread_and_error(records: Sequence[Mapping[str, Any]]) -> dict[tuple, list[tuple[float, float, float]]]:
+    """`{(forecast, variable, level, region): [(lead_hours, rmse, spread), ...]}` of every ensemble.
+
+    The spread ``sqrt(mean_t ⟨var_m(x)⟩)`` is the spread-skill ratio times the RMSE of the
+    ensemble mean (`metrics.ensemble_np`: both over the points where the truth and every
+    member are finite), so a cell needs both records; leads are in order.
+    """
+    rmse: dict[tuple, float] = {}
+    ratio: dict[tuple, float] = {}
+    for r in records:
+        if r["metric"] in ("rmse", "spread_skill") and not r.get("threshold"):
+            key = (r["forecast"], r["variable"], r.get("level"), r.get("region", "global"), float(r["lead_hours"]))
+            (rmse if r["metric"] == "rmse" else ratio)[key] = r["value"]
+    out: dict[tuple, list[tuple[float, float, float]]] = defaultdict(list)
+    for key in sorted(set(rmse) & set(ratio), key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2], k[3], k[4])):
+        err, sr = rmse[key], ratio[key]
+        if err is not None and sr is not None and math.isfinite(err) and math.isfinite(sr):
+            out[key[:4]].append((key[4], err, sr * err))
+    return dict(out)
+
+
+def _target_fields(variant: str | None) -> set[tuple[str, float | None]] | None:
+    """(variable, level) of the variant's targets; None when the variant has none known."""
+    try:
+        return {(t.variable, t.level) for t in targets(variant)} if variant else None
+    except DataError:
+        return None
+
+
+def _target_leads(variant: str | None) -> set[float]:
+    try:
+        return {h for t in targets(variant) for h in (t.lead_hours or ())} if variant else set()
+    except DataError:
+        return set()
+
+
+def _ensemble_fields(records: Sequence[Mapping[str, Any]], variant: str | None) -> list[tuple[str, float | None]]:
+    """The (variable, level) pairs the ensemble figures show: the variant's targets that were
+    scored as an ensemble, else every field scored as one."""
+    scored = {(r["variable"], r.get("level")) for r in records if r["metric"] in ("spread_skill", "rank_histogram")}
+    wanted = _target_fields(variant)
+    shown = scored & wanted if wanted and scored & wanted else scored
+    return sorted(shown, key=lambda f: (f[0], -1 if f[1] is None else f[1]))
+
+
+def _plot_spread(points: Mapping[tuple, list], variable: str, level: float | None, model: str, out: Path,
+                 plt) -> Path | None:
+    """Spread against the RMSE of the ensemble mean, a point per lead, a panel per region, the 1:1 line."""
+    mine = {k: v for k, v in points.items() if k[1] == variable and k[2] == level}
+    if not mine:
+        return None
+    regions = list(dict.fromkeys(k[3] for k in mine))
+    forecasts = list(dict.fromkeys(k[0] for k in mine))
+    forecasts = [model] + [f for f in forecasts if f != model] if model in forecasts else forecasts
+    units = _units(variable)
+    fig, axes = plt.subplots(1, len(regions), figsize=(4.4 * len(regions), 4.0), squeeze=False)
+    for ax, region in zip(axes[0], regions):
+        top = 0.0
+        for i, name in enumerate(forecasts):
+            pts = mine.get((name, variable, level, region))
+            if not pts:
+                continue
+            leads, err, spread = zip(*pts)
+            top = max(top, *err, *spread)
+            ax.plot(err, spread, marker="o", ms=4, color=f"C{i}", lw=2.0 if name == model else 1.2,
+                    ls="-" if name == model else "--", label=name)
+            if name == model:
+                for h, x, y in (pts if len(pts) <= 3 else (pts[0], pts[-1])):
+                    ax.annotate(f"{h:g}h", (x, y), textcoords="offset points", xytext=(4, -9), fontsize=7)
+        top = 1.08 * top if top > 0 else 1.0
+        ax.plot([0, top], [0, top], color="0.5", lw=0.9, ls=":", label="1:1 (reliable)")
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.set_aspect("equal")
+        suffix = f" ({units})" if units else ""
+        ax.set_xlabel(f"RMSE of the ensemble mean{suffix}")
+        ax.set_ylabel(f"ensemble spread{suffix}")
+        ax.set_title(f"{_field_label(variable, level)} — {region}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    path = out / "ensemble" / f"spread_{_slug(variable)}{_level_slug(level)}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _shown_leads(leads: Sequence[float], wanted: set[float], most: int = 4) -> list[float]:
+    """The variant's target leads that were scored, else up to `most` leads spread over the range."""
+    hit = [h for h in leads if h in wanted]
+    if hit:
+        return hit[:most]
+    picks = np.unique(np.linspace(0, len(leads) - 1, min(most, len(leads))).round().astype(int))
+    return [leads[i] for i in picks]
+
+
+def _plot_rank_histogram(records: Sequence[Mapping[str, Any]], variable: str, level: float | None, model: str,
+                         wanted_leads: set[float], out: Path, plt) -> Path | None:
+    """The model's rank frequencies at a few lead times, a panel per region, the flat line of reliability."""
+    cells: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
+    for r in records:
+        if (r["metric"] == "rank_histogram" and r["forecast"] == model and r["variable"] == variable
+                and r.get("level") == level):
+            cells[(r.get("region", "global"), float(r["lead_hours"]))][int(r["rank"])] = r["value"]
+    if not cells:
+        return None
+    regions = list(dict.fromkeys(k[0] for k in cells))
+    leads = _shown_leads(sorted({k[1] for k in cells}), wanted_leads)
+    fig, axes = plt.subplots(1, len(regions), figsize=(4.8 * len(regions), 3.4), squeeze=False)
+    for ax, region in zip(axes[0], regions):
+        shown = [(h, cells[(region, h)]) for h in leads if (region, h) in cells]
+        members = max((max(c) for _, c in shown), default=0)
+        width = 0.8 / max(len(shown), 1)
+        for i, (h, freq) in enumerate(shown):
+            ranks = np.arange(members + 1)
+            ax.bar(ranks - 0.4 + (i + 0.5) * width, [freq.get(k, np.nan) for k in ranks], width=width,
+                   color=f"C{i}", label=f"+{h:g} h")
+        if members:
+            ax.axhline(1 / (members + 1), color="0.3", lw=1.0, ls="--", label="flat (reliable)")
+        ax.set_xlabel(f"rank of the truth among {members} members")
+        ax.set_ylabel("frequency")
+        ax.set_title(f"{_field_label(variable, level)} — {region}", fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    path = out / "ensemble" / f"rank_histogram_{_slug(variable)}{_level_slug(level)}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _plot_ensemble(records: Sequence[Mapping[str, Any]], model: str, variant: str | None, out: Path,
+                   plt) -> list[tuple[str, Path]]:
+    """Spread-against-error plots and rank histograms of every target variable scored as an ensemble."""
+    points = spread_and_error(records)
+    wanted_leads = _target_leads(variant)
+    made = []
+    for variable, level in _ensemble_fields(records, variant):
+        label = _field_label(variable, level)
+        path = _plot_spread(points, variable, level, model, out, plt)
+        if path is not None:
+            made.append((f"{label}: ensemble spread against the RMSE of the ensemble mean by lead time "
+                         "(1:1: spread matches error)", path))
+        path = _plot_rank_histogram(records, variable, level, model, wanted_leads, out, plt)
+        if path is not None:
+            made.append((f"{label}: rank histogram of the truth among the members of {model}", path))
     return made
 
 
@@ -280,7 +446,7 @@ def _html_table(entry: dict) -> str:
 
 
 def _html(title: str, card: dict, excluded: Sequence, curves, scorecards, figures, explanation: dict | None,
-          notes: Sequence[str]) -> str:
+          notes: Sequence[str], ensemble: Sequence[tuple[str, Path]] = ()) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]
@@ -297,6 +463,14 @@ def _html(title: str, card: dict, excluded: Sequence, curves, scorecards, figure
             parts.append(_img(pngs[name], f"{card['model']} vs {name}"))
     parts.append("<h2>Lead-time curves</h2>")
     parts += [_img(path, caption) for caption, path in curves]
+    if ensemble:
+        parts.append("<h2>Ensemble reliability</h2><p>Spread against error: the ensemble spread "
+                     "(root-mean member variance) against the RMSE of the ensemble mean at each lead time; "
+                     "a reliable ensemble lies on the 1:1 line, below it it is over-confident. Rank "
+                     "histograms: how often the truth falls at each rank among the sorted members; flat "
+                     "when reliable, U-shaped when under-dispersed, peaked when over-dispersed, sloped when "
+                     "biased. Neither is a gate: CRPS is.</p>")
+        parts += [_img(path, caption) for caption, path in ensemble]
     if figures or explanation:
         parts.append("<h2>Explainability</h2>")
         if explanation:
@@ -351,7 +525,7 @@ def write_report(
     figures = [(caption, Path(p)) for caption, p in figures]
     excluded = list(getattr(scores, "excluded", []) or [])
     title = title or f"Evaluation of {model}" + (f" ({scores.variant})" if getattr(scores, "variant", None) else "")
-    made: dict[str, list[str]] = {"curves": [], "scorecards": [], "figures": []}
+    made: dict[str, list[str]] = {"curves": [], "scorecards": [], "figures": [], "ensemble": []}
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)
@@ -366,12 +540,15 @@ def write_report(
             copied.append((caption, dest))
         curves = _plot_curves(records, model, tmp, plt)
         scorecards = [(name, p) for name in card["baselines"] if (p := _plot_scorecard(card, name, tmp, plt))]
+        ensemble = _plot_ensemble(records, model, getattr(scores, "variant", None), tmp, plt)
         if explanation is not None:
             (tmp / "explain.json").write_text(json.dumps(explanation, indent=1, default=_json_default))
-        (tmp / "report.html").write_text(_html(title, card, excluded, curves, scorecards, copied, explanation, notes))
+        (tmp / "report.html").write_text(_html(title, card, excluded, curves, scorecards, copied, explanation, notes,
+                                               ensemble))
         made["curves"] = [p.relative_to(tmp).as_posix() for _, p in curves]
         made["scorecards"] = [p.relative_to(tmp).as_posix() for _, p in scorecards]
         made["figures"] = [p.relative_to(tmp).as_posix() for _, p in copied]
+        made["ensemble"] = [p.relative_to(tmp).as_posix() for _, p in ensemble]
 
     root = write_atomic(out_dir, write)
     join = (lambda rel: f"{root.rstrip('/')}/{rel}") if is_s3(root) else (lambda rel: str(Path(root) / rel))
@@ -379,7 +556,7 @@ def write_report(
         out_dir=root, metrics=join("metrics.json"), scorecard_json=join("scorecard.json"),
         scorecard_md=join("scorecard.md"), html=join("report.html"),
         curves=[join(c) for c in made["curves"]], scorecards=[join(c) for c in made["scorecards"]],
-        figures=[join(c) for c in made["figures"]], card=card,
+        figures=[join(c) for c in made["figures"]], ensemble=[join(c) for c in made["ensemble"]], card=card,
     )
 
 

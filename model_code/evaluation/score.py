@@ -34,9 +34,19 @@ LOWER_IS_BETTER = frozenset({"rmse", "mae", "crps", "far", "rmse_log", "mae_log"
 ABS_LOWER_IS_BETTER = frozenset({"bias", "bias_log"})
 HIGHER_IS_BETTER = frozenset({"acc", "csi", "ets", "hit_rate"})
 CLOSER_TO_ONE = frozenset({"spread_skill"})
+DESCRIPTIVE = frozenset({"rank_histogram"})
+"""Metrics that describe a forecast and have no better or worse value: never gated or ranked."""
+TIE_SEED = 0
+"""Seed of the generator that breaks ties of the truth with members in rank histograms."""
 CHUNK_BYTES = 64 * 2**20
 """Bytes of forecast values (lead times of one variable) read per chunk; at least one lead
 time is read, and the work arrays of a chunk take about six times its size."""
+
+
+def _refuse_descriptive(metric: str) -> None:
+    if metric in DESCRIPTIVE:
+        raise DataError(f"'{metric}' is descriptive: a frequency per rank, flat when the ensemble is reliable, "
+                        "so no value of it is better than another; compare crps or spread_skill instead")
 
 
 def better(metric: str, a: float, b: float) -> bool:
@@ -44,8 +54,10 @@ def better(metric: str, a: float, b: float) -> bool:
 
     Lower is better for rmse, mae, crps, far (and their log-space forms); smaller |bias|
     is better; higher is better for acc, csi, ets, hit_rate; a spread-skill ratio closer
-    to 1 is better. A NaN is never better.
+    to 1 is better. A NaN is never better. A descriptive metric (rank_histogram) has no
+    order: asking is a `DataError`.
     """
+    _refuse_descriptive(metric)
     if not (math.isfinite(a) and math.isfinite(b)):
         return math.isfinite(a) and not math.isfinite(b)
     if metric in LOWER_IS_BETTER:
@@ -72,8 +84,10 @@ def skill(metric: str, model: float | None, reference: float | None) -> float | 
     - spread_skill: the same on the distance from 1, ``|1 - s_ref|`` against ``|1 - s|``;
     - acc, csi, ets, hit_rate: the difference ``x - x_ref``; far: ``far_ref - far``.
 
-    None when a value is missing or not finite, or a ratio's reference is 0 (perfect).
+    None when a value is missing or not finite, or a ratio's reference is 0 (perfect). A
+    descriptive metric (rank_histogram) has no skill: asking is a `DataError`.
     """
+    _refuse_descriptive(metric)
     if model is None or reference is None or not (math.isfinite(model) and math.isfinite(reference)):
         return None
     if metric in ("rmse", "rmse_log"):
@@ -119,7 +133,8 @@ class Scores:
     """Score records of one evaluation and what was left out (with reasons).
 
     A record: ``{"forecast", "variable", "level" (hPa or None), "region", "lead_hours",
-    "metric", "value"}``, plus ``"threshold"`` for threshold metrics.
+    "metric", "value"}``, plus ``"threshold"`` for threshold metrics and ``"rank"`` (0..M)
+    for ``rank_histogram``, which has one record per rank (the value: its frequency).
     """
 
     records: list[dict]
@@ -156,23 +171,44 @@ class Scores:
         return [r for r in self.records if all(r.get(k) == v for k, v in where.items())]
 
     def value(self, forecast: str, variable: str, metric: str, lead_hours: float, level: float | None = None,
-              region: str | None = None, threshold: str | None = None) -> float:
-        """The one value of a (forecast, variable, level, region, lead, metric[, threshold]) cell;
-        `region` None is the whole grid (`global` or `domain`)."""
+              region: str | None = None, threshold: str | None = None, rank: int | None = None) -> float:
+        """The one value of a (forecast, variable, level, region, lead, metric[, threshold][, rank])
+        cell; `region` None is the whole grid (`global` or `domain`)."""
         where = dict(forecast=forecast, variable=variable, metric=metric, lead_hours=float(lead_hours),
                      level=None if level is None else float(level))
         if region is not None:
             where["region"] = region
         if threshold is not None:
             where["threshold"] = threshold
+        if rank is not None:
+            where["rank"] = int(rank)
         found = [r for r in self.select(**where) if region is not None or r["region"] in WHOLE_GRID]
         if len(found) != 1:
-            reasons = [e["reason"] for e in self.excluded
-                       if e["forecast"] == forecast and e["variable"] in (variable, "*")
-                       and e["region"] in ((region, None) if region else (*WHOLE_GRID, None))
-                       and e["metric"] in (metric, None)]
-            raise DataError(f"{len(found)} score(s) for {where}" + (f"; excluded: {reasons[0]}" if reasons else ""))
+            raise self._not_one(found, where, region)
         return found[0]["value"]
+
+    def _not_one(self, found: list[dict], where: dict, region: str | None) -> DataError:
+        """The error for a cell that holds `found` records instead of one, with why it was excluded."""
+        reasons = [e["reason"] for e in self.excluded
+                   if e["forecast"] == where["forecast"] and e["variable"] in (where["variable"], "*")
+                   and e["region"] in ((region, None) if region else (*WHOLE_GRID, None))
+                   and e["metric"] in (where["metric"], None)]
+        return DataError(f"{len(found)} score(s) for {where}" + (f"; excluded: {reasons[0]}" if reasons else ""))
+
+    def rank_histogram(self, forecast: str, variable: str, lead_hours: float, level: float | None = None,
+                       region: str | None = None) -> list[float]:
+        """The frequencies of ranks 0..M of one cell, in rank order (`region` None: the whole grid)."""
+        where = dict(forecast=forecast, variable=variable, metric="rank_histogram", lead_hours=float(lead_hours),
+                     level=None if level is None else float(level))
+        if region is not None:
+            where["region"] = region
+        found = [r for r in self.select(**where) if region is not None or r["region"] in WHOLE_GRID]
+        if not found:
+            raise self._not_one(found, where, region)
+        ranks = sorted(found, key=lambda r: r["rank"])
+        if [r["rank"] for r in ranks] != list(range(len(ranks))):
+            raise DataError(f"ranks {[r['rank'] for r in ranks]} for {where} are not 0..M once each")
+        return [r["value"] for r in ranks]
 
     def forecasts(self) -> list[str]:
         return list(dict.fromkeys(r["forecast"] for r in self.records))
@@ -216,6 +252,24 @@ class _Collector:
                             self.exclude(forecast, variable, "no valid value at this lead time", level=lev,
                                          region=region, lead_hours=float(lead), metric=metric)
 
+    def add_ranked(self, forecast: str, variable: str, levels, lead_hours, metric: str, values: np.ndarray):
+        """`values` has shape (lead, level, rank, region): one record per rank, with a ``rank`` field."""
+        for k, lev in enumerate(levels):
+            for r, region in enumerate(self.regions):
+                cells = values[:, k, :, r]
+                if not np.isfinite(cells).any():
+                    self.exclude(forecast, variable, "no valid value at any lead time (all NaN, or no valid "
+                                 "point in the region)", level=lev, region=region, metric=metric)
+                    continue
+                for i, lead in enumerate(lead_hours):
+                    if not np.isfinite(cells[i]).all():
+                        self.exclude(forecast, variable, "no valid value at this lead time", level=lev,
+                                     region=region, lead_hours=float(lead), metric=metric)
+                        continue
+                    self.records += [{"forecast": forecast, "variable": variable, "level": _level(lev),
+                                      "region": region, "lead_hours": float(lead), "metric": metric,
+                                      "value": float(v), "rank": j} for j, v in enumerate(cells[i])]
+
 
 def _with_derived(ds: xr.Dataset) -> xr.Dataset:
     """Adds ``wind10`` = sqrt(u10² + v10²) (m s-1) where both components are present."""
@@ -247,7 +301,8 @@ def _levels_axis(x: np.ndarray, has_level: bool) -> np.ndarray:
 
 def _score_variable(col: _Collector, name: str, var: str, fc: xr.DataArray, truth: xr.DataArray, wm: np.ndarray,
                     metric_set: set[str], clim: xr.DataArray | None, log_floor: float | None,
-                    thresholds: Sequence[tuple[Threshold, np.ndarray | float]], chunk_bytes: int) -> None:
+                    thresholds: Sequence[tuple[Threshold, np.ndarray | float]], chunk_bytes: int,
+                    point_crps: bool = False) -> None:
     member = MEMBER in fc.dims
     has_level = "level" in fc.dims
     order = [INIT, LEAD] + ([MEMBER] if member else []) + (["level"] if has_level else []) + ["latitude", "longitude"]
@@ -257,6 +312,10 @@ def _score_variable(col: _Collector, name: str, var: str, fc: xr.DataArray, trut
     lead_hours = leads / np.timedelta64(1, "h")
     det = [k for k in ("rmse", "mae", "bias", "acc") if k in metric_set and (k != "acc" or clim is not None)]
     ens = [k for k in ("crps", "spread_skill") if k in metric_set and member]
+    ranked = member and "rank_histogram" in metric_set
+    point = point_crps and not member and "crps" in metric_set
+    ties = np.random.default_rng(TIE_SEED)
+    histograms: list[np.ndarray] = []
     logm = [k for k in ("rmse", "bias") if log_floor is not None and k in metric_set]
     results: dict[str, list[np.ndarray]] = {}
     cats: dict[str, dict[str, list[np.ndarray]]] = {t.label: {} for t, _ in thresholds}
@@ -273,6 +332,10 @@ def _score_variable(col: _Collector, name: str, var: str, fc: xr.DataArray, trut
         parts = m.deterministic_np(fd, o, wm, det, c) if det else {}
         if ens:
             parts.update(m.ensemble_np(np.moveaxis(f, 2, 1), o, wm, ens))
+        if ranked:
+            histograms.append(m.rank_histogram_np(np.moveaxis(f, 2, 1), o, wm, ties)["rank_histogram"])
+        if point:  # the CRPS of a point forecast is its absolute error
+            parts["crps"] = parts["mae"] if "mae" in parts else m.deterministic_np(fd, o, wm, ["mae"])["mae"]
         if logm:
             logs = m.deterministic_np(_log(fd, log_floor), _log(o, log_floor), wm, logm)
             parts.update({f"{k}_log": logs[k] for k in logm})
@@ -284,6 +347,8 @@ def _score_variable(col: _Collector, name: str, var: str, fc: xr.DataArray, trut
             for k in m.CATEGORICAL:
                 cats[t.label].setdefault(k, []).append(out[k])
     col.add(name, var, levels, lead_hours, {k: np.concatenate(v, axis=0) for k, v in results.items()})
+    if histograms:
+        col.add_ranked(name, var, levels, lead_hours, "rank_histogram", np.concatenate(histograms, axis=0))
     for label, vals in cats.items():
         col.add(name, var, levels, lead_hours, {k: np.concatenate(v, axis=0) for k, v in vals.items()},
                 extra={"threshold": label})
@@ -331,6 +396,7 @@ def evaluate(
     truth_name: str | None = None,
     derived: bool = True,
     chunk_bytes: int = CHUNK_BYTES,
+    point_crps: bool = False,
 ) -> Scores:
     """Score each forecast of `forecasts` (the first is the model) against `truth`.
 
@@ -342,11 +408,15 @@ def evaluate(
     - `regions`: names understood by `regions.region_mask` (default: the whole grid, `global`
       or, for a regional grid, `domain`, whose box the notes give); land/sea/coastal regions use
       `lsm`, else an ``lsm`` variable of the truth, else (waves) the truth's NaN pattern.
-    - `metrics`: any of rmse, mae, bias, acc, crps, spread_skill (ensemble metrics apply to
-      forecasts with a ``member`` dim; deterministic ones use the ensemble mean).
+    - `metrics`: any of rmse, mae, bias, acc, crps, spread_skill, rank_histogram (ensemble
+      metrics apply to forecasts with a ``member`` dim; deterministic ones use the ensemble
+      mean). A rank histogram is one record per rank, ties broken with seed `TIE_SEED`.
     - `thresholds`: `Threshold`s giving hit_rate, far, csi and ets records.
     - `log_floors`: variable -> floor ``ε``; adds rmse_log and bias_log on ``ln(max(x, 0) + ε)``.
     - `derived`: add ``wind10`` (10 m wind speed) when u10 and v10 are present.
+    - `point_crps`: score ``crps`` of forecasts without a ``member`` dim too, as the CRPS of a
+      point forecast, its mean absolute error (Gneiting & Raftery 2007), so that deterministic
+      baselines (persistence, climatology) can be compared with an ensemble on CRPS.
     """
     if not forecasts:
         raise DataError("no forecast to evaluate")
@@ -404,7 +474,8 @@ def evaluate(
                 col.exclude(name, var, "the climatology has no such variable", metric="acc")
             thr = _threshold_fields(thresholds or (), tr, var, fc[var])
             floor = (log_floors or {}).get(var)
-            _score_variable(col, name, var, fc[var], tr[var], wm, metric_set, clim, floor, thr, chunk_bytes)
+            _score_variable(col, name, var, fc[var], tr[var], wm, metric_set, clim, floor, thr, chunk_bytes,
+                            point_crps)
     if "acc" in metric_set and climatology is None:
         col.exclude(names[0], "*", "no climatology given, so no ACC", metric="acc")
     notes = [f"regions: {describe_grid(lat, lon)}"]
@@ -447,31 +518,42 @@ _EXTREMES = (Threshold("wind10", quantile=0.99), Threshold("t2m", quantile=0.99)
              Threshold("t2m", quantile=0.01, below=True))
 
 
+_MEDIUM_RANGE_FIELDS = (("z", 500.0), ("t", 850.0), ("t2m", None), ("wind10", None))
+TARGET_VARIANTS = ("medium-range", "medium-range-v1.5", "ensemble-v1.5", "high-res", "air-pollution", "wave")
+"""Every variant `targets` knows."""
+
+
 def targets(variant: str) -> tuple[Target, ...]:
     """The target scores of `variant` (issue 5 item 3), in the order scorecards show them.
 
     - medium-range: z500, t850, 2 m temperature and 10 m wind speed RMSE and ACC at days
       3-5, and their CRPS when the forecast is an ensemble;
+    - medium-range-v1.5: the same RMSE and ACC (a deterministic model: no CRPS);
+    - ensemble-v1.5: fair CRPS (what gates compare) and the spread-skill ratio (a diagnostic)
+      of the same fields at days 3-5;
     - high-res: CSI and ETS of local extremes (above the local 99th percentile of 10 m wind
       speed and 2 m temperature, below the 1st percentile of 2 m temperature);
     - air-pollution: RMSE and bias of every species in linear and log space;
     - wave: MAE of significant wave height and mean wave period in the coastal band.
     """
-    if variant == "medium-range":
-        fields = (("z", 500.0), ("t", 850.0), ("t2m", None), ("wind10", None))
-        return tuple(Target(v, k, lev, _DAYS_3_TO_5) for k in ("rmse", "acc", "crps") for v, lev in fields)
+    medium_range = {"medium-range": ("rmse", "acc", "crps"), "medium-range-v1.5": ("rmse", "acc"),
+                    "ensemble-v1.5": ("crps", "spread_skill")}
+    if variant in medium_range:
+        return tuple(Target(v, k, lev, _DAYS_3_TO_5)
+                     for k in medium_range[variant] for v, lev in _MEDIUM_RANGE_FIELDS)
     if variant == "high-res":
         return tuple(Target(t.variable, k, threshold=t.label) for t in _EXTREMES for k in ("csi", "ets"))
     if variant == "air-pollution":
         return tuple(Target(v, k) for v in _SPECIES for k in ("rmse", "bias", "rmse_log", "bias_log"))
     if variant == "wave":
         return tuple(Target(v, "mae", region="coastal") for v in ("swh", "mwp"))
-    raise DataError(f"no targets for variant '{variant}'; expected medium-range, high-res, air-pollution or wave")
+    raise DataError(f"no targets for variant '{variant}'; expected one of: {', '.join(TARGET_VARIANTS)}")
 
 
 def target_options(variant: str, grid: xr.Dataset | None = None) -> dict:
     """`evaluate` keyword arguments that make every target of `variant` scorable on the
-    latitudes and longitudes of `grid` (default: a global grid)."""
+    latitudes and longitudes of `grid` (default: a global grid); for ensemble-v1.5, CRPS of
+    the deterministic baselines too (`point_crps`), which its gates compare with."""
     ts = targets(variant)
     whole = "global" if grid is None else whole_grid_region(grid["latitude"].values, grid["longitude"].values)
     regions = tuple(dict.fromkeys((whole, *(t.region or whole for t in ts))))
@@ -480,4 +562,6 @@ def target_options(variant: str, grid: xr.Dataset | None = None) -> dict:
         options["thresholds"] = _EXTREMES
     if variant == "air-pollution":
         options["log_floors"] = LOG_FLOORS
+    if variant == "ensemble-v1.5":
+        options["point_crps"] = True
     return options

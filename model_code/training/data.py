@@ -57,7 +57,7 @@ class TrainData:
         times = np.unique(history.ravel())
         times = times[np.unique(np.linspace(0, len(times) - 1, min(max_times, len(times))).round().astype(int))]
         filled = {v.dataset_name for v in ds.filled_dynamic}
-        fields = {v.dataset_name: ds._fields[v.dataset_name] for v in dynamic_variables(ds.spec)
+        fields = {v.dataset_name: ds._fields[v.dataset_name] for v in dynamic_variables(ds.spec) if not v.computed
                   if v.kind == "surface" and v.dataset_name not in filled}
         lat, lon = next(iter(fields.values())).grid
         data = xr.Dataset({k: f.values(time=times).variable for k, f in fields.items()},

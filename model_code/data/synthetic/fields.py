@@ -15,9 +15,11 @@ import xarray as xr
 import model_code.data.synthetic.atmosphere as atmosphere
 import model_code.data.synthetic.composition as composition
 import model_code.data.synthetic.statics as statics
+import model_code.data.synthetic.surface_state as surface_state
 import model_code.data.synthetic.waves as waves
 from model_code.data.synthetic.composition import _CompositionPieces
 from model_code.data.synthetic.spectral import _F
+from model_code.data.synthetic.surface_state import _SurfaceStatePieces
 from model_code.data.synthetic.waves import _WavePieces
 from model_code.errors import DataError
 from model_code.variables import Variable
@@ -29,13 +31,13 @@ SYNTHETIC_ATTR = "synthetic"
 """Attribute key that marks generated DataArrays and Datasets (value "true")."""
 
 
-class _Ctx(_WavePieces, _CompositionPieces):
+class _Ctx(_WavePieces, _CompositionPieces, _SurfaceStatePieces):
     """Every family's pieces on one grid, built once per context."""
 
 
 _FAMILIES: dict[str, tuple[Callable[[_Ctx], dict[str, Callable]], ...]] = {
     "atmos": (atmosphere._atmos, composition._atmos),
-    "surface": (atmosphere._surface, composition._surface, waves._surface),
+    "surface": (atmosphere._surface, composition._surface, waves._surface, surface_state._surface),
     "static": (statics._static, composition._static, waves._static),
 }
 """Generator tables by variable kind, one per family that has variables of that kind."""

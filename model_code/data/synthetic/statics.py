@@ -1,4 +1,4 @@
-"""Land and surface statics: continents, land-sea mask, orography and soil type.
+"""Land and surface statics: continents, land-sea mask, orography, soil, vegetation and lakes.
 
 Every other family reads the coastline from here (land/sea contrasts, emissions over land,
 wave fields NaN over land), so it is fixed once per seed on a reference grid and never
@@ -76,14 +76,43 @@ class _StaticPieces(_Context):
 
 
 def _static(ctx: _StaticPieces) -> dict[str, Callable[[], np.ndarray]]:
-    """Static generators: land-sea mask, surface geopotential and soil type."""
+    """Static generators: land-sea mask, surface geopotential, soil type, and Aurora 1.5's
+    sub-grid orography, vegetation and lakes (soil and vegetation types also one-hot)."""
 
     def slt():
         codes = np.floor((ctx.smooth("slt", k=8, max_m=6, max_n=6) + 1) * _F(3.5)) + 1  # 1..7
         return np.where(ctx.land, np.clip(codes, 1, 7), _F(0.0))
 
-    return {
+    def one_hot(name: str, code: int, codes: np.ndarray) -> Callable[[], np.ndarray]:
+        return lambda: (codes() == code).astype(_F)
+
+    def vegetation(name: str, kinds: tuple[int, ...]) -> Callable[[], np.ndarray]:
+        """Codes of `kinds` drawn over land (0, none, at sea), as ECMWF's tvh/tvl fields hold them."""
+        def codes():
+            pick = np.floor((ctx.smooth(name, k=8, max_m=6, max_n=6) + 1) * _F(len(kinds) - 1) / 2).astype(int)
+            return np.where(ctx.land, np.asarray(kinds[1:])[np.clip(pick, 0, len(kinds) - 2)], 0)
+        return codes
+
+    relief = lambda: ctx.orography / _F(4000.0)  # noqa: E731
+    table = {
         "lsm": lambda: ctx.lsm,
         "z": lambda: _F(G0) * ctx.orography,
         "slt": slt,
+        "anor": lambda: _F(1.5) * ctx.smooth("anor", k=8, max_m=8, max_n=8),
+        "isor": lambda: np.where(ctx.land, _F(0.5) + _F(0.4) * ctx.smooth("isor", k=6, max_m=6, max_n=6), _F(0.0)),
+        "slor": lambda: _F(0.05) * relief(),
+        "sdor": lambda: _F(400.0) * relief(),
+        "sdfor": lambda: _F(150.0) * relief(),
+        "cvh": lambda: np.where(ctx.land, np.clip(ctx.smooth("cvh", k=6, max_m=6, max_n=6), 0.0, 1.0), _F(0.0)),
+        "cvl": lambda: np.where(ctx.land, np.clip(-ctx.smooth("cvh", k=6, max_m=6, max_n=6), 0.0, 1.0), _F(0.0)),
+        "cl": lambda: np.where(ctx.land, np.clip(ctx.smooth("cl", k=6, max_m=6, max_n=6) - _F(0.8), 0.0, 1.0) * 5,
+                               _F(0.0)),
+        "dl": lambda: np.where(ctx.land, _F(25.0) * (ctx.smooth("dl", k=6, max_m=6, max_n=6) + 1), _F(0.0)),
     }
+    table.update({f"slt_{k}": one_hot("slt", k, slt) for k in range(8)})
+    high = vegetation("tvh", (0, 3, 4, 5, 6, 18, 19))
+    low = vegetation("tvl", (0, 1, 2, 7, 9, 10, 11, 13, 16, 17))
+    table.update(tvh=lambda: high().astype(_F), tvl=lambda: low().astype(_F))
+    table.update({f"tvh_{k}": one_hot("tvh", k, high) for k in (0, 3, 4, 5, 6, 18, 19)})
+    table.update({f"tvl_{k}": one_hot("tvl", k, low) for k in (0, 1, 2, 7, 9, 10, 11, 13, 16, 17)})
+    return table
