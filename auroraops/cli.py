@@ -10,11 +10,12 @@ import sys
 import traceback
 from importlib.metadata import version
 
-from auroraops.commands import (data, demo, evaluate, forecast, monitor, pipeline, predict, registry, rollout, serve,
-                               train, tune)
+from auroraops.commands import (compress, data, demo, evaluate, forecast, monitor, pipeline, predict, registry,
+                               rollout, serve, train, tune)
 from model_code.errors import DataError
 
-COMMANDS = (forecast, data, demo, train, tune, evaluate, pipeline, registry, serve, predict, rollout, monitor)
+COMMANDS = (forecast, data, demo, train, tune, compress, evaluate, pipeline, registry, serve, predict, rollout,
+            monitor)
 
 
 def build_parser() -> argparse.ArgumentParser:

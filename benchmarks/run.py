@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+import bench_compression
 import bench_forward
 import bench_ingest
 import bench_jobs
@@ -41,7 +42,7 @@ import bench_training
 import bench_validate
 
 SECTIONS = ("ingest", "forward", "validate", "loader", "training", "evaluation", "pipeline", "serving", "drift", "gpu",
-            "startup", "jobs")
+            "startup", "jobs", "compression")
 
 
 def machine() -> dict[str, str]:
@@ -570,13 +571,84 @@ table in `benchmarks/gpu_job.md`, shown here:
 
 {gpu_job}
 """,
+    "compression": """\
+## (m) Compression: speed, memory and skill per technique
+
+{stamp}
+
+`benchmarks/bench_compression.py` (`--smoke` runs the same code on tiny settings in under two
+minutes, which checks the script and measures nothing). The techniques are those of
+`model_code/compression/` ([compression.md](compression.md)): int8-dynamic, int8-static, bf16,
+{compression_mlp} of each block's MLP units pruned, and a distilled student (depth and
+embedding factors {compression_factors}).
+
+### Speed and memory on the full architecture
+
+The full medium-range architecture ({compression_parameters} parameters, seeded random
+weights: a step's time does not depend on the values) on a {compression_grid} global grid (a
+synthetic window from `synthetic_window` at {compression_resolution}°, cropped to the patch size), torch on
+{compression_threads} threads. int8-static is calibrated on {compression_calibration} other
+synthetic windows; the student is `student_overrides(spec, "full")` with random weights. Each
+technique's model is built and compressed afresh and freed before the next, beside the one
+fp32 model every technique is timed against (never more than two full models at once). One
+step is a forward (`forward_hours`, as `CompressResult` times it); after a warm-up the
+technique and fp32 run in turns, {compression_repeat} pairs, and the speed-up is the median of
+the pairs' fp32 / technique ratios. Memory: the weights' bytes (`weight_bytes`; the int8
+models drop the float weights they were made from, as a model loaded from an int8 checkpoint
+does), the resident memory the prepared model holds, and the process's peak resident memory
+while preparing it and running its first forward, both above the resident size before it was
+built (the peak count restarted per technique through `/proc/self/clear_refs`).
+
+{compression_speed_table}
+
+{compression_speed_summary}
+
+### Cost in skill on real data
+
+Per seed ({compression_seeds}): a tiny teacher trained with the demo's config
+(`pipelines.demo.CONFIG`, `train.seed`) on the real hourly ERA5 2 m temperature of March 2019
+over the British Isles without its held-out days (as the pipeline's augment step writes it:
+1-16 March trains, 17-21 validates), then each technique from that teacher through
+`compress_checkpoint` on the same series (the pipeline's compress step; pruning recovers for
+{compression_prune_steps} steps and the student trains {compression_distil_steps} steps, both with the
+teacher's own config), and every checkpoint scored by `score_checkpoint` on up to
+{compression_max_inits} initialisations in the held-out 22-31 March, 4 six-hour steps:
+latitude-weighted RMSE of 2 m temperature over the whole grid.
+
+{compression_skill_table}
+
+{compression_skill_summary}
+
+### Goals
+
+Speed from the full architecture above, skill from the real data: the mean over seeds of the
+relative RMSE change against the teacher, at each of +6, +12 and +24 h (the worst of the
+three must be within the limit; a decrease meets it).
+
+{compression_goals}
+
+![Speed-up on the full architecture against the RMSE change at +12 h, per technique]({compression_figure})
+
+Speed-up on the full architecture (x) against the RMSE change at +12 h (y: the mean over
+seeds, bars from the smallest to the largest).
+""",
 }
+
+PLACEHOLDER = """\
+{title}
+
+**Not measured yet**: `.venv/bin/python benchmarks/run.py --only {name} --write docs/benchmarks.md`
+writes this section.
+"""
 
 
 EVALUATION_REPEAT = 2  # a naive run takes a minute on 2 cores
 PIPELINE_REPEAT = 3  # a run takes a minute or two on 2 cores
 STARTUP_REPEAT = 10  # a round takes about half a second
 JOBS_REPEAT = 3  # a job and a plain run take about a minute together on 2 cores
+COMPRESSION_REPEAT = 3  # one step of the full architecture takes 10-25 s on 2 cores
+COMPRESSION_FIGURE = "figures/compression_tradeoff.png"
+"""The trade-off plot, beside the doc that `--write` rewrites (and links it from there)."""
 
 MARK = "<!-- section: {} -->"
 
@@ -606,6 +678,10 @@ def write_doc(path: Path, info: dict[str, str], ran: list[str], fields: dict[str
     for name in ran:
         stamp = f"*Measured {date} on {where} with `{command()}`; {fields[f'other_{name}']}.*"
         sections[name] = SECTION_DOCS[name].format(stamp=stamp, **fields).rstrip("\n") + "\n\n"
+    for name in SECTIONS:  # a section added since the doc's last write, not run now
+        if name not in sections:
+            title = SECTION_DOCS[name].splitlines()[0]
+            sections[name] = PLACEHOLDER.format(title=title, name=name) + "\n"
     text = HEAD.format(machine=machine_table(info)) + "".join(
         MARK.format(n) + "\n" + sections[n] for n in SECTIONS)
     path.write_text(text.rstrip("\n") + "\n")
@@ -627,9 +703,12 @@ def main() -> int:
         parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     if args.write:
         kept = read_sections(Path(args.write))
+        if not kept and set(only) != set(SECTIONS):
+            parser.error(f"{args.write} has no sections yet: write them all first (no --only)")
         lacking = [x for x in SECTIONS if x not in only and x not in kept]
         if lacking:
-            parser.error(f"{args.write} has no section {', '.join(lacking)} yet: run it too (--only)")
+            print(f"{args.write} has no section {', '.join(lacking)} yet: it is written as not measured "
+                  f"(run it with --only {','.join(lacking)} --write {args.write})", file=sys.stderr)
 
     torch.set_num_threads(bench_forward.THREADS)
     info = machine()
@@ -787,6 +866,43 @@ def main() -> int:
             "test suite) runs the same script on a 64x128 grid on the CPU, which checks that it works.")
         fields.update(other_jobs=other.report(), jobs_table=table, jobs_repeat=JOBS_REPEAT, gpu_job=gpu_job)
         print(table, flush=True)
+
+    if "compression" in only:
+        print("\n## (m) Compression\n", flush=True)
+        other = OtherWork()
+        speed = bench_compression.run_speed(bench_compression.Settings(repeat=COMPRESSION_REPEAT))
+        fields["other_compression_speed"] = other.report()
+        other = OtherWork()
+        skill = bench_compression.run_skill(bench_compression.Settings())
+        fields["other_compression_skill"] = other.report()
+        torch.set_num_threads(bench_forward.THREADS)
+        figure = (Path(args.write).parent / COMPRESSION_FIGURE if args.write
+                  else Path("outputs/bench") / Path(COMPRESSION_FIGURE).name)
+        bench_compression.plot(speed, skill, figure)
+        text = {
+            "compression_speed_table": bench_compression.speed_table(speed),
+            "compression_speed_summary": bench_compression.speed_summary(speed),
+            "compression_skill_table": bench_compression.skill_table(skill),
+            "compression_skill_summary": bench_compression.skill_summary(skill),
+            "compression_goals": bench_compression.goals_table(speed, skill),
+        }
+        print("\n\n".join(text.values()) + f"\n\nTrade-off plot: {figure}", flush=True)
+        print(f"\nDuring the speed runs, {fields['other_compression_speed']}; during the skill runs, "
+              f"{fields['other_compression_skill']}.", flush=True)
+        fields["other_compression"] = (f"during the speed runs, {fields['other_compression_speed']}; during "
+                                       f"the skill runs, {fields['other_compression_skill']}")
+        fp32 = speed.row("fp32")
+        fields.update(text, compression_figure=COMPRESSION_FIGURE, compression_repeat=COMPRESSION_REPEAT,
+                      compression_resolution=f"{bench_compression.RESOLUTION:g}",
+                      compression_grid=f"{speed.grid[0]}x{speed.grid[1]}", compression_threads=speed.threads,
+                      compression_parameters=bench_compression.size_label(fp32.parameters),
+                      compression_calibration=bench_compression.CALIBRATION_WINDOWS,
+                      compression_mlp=f"{100 * bench_compression.MLP_FRACTION:g} %",
+                      compression_factors=f"{bench_compression.DEPTH_FACTOR:g}",
+                      compression_seeds=", ".join(map(str, bench_compression.SEEDS)),
+                      compression_prune_steps=bench_compression.PRUNE_STEPS,
+                      compression_distil_steps=bench_compression.DISTIL_STEPS,
+                      compression_max_inits=bench_compression.MAX_INITS)
 
     if args.write:
         write_doc(Path(args.write), info, only, dict(fields, repeat=args.repeat, long_repeat=args.long_repeat))

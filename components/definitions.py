@@ -76,12 +76,30 @@ def train(variant: str, train_data: Input[Dataset], config: dict, overrides: dic
 
 
 @_component
-def evaluate(variant: str, model: Input[Model], data: list, config: dict, steps: int, max_inits: int,
-             gates: dict, test_period: list, tracking_uri: str, scores: Output[Artifact], report: Output[HTML],
-             scorecard: Output[Markdown], metrics: Output[Metrics]) -> bool:
+def compress(variant: str, model: Input[Model], train_data: Input[Dataset], compression: dict,
+             compressed: Output[Model], metrics: Output[Metrics]) -> None:
+    """The model to evaluate and register: the trained one as it is (`compression` empty), or
+    quantised, pruned or distilled from it on the training data; its size and one-step latency
+    beside the trained model's are logged."""
+    import os
+
+    from components.steps import TRAIN_DATA, compress_model, log_metrics
+
+    summary = compress_model(variant, model.path, os.path.join(train_data.path, TRAIN_DATA), compression,
+                             compressed.path)
+    compressed.metadata.update({"variant": variant, "framework": "aurora", "compression": summary["method"]})
+    if summary["method"] != "none":
+        log_metrics(metrics, {k: summary[k] for k in ("weight_bytes", "reference_weight_bytes", "latency_ms",
+                                                      "reference_latency_ms", "speedup")})
+
+
+@_component
+def evaluate(variant: str, model: Input[Model], reference: Input[Model], data: list, config: dict, steps: int,
+             max_inits: int, gates: dict, test_period: list, tracking_uri: str, scores: Output[Artifact],
+             report: Output[HTML], scorecard: Output[Markdown], metrics: Output[Metrics]) -> bool:
     """Score the model beside the baselines and the current champion on `data` (from the
-    initialisations in `test_period` when given); return whether it passed the promotion
-    gates (`gates`: {"gates": [...]}, empty for the variant's defaults; the verdict and its
+    initialisations in `test_period` when given), a compressed model also beside `reference`,
+    the model it was made from; return whether it passed the promotion gates (`gates`: {"gates": [...]}, empty for the variant's defaults; the verdict and its
     reasons are `gates.json` in `scores`).
 
     One plain output on purpose: KFP's local runner cannot resolve a NamedTuple field in a
@@ -94,7 +112,7 @@ def evaluate(variant: str, model: Input[Model], data: list, config: dict, steps:
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     result = evaluate_model(variant, model.path, data, scores.path + ".d", config=config, steps=steps,
-                            max_inits=max_inits, gates=gates, test_period=test_period)
+                            max_inits=max_inits, gates=gates, test_period=test_period, reference_dir=reference.path)
     shutil.copyfile(result["scorecard"], scorecard.path)
     shutil.copyfile(result["report"], report.path)  # the page; the whole report folder is the scores artifact
     shutil.move(scores.path + ".d", scores.path)

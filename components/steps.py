@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from model_code.errors import DataError
-from model_code.storage import local_copy, write_atomic
+from model_code.storage import content_hash, local_copy, write_atomic
 
 CHECKPOINT = "checkpoint.safetensors"
 """Name of the weights inside a model directory (the registry's artifact layout too)."""
@@ -332,10 +332,43 @@ def _period(period: Sequence[str] | None) -> tuple[str, str] | None:
     return str(period[0]), str(period[1])
 
 
+COMPRESSION = "compression.json"
+"""Beside a compressed model: how it was made and what it weighs and costs (`CompressResult.summary`)."""
+
+
+def compress_model(variant: str, model_dir: str | Path, train_data: str, compression: Mapping[str, Any],
+                   out_dir: str | Path) -> dict[str, Any]:
+    """The model to evaluate and register: `model_dir`'s as it is (`compression` empty or method
+    `none`), or compressed as `compression` says ({"method": "int8-dynamic" | "int8-static" |
+    "bf16" | "prune" | "distil", and `CompressJob`'s options}), on the training data."""
+    from model_code.compression.job import CompressJob, compress_checkpoint
+
+    source, out = Path(model_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG, TRAIN_SUMMARY):
+        shutil.copyfile(source / name, out / name)
+    options = dict(compression or {})
+    method = options.pop("method", "none")
+    if method == "none":
+        if options:
+            raise DataError(f"compression options {sorted(options)} without a method")
+        shutil.copyfile(source / CHECKPOINT, out / CHECKPOINT)
+        return {"method": "none"}
+    unknown = set(options) - set(CompressJob.__dataclass_fields__) - {"checkpoint", "out", "method", "data"}
+    if unknown:
+        raise DataError(f"unknown compression option(s) {sorted(unknown)}")
+    result = compress_checkpoint(CompressJob(checkpoint=str(source / CHECKPOINT), method=method,
+                                             out=str(out / CHECKPOINT), variant=variant, data=(train_data,),
+                                             **options))
+    summary = {**result.summary(), "out": CHECKPOINT, "teacher_sha256": content_hash(str(source / CHECKPOINT))}
+    _write_json(out / COMPRESSION, summary)
+    return summary
+
+
 def evaluate_model(variant: str, model_dir: str | Path, data: Sequence[str], out_dir: str | Path, *,
                    config: Mapping[str, Any], steps: int, max_inits: int,
                    gates: Mapping[str, Any] | None = None, test_period: Sequence[str] | None = None,
-                   ) -> dict[str, Any]:
+                   reference_dir: str | Path | None = None) -> dict[str, Any]:
     """Score the trained model beside persistence, climatology and the champion; judge the gates.
 
     With `test_period` ([start, end]) only initialisation times inside it are verified (the
@@ -345,7 +378,9 @@ def evaluate_model(variant: str, model_dir: str | Path, data: Sequence[str], out
     registry read; its subject names the model's checkpoint and the champion version) and
     the report (`report/report.html`, `report/scorecard.md`, curves) under `out_dir`, and
     the verdict as `gates.json`. The verdict decides whether the pipeline promotes;
-    `promote` checks it again in the registry.
+    `promote` checks it again in the registry. A compressed model (`COMPRESSION` beside it) is
+    scored beside the model it was made from (`reference_dir`), as forecast `uncompressed`:
+    what the compression cost in skill, not a gate.
     """
     from dataclasses import replace
 
@@ -368,6 +403,9 @@ def evaluate_model(variant: str, model_dir: str | Path, data: Sequence[str], out
         scores.records += [{**r, "forecast": "champion"} for r in theirs.records if r["forecast"] == "model"]
         scores.subject["champion"] = {"version": champion,
                                       "checkpoint_sha256": theirs.subject["model"]["checkpoint_sha256"]}
+    if reference_dir is not None and (Path(model_dir) / COMPRESSION).is_file():
+        theirs = score_checkpoint(replace(cfg, checkpoint=str(Path(reference_dir) / CHECKPOINT))).scores
+        scores.records += [{**r, "forecast": "uncompressed"} for r in theirs.records if r["forecast"] == "model"]
     scores.to_json(str(out / "scores.json"))
     write_report(scores, out / "report", title=f"{model_name(variant)}: challenger against "
                  + ", ".join(f for f in scores.forecasts() if f != "model"))
@@ -400,10 +438,43 @@ def register_model(variant: str, model_dir: str | Path, scores_path: str, *, dat
     from adapters.registry import register
 
     summary = json.loads((Path(model_dir) / TRAIN_SUMMARY).read_text())
+    tags = {"data_hash": data_hash, "data": json.dumps(list(data))[:5000]}
+    metrics = {"best_val_loss": summary["best_val_loss"]}
+    if (Path(model_dir) / COMPRESSION).is_file():
+        compressed = json.loads((Path(model_dir) / COMPRESSION).read_text())
+        tags.update({"compression.method": compressed["method"], "compression.teacher_sha256":
+                     compressed["teacher_sha256"], "compression.timed_on": compressed["timed_on"],
+                     "compression.skill_delta": json.dumps(skill_delta(json.loads(Path(scores_path).read_text())))})
+        metrics.update({"compression.weight_bytes": compressed["weight_bytes"],
+                        "compression.latency_ms": compressed["latency_ms"],
+                        "compression.speedup": compressed["speedup"]})
     return register(str(Path(model_dir) / CHECKPOINT), variant=variant, metrics_json=scores_path,
-                    config=Path(model_dir) / CONFIG, pipeline_run_id=pipeline_run,
-                    metrics={"best_val_loss": summary["best_val_loss"]},
-                    tags={"data_hash": data_hash, "data": json.dumps(list(data))[:5000]})
+                    config=Path(model_dir) / CONFIG, pipeline_run_id=pipeline_run, metrics=metrics, tags=tags)
+
+
+def skill_delta(scores: Mapping[str, Any]) -> dict[str, float]:
+    """Relative change of each score of the compressed model against the model it came from
+    (`uncompressed`), whole grid: `{"rmse t2m @12h": 0.013}` is 1.3 % worse for a lower-is-better
+    metric (the sign follows `score.better`: positive is worse)."""
+    from model_code.evaluation.score import HIGHER_IS_BETTER, LOWER_IS_BETTER
+    from model_code.evaluation.regions import WHOLE_GRID
+
+    def key(r):
+        level = "" if r.get("level") is None else f"{r['level']:g}"
+        return f"{r['metric']} {r['variable']}{level} @{r['lead_hours']:g}h"
+
+    cells: dict[str, dict[str, float]] = {}
+    for r in scores["records"]:
+        if r["region"] in WHOLE_GRID and r["metric"] in LOWER_IS_BETTER | HIGHER_IS_BETTER and not r.get("threshold"):
+            cells.setdefault(key(r), {})[r["forecast"]] = r["value"]
+    out = {}
+    for name, by in cells.items():
+        a, b = by.get("model"), by.get("uncompressed")
+        if a is None or b is None or not b:
+            continue
+        change = (a - b) / abs(b)
+        out[name] = round(-change if name.split()[0] in HIGHER_IS_BETTER else change, 6)
+    return out
 
 
 def promote_model(variant: str, version: str, scores_path: str, *, gates: Mapping[str, Any] | None = None) -> str:

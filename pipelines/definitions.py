@@ -1,7 +1,9 @@
 """The three pipelines: training, retrain and continuous evaluation, built per variant.
 
-    training:   validate -> augment -> tune -> train -> evaluate -> register -> [gates] promote
-                (`test_period`, [start, end]: days held out of augment, tune and train, and verified)
+    training:   validate -> augment -> tune -> train -> compress -> evaluate -> register -> [gates] promote
+                (`test_period`, [start, end]: days held out of augment, tune and train, and verified;
+                `compression`, e.g. {"method": "int8-dynamic"}: the model evaluated and registered
+                is the trained one compressed, scored beside it; empty: the trained one)
     retrain:    the same, warm-started from the champion's weights, on a new data window;
                 on a cluster, with `canary_percent` > 0, ending with a canary of the new champion
     evaluation: validate -> score the champion on the latest window (skill history)
@@ -62,6 +64,7 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
         max_inits: int = 4,
         gates: dict = {},
         test_period: list = [],
+        compression: dict = {},
         canary_percent: int = 0,
         serving_namespace: str = "aurora",
         tracking_uri: str = "",
@@ -81,11 +84,15 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
             trained = configure(c.train(variant=variant, train_data=series.outputs["train_data"], config=config,
                                         overrides=tuned.outputs["Output"], warm_start=warm_start),
                                 "train", retries=retries)
-            scored = configure(c.evaluate(variant=variant, model=trained.outputs["model"], data=data, config=config,
+            compressed = configure(c.compress(variant=variant, model=trained.outputs["model"],
+                                              train_data=series.outputs["train_data"], compression=compression),
+                                   "compress", retries=retries)
+            scored = configure(c.evaluate(variant=variant, model=compressed.outputs["compressed"],
+                                          reference=trained.outputs["model"], data=data, config=config,
                                           steps=eval_steps, max_inits=max_inits, gates=gates,
                                           test_period=test_period, tracking_uri=tracking_uri),
                                "evaluate", retries=retries)
-            version = configure(c.register(variant=variant, model=trained.outputs["model"],
+            version = configure(c.register(variant=variant, model=compressed.outputs["compressed"],
                                            scores=scored.outputs["scores"], data=data,
                                            data_hash=checked.outputs["Output"],
                                            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,

@@ -56,6 +56,9 @@ STEPS = {
     "tune": Step(cpu="8", memory="64Gi", gpu=True, retries=2),
     "tune-katib": Step(cpu="500m", memory="1Gi", retries=2),  # only waits for the Experiment
     "train": Step(cpu="8", memory="64Gi", gpu=True, retries=2),
+    # Pruning and distillation train, so the step asks for a GPU (int8 models are timed on the
+    # node's CPUs, where their kernels run); it is pure (model, data hash, options): it caches.
+    "compress": Step(cpu="8", memory="64Gi", gpu=True, retries=2),
     "evaluate": Step(cpu="8", memory="64Gi", gpu=True, cache=False, retries=2),
     "score-champion": Step(cpu="8", memory="64Gi", gpu=True, cache=False, retries=2),
     "register": Step(cpu="1", memory="4Gi", cache=False, retries=2),

@@ -19,7 +19,7 @@ from pipelines.runner import compile_pipeline, schedule, submit
 from pipelines.tasks import STEPS
 
 IMAGE = "ghcr.io/aurora-mlops/aurora-mlops:0.1.0"
-GPU_TASKS = {"tune", "train", "evaluate"}
+GPU_TASKS = {"tune", "train", "compress", "evaluate"}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,8 @@ def _platform(ir: dict) -> dict:
 def test_training_ir_has_the_six_steps_on_the_project_image(compiled):
     executors = compiled["deploymentSpec"]["executors"]
     names = {k.removeprefix("exec-") for k in executors}
-    assert {"validate", "augment", "tune", "train", "evaluate", "register", "promote", "record-outcome"} <= names
+    assert {"validate", "augment", "tune", "train", "compress", "evaluate", "register", "promote",
+            "record-outcome"} <= names
     assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
     for e in executors.values():  # no pip install at run time: the image holds the project
         assert "pip install" not in " ".join(e["container"]["command"])

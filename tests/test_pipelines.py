@@ -74,8 +74,8 @@ def test_the_training_pipeline_promotes_a_first_model_that_beats_the_baselines(f
     summary = first_run
     assert summary.state == "SUCCEEDED", summary.describe()
     assert summary.registered_version == "1" and summary.promoted, summary.describe()
-    assert [task for task, _, _ in summary.steps][:6] == ["validate", "augment", "tune", "train", "evaluate",
-                                                         "register"]
+    assert [task for task, _, _ in summary.steps][:7] == ["validate", "augment", "tune", "train", "compress",
+                                                         "evaluate", "register"]
     assert "Executing task" in Path(summary.log).read_text()  # the tasks' own logs, kept out of the terminal
     scores = json.loads((Path(summary.reports["evaluate.scores"]) / "scores.json").read_text())
     assert scores["subject"]["champion"] is None and scores["subject"]["inits"]["first"] >= TEST_PERIOD[0]
@@ -174,6 +174,25 @@ def test_the_ensemble_variant_is_trained_verified_on_its_members_and_gated_on_cr
     assert {c["gate"].split()[0] for c in verdict["comparisons"]} == {"crps"}
     assert sorted(p.name for p in (evaluation / "report" / "ensemble").glob("*.png"))
     assert "aurora-ensemble-v1p5" in {m.name for m in client().search_registered_models()}
+
+
+@pytest.mark.slow
+def test_a_compressed_model_is_gated_scored_beside_its_source_and_registered_with_its_cost(days, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    summary = run_local("training", arguments("medium-range", days, compression={"method": "int8-dynamic"}),
+                        workdir=tmp_path / "runs", quiet=True)
+    assert summary.state == "SUCCEEDED", summary.describe()
+    assert [task for task, _, _ in summary.steps][4:6] == ["compress", "evaluate"]
+    evaluation = Path(summary.reports["evaluate.scores"])
+    forecasts = {r["forecast"] for r in json.loads((evaluation / "scores.json").read_text())["records"]}
+    assert {"model", "uncompressed", "persistence"} <= forecasts
+    version = client().get_model_version("aurora-medium-range", summary.registered_version)
+    assert version.tags["compression.method"] == "int8-dynamic"
+    delta = json.loads(version.tags["compression.skill_delta"])
+    assert abs(delta["rmse t2m @12h"]) < 0.05  # int8 of the tiny model: within 5 % of its source
+    metrics = client().get_run(version.run_id).data.metrics
+    assert metrics["compression.weight_bytes"] > 0 and metrics["compression.speedup"] > 0
 
 
 @pytest.mark.slow

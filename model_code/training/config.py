@@ -28,6 +28,7 @@ from model_code.variants import PROFILES, VariantSpec, get_variant, with_history
 __all__ = [
     "CheckpointConfig",
     "DataConfig",
+    "DistilConfig",
     "EarlyStoppingConfig",
     "RolloutConfig",
     "RunConfig",
@@ -136,6 +137,23 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class DistilConfig:
+    """Knowledge distillation from a teacher (YAML section `distil`; off without a teacher)."""
+
+    teacher: str | None = None
+    """This project's `.safetensors` checkpoint (path or s3://) of the same variant and step, no
+    smaller than the model trained and not quantised; each training step rolls it out on the
+    same inputs and blends its forecast into the targets."""
+    alpha: float = 0.5
+    """Weight of the truth: targets are alpha * truth + (1 - alpha) * teacher where the truth is
+    finite, the teacher's forecast where it is NaN. Validation judges the truth alone."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.teacher is not None
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     variant: str = "medium-range"
     profile: Literal["tiny", "full"] = "tiny"
@@ -159,6 +177,7 @@ class TrainConfig:
     train: RunConfig = field(default_factory=RunConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distil: DistilConfig = field(default_factory=DistilConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", {k: tuple(v) if isinstance(v, list) else v
@@ -273,6 +292,12 @@ def _validate(cfg: TrainConfig) -> None:
     _check(cfg.checkpoint.keep_top_k >= 0, "checkpoint.keep_top_k", f"must be >= 0; got {cfg.checkpoint.keep_top_k}")
     _check(cfg.checkpoint.ensemble == "none" or cfg.checkpoint.keep_top_k >= 2, "checkpoint.ensemble",
            f"averaging needs checkpoint.keep_top_k >= 2; got {cfg.checkpoint.keep_top_k}")
+
+    di = cfg.distil  # the teacher's file is checked when a run starts (`distillation.check_teacher`)
+    _check(di.teacher is None or (di.teacher.strip() != "" and di.teacher.endswith(".safetensors")),
+           "distil.teacher", "must be one of this project's .safetensors checkpoints (path or s3://), which "
+           f"name their variant and architecture; got {di.teacher!r}")
+    _check(0 <= di.alpha <= 1, "distil.alpha", f"the weight of the truth must lie in [0, 1]; got {di.alpha}")
 
 
 def config_from_dict(data: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None,

@@ -33,6 +33,7 @@ from model_code.training.callbacks import Callback, CallbackList, JsonLinesLog, 
 from model_code.training.config import TrainConfig, save_config
 from model_code.training.data import open_data, train_loader, val_loader
 from model_code.training.diagnose import TrainingDiverged, TrainingStopped, contract_variable, suspects
+from model_code.training.distillation import Distiller, check_teacher
 from model_code.training.distributed import Distributed, RolloutModule
 from model_code.training.ensemble import write_averaged_checkpoint
 from model_code.training.losses import DensityRecorder, LossResult, NonFiniteLoss, build_loss
@@ -101,6 +102,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, callbacks: Sequence[Callback] = (), *, resume: str | Path | None = None):
         self.cfg = cfg.validate()
+        teacher = check_teacher(self.cfg)  # `distil.teacher`: refused before any work
         world = int(os.environ.get("WORLD_SIZE", "1"))
         self.device = _device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")), world)
         if self.device.type == "cuda":
@@ -113,6 +115,7 @@ class Trainer:
         self.spec = self.data.spec
         self._filled = {v.name for v in self.spec.inputs() if v.dataset_name in self.data.provenance.filled}
         self.model = self._build_model(resume)
+        self.distiller = Distiller.for_run(teacher, cfg, self.device)  # the teacher, loaded once
         self.loss_fn = build_loss(self.spec, cfg.loss)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -159,6 +162,15 @@ class Trainer:
 
     def _build_model(self, resume) -> Aurora:
         cfg = self.cfg
+        if cfg.weights and resume is None and str(cfg.weights).endswith(".safetensors"):
+            from model_code.checkpoint import read_checkpoint_info
+            from model_code.compression import is_compressed_for_inference
+            from model_code.errors import ConfigError
+
+            record = read_checkpoint_info(cfg.weights).compression  # metadata only, before any work
+            if is_compressed_for_inference(record):
+                raise ConfigError(f"'{cfg.weights}' is an {record['method']} quantised model, for inference "
+                                  "only; train from the float checkpoint it was compressed from", field="weights")
         self.model_overrides = dict(cfg.model)
         """Constructor arguments as built and saved: the config's, with `surf_stats` from the
         training inputs when `data.normalisation` is `training` (and the config gives none)."""
@@ -223,6 +235,8 @@ class Trainer:
         sums: dict[str, float] = {}
         for micro in range(cfg.accumulate):
             sample = self._next(batches)
+            if self.distiller is not None:  # targets blended with the teacher's rollout (training only)
+                sample = self.distiller.blend(sample, steps)
             last = micro == cfg.accumulate - 1
             sync = contextlib.nullcontext() if last or not self.dist.enabled else self.wrapped.no_sync()
             with sync:
@@ -357,7 +371,9 @@ class Trainer:
         extra = {"step": str(self.step), "val_loss": "" if value is None else repr(value),
                  "training_config": json.dumps(to_dict(self.cfg), default=str)}
         return save_checkpoint(self.model, self.spec, self.cfg.profile, str(path), extra=extra,
-                               overrides=self.model_overrides, filled_inputs=self.data.filled_inputs)
+                               overrides=self.model_overrides, filled_inputs=self.data.filled_inputs,
+                               compression=self.distiller.record(self.model) if self.distiller
+                               else getattr(self.model, "compression_record", None))  # that of `cfg.weights`
 
     def _checkpoint(self, kind: str, path: str) -> None:
         self.callbacks.on_checkpoint(self, self.step, path, kind)
