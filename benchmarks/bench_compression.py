@@ -20,10 +20,9 @@ size before it was built (the peak count is restarted per technique through
 `/proc/self/clear_refs`). The int8 models drop the float weights they were made from
 (`keep_float=False`), as a model loaded from an int8 checkpoint does.
 
-Part 2, the cost in skill on real data: for each seed, a tiny teacher trained with the demo's
-config (`pipelines.demo.CONFIG`, `train.seed`) on the March 2019 series without its held-out
-days (`augment_data(test_period=TEST_PERIOD)`, as the pipeline trains: 1-16 March trains,
-17-21 validates), then each technique from that teacher through `compress_checkpoint` on the
+Part 2, the cost in skill on real data (`held_out.py`, the demo pipeline's protocol): for each
+seed, a tiny teacher trained with the demo's config (`pipelines.demo.CONFIG`, `train.seed`) on
+the March 2019 series without its held-out days (1-16 March trains, 17-21 validates), then each technique from that teacher through `compress_checkpoint` on the
 same series (the pipeline's compress step; prune and distil train on it, so it must not hold
 the held-out days), and every checkpoint scored on the held-out 22-31 March
 (`score_checkpoint`, 4 six-hour steps) at +6, +12 and +24 h: latitude-weighted RMSE of 2 m
@@ -36,7 +35,6 @@ training and scoring in part 2: it checks the script, and its figures measure no
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import gc
 import statistics
@@ -58,7 +56,8 @@ from model_code.data.batch import window_to_batch  # noqa: E402
 from model_code.data.synthetic import regular_grid, synthetic_window  # noqa: E402
 from model_code.forecast import forward_hours  # noqa: E402
 from model_code.variants import build_model, get_variant  # noqa: E402
-from pipelines.demo import CONFIG, DATA, SAMPLES, TEST_PERIOD, held_out_rmse  # noqa: E402
+import held_out  # noqa: E402
+from held_out import LEADS, MARCH, TEST_PERIOD  # noqa: E402
 from serving.memory import release_free_memory  # noqa: E402
 from timing import SPREAD_NOTE, Timing, paired_ms, status_kib  # noqa: E402
 
@@ -78,10 +77,7 @@ MLP_FRACTION = 0.3
 DEPTH_FACTOR = EMBED_FACTOR = 0.5
 REPEAT = 3
 
-MARCH = SAMPLES / DATA
 SEEDS = (0, 1, 2)
-LEADS = (6, 12, 24)
-EVAL_STEPS = 4
 PRUNE_STEPS = 30
 DISTIL_STEPS = 150
 MAX_INITS = 48
@@ -348,42 +344,13 @@ class SkillResult:
         return [fn(r) for r in self.runs]
 
 
-def _training_series(out: Path) -> str:
-    """The March series without the held-out days, as the pipeline's augment step writes it."""
-    from components.steps import TRAIN_DATA, augment_data
-
-    augment_data([str(MARCH)], out, test_period=TEST_PERIOD)
-    return str(out / TRAIN_DATA)
-
-
 def _teacher(series: str, out: Path, seed: int, steps: int | None):
     from model_code.compression.job import _short_run
-    from model_code.training.config import config_from_dict
-    from model_code.training.trainer import train
 
-    cfg = copy.deepcopy(CONFIG)
-    cfg["variant"] = SPEC.name
-    cfg["data"]["paths"] = [series]
-    cfg["train"].update(seed=seed, progress=False)
+    cfg = held_out.demo_config(series, out, seed)
     if steps is not None:  # the schedule fitted to a short run, as the compression job fits its runs
         cfg = _short_run(cfg, steps)
-    cfg["checkpoint"] = {"out_dir": str(out), "keep_top_k": 0}
-    result = train(config_from_dict(cfg))
-    if result.best_checkpoint is None:
-        raise RuntimeError(f"the teacher of seed {seed} wrote no validated checkpoint ({result.stop_reason})")
-    return result
-
-
-def _score(checkpoint: str, max_inits: int, out: Path) -> tuple[dict[str, dict[float, float]], int]:
-    """`{forecast: {lead: RMSE}}` of t2m over the whole grid on the held-out days, and the inits scored."""
-    from model_code.evaluation.continuous import HindcastConfig, score_checkpoint
-
-    scores = score_checkpoint(HindcastConfig(
-        checkpoint=checkpoint, data=(str(MARCH),), steps=EVAL_STEPS, variant=SPEC.name, max_inits=max_inits,
-        init_period=tuple(TEST_PERIOD), fill_missing="mean", fill_missing_dynamic="mean", crop=True,
-        levels=(500, 850))).scores
-    scores.to_json(str(out))
-    return held_out_rmse(out), int((scores.subject.get("inits") or {}).get("count", 0))
+    return held_out.train(cfg)
 
 
 def _job(technique: str, teacher: str, series: str, out: Path, settings: Settings):
@@ -405,13 +372,13 @@ def run_skill(settings: Settings = Settings(), log: Callable[[str], None] = _log
     with tempfile.TemporaryDirectory(prefix="bench-compression-") as tmp, warnings.catch_warnings():
         # every model built from the demo's config (its own 2t statistics) says so; once is enough
         warnings.filterwarnings("ignore", message="The normalisation statics for the following")
-        series = _training_series(Path(tmp) / "series")
+        series = held_out.training_series(Path(tmp) / "series")
         for seed in settings.seeds:
             out = Path(tmp) / f"seed{seed}"
             clock = time.perf_counter()
             trained = _teacher(series, out / "teacher", seed, settings.teacher_steps)
             teacher = trained.best_checkpoint
-            scores, inits = _score(teacher, settings.max_inits, out / "teacher-scores.json")
+            scores, inits = held_out.score(teacher, settings.max_inits, out / "teacher-scores.json")
             run = SeedRun(seed, teacher, trained.steps, 0, inits)
             run.rmse["teacher"] = {lead: scores["model"][lead] for lead in LEADS}
             run.persistence = {lead: scores["persistence"][lead] for lead in LEADS}
@@ -423,7 +390,7 @@ def run_skill(settings: Settings = Settings(), log: Callable[[str], None] = _log
                 clock = time.perf_counter()
                 result = compress_checkpoint(_job(technique, teacher, series, out, settings))
                 run.compressed[technique] = result.summary()
-                scores, _ = _score(result.out, settings.max_inits, out / f"{technique}-scores.json")
+                scores, _ = held_out.score(result.out, settings.max_inits, out / f"{technique}-scores.json")
                 run.rmse[technique] = {lead: scores["model"][lead] for lead in LEADS}
                 log(f"  seed {seed}: {technique} {time.perf_counter() - clock:.0f} s; tiny latency "
                     f"{result.speedup:.2f}x; RMSE change " + ", ".join(
