@@ -24,7 +24,7 @@ from typing import Sequence
 from kubeflow_katib_api import models as km
 
 from model_code.training.config import TrainConfig
-from model_code.training.search_space import OBJECTIVE, Param, search_space
+from model_code.training.search_space import OBJECTIVE, Param, config_space, search_space
 from model_code.variants import get_variant
 from adapters import IMAGE
 from adapters.trainjob import (
@@ -55,7 +55,7 @@ def parameter_spec(p: Param) -> km.V1beta1ParameterSpec:
         numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p.choices)
         return km.V1beta1ParameterSpec(
             name=p.name, parameterType="discrete" if numeric else "categorical",
-            feasibleSpace=km.V1beta1FeasibleSpace(list=[str(c) for c in p.choices]))
+            feasibleSpace=km.V1beta1FeasibleSpace(list=[p.text(c) for c in p.choices]))
     space = km.V1beta1FeasibleSpace(
         min=_number(p.low), max=_number(p.high),
         distribution="logUniform" if p.log else "uniform")
@@ -91,7 +91,8 @@ def build_experiment(
     data_claim: str | None = "aurora-data",
     runs_claim: str | None = None,
 ) -> km.V1beta1Experiment:
-    """A Katib Experiment minimising `val_score` over `space` (default: the profile's space).
+    """A Katib Experiment minimising `val_score` over `space` (default: the profile's space for
+    `variant`, without the model's shape).
 
     Trials write checkpoints under `out_dir/<trial name>`; the default is pod-local, as a
     trial only has to report its metric. To keep them, mount `runs_claim` and give an
@@ -99,7 +100,7 @@ def build_experiment(
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got '{algorithm}'")
-    space = tuple(space if space is not None else search_space(profile))
+    space = tuple(space if space is not None else search_space(profile, variant=variant))
     overrides = [f"checkpoint.out_dir={out_dir.rstrip('/')}/${{trialParameters.trialName}}"]
     trial_parameters = [km.V1beta1TrialParameterSpec(
         name="trialName", reference="${trialSpec.Name}", description="name of the trial")]
@@ -153,10 +154,11 @@ def tuning_objects(cfg: TrainConfig, *, namespace: str | None = None, text: str 
     """The ConfigMap holding the base config `cfg` (or `text`, a config file that loads as
     `cfg`) and the Experiment that tunes it.
 
-    The space follows the config's profile and run length (`train.max_steps`).
+    The space, unless `space` is given, is the config's (`search_space.config_space`): its
+    profile, run length (`train.max_steps`) and variant, without the model's shape.
     """
     name = f"aurora-tune-{get_variant(cfg.variant).slug}"
-    experiment_args.setdefault("space", search_space(cfg.profile, cfg.train.max_steps))
+    experiment_args.setdefault("space", config_space(cfg))
     experiment = build_experiment(cfg.variant, namespace=namespace, config_name=name, **experiment_args)
     return config_map(cfg.variant, text or config_text(cfg), namespace=namespace, name=name), experiment
 

@@ -22,7 +22,7 @@ from model_code.errors import DataError
 from model_code.storage import write_atomic
 from model_code.training import Callback, TrainConfig, TrainingDiverged, save_config, train, with_overrides
 from model_code.training.losses import NonFiniteLoss
-from model_code.training.search_space import OBJECTIVE, Param, search_space, suggest, to_overrides, tuning_score
+from model_code.training.search_space import OBJECTIVE, Param, config_space, suggest, to_overrides, tuning_score
 
 
 class PruneOnValidation(Callback):
@@ -48,7 +48,8 @@ class TuneResult:
     """The best trial and a record of every trial."""
 
     best_params: dict[str, Any]
-    """Values by search-parameter name, e.g. {"lr": 0.00031, "lora": "full"}."""
+    """Values by search-parameter name, e.g. {"lr": 0.00031, "lora": "full"}; a window size as
+    its text, "[2,6,12]"."""
     best_overrides: dict[str, Any]
     """The same as config overrides, e.g. {"optim.lr": 0.00031, "optim.lora": "full"}."""
     best_value: float
@@ -70,7 +71,8 @@ def tune(
     timeout_s: float | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
 ) -> TuneResult:
-    """Run `n_trials` trainings of `base` with values from `space`; write the results to `out_dir`.
+    """Run `n_trials` trainings of `base` with values from `space` (default: `config_space(base)`);
+    write the results to `out_dir`.
 
     `out_dir` receives one checkpoint directory per trial (`trial-000`, ...), `trials.json`,
     `best.json` and `best_config.yaml` (the base config with the best values, ready for
@@ -79,7 +81,7 @@ def tune(
     if n_trials < 1:
         raise DataError(f"the number of trials must be >= 1, got {n_trials}")
     out = Path(out_dir)
-    space = tuple(space if space is not None else search_space(base.profile, base.train.max_steps))
+    space = tuple(space if space is not None else config_space(base))
     study = optuna.create_study(
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=seed),

@@ -49,14 +49,16 @@ def augment(data: list, data_hash: str, noise_scale: float, max_wind_rotation_de
 
 @_component
 def tune(variant: str, train_data: Input[Dataset], config: dict, n_trials: int, seed: int, mode: str,
-         cluster: dict, study: Output[Artifact]) -> dict:
-    """The best hyperparameters as dotted config overrides (empty with `n_trials` 0)."""
+         cluster: dict, search_architecture: bool, warm_start: str, study: Output[Artifact]) -> dict:
+    """The best hyperparameters as dotted config overrides (empty with `n_trials` 0);
+    `search_architecture` searches the model's shape too, for a train step without `warm_start`."""
     import os
 
     from components.steps import TRAIN_DATA, tune_params
 
     best = tune_params(variant, os.path.join(train_data.path, TRAIN_DATA), config, study.path,
-                       n_trials=n_trials, seed=seed, mode=mode, cluster=cluster)
+                       n_trials=n_trials, seed=seed, mode=mode, cluster=cluster,
+                       architecture=search_architecture, warm_start=warm_start)
     study.metadata.update({k: v for k, v in best.items() if k != "best_overrides"})
     return best["best_overrides"]
 

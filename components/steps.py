@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from model_code.errors import DataError
+from model_code.errors import ConfigError, DataError
 from model_code.storage import content_hash, local_copy, write_atomic
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -164,14 +164,22 @@ def training_config(variant: str, config: Mapping[str, Any], overrides: Mapping[
 
 def tune_params(variant: str, train_data: str, config: Mapping[str, Any], out_dir: str | Path, *,
                 n_trials: int, seed: int = 0, mode: str = "optuna", cluster: Mapping[str, Any] | None = None,
-                ) -> dict[str, Any]:
+                architecture: bool = False, warm_start: str = "") -> dict[str, Any]:
     """Search hyperparameters; return the best values as dotted config overrides.
 
     `mode` "optuna" runs the study here on `train_data`; "katib" creates a Katib
     Experiment through the Kubernetes API (`cluster`: namespace, image, data paths as the
     trial pods see them, GPUs per trial, parallel trials, timeout) and waits for it.
-    `n_trials` 0 skips the search: the config's own values train.
+    `n_trials` 0 skips the search: the config's own values train. `architecture` searches
+    the model's shape too (`search_space.config_space`), refused when the train step starts
+    from `warm_start` weights, which fix the shape.
     """
+    from model_code.training.search_space import config_space
+
+    if n_trials and architecture and warm_start:
+        raise ConfigError(f"the train step starts from {warm_start!r}, whose weights fix the model's shape; "
+                          "search the architecture of a model trained from scratch (no warm start)",
+                          field="search_architecture")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if n_trials == 0:
@@ -182,12 +190,14 @@ def tune_params(variant: str, train_data: str, config: Mapping[str, Any], out_di
         cfg = training_config(variant, config, {"data.paths": [train_data],
                                                 "checkpoint.out_dir": str(out / "trials"),
                                                 "train.progress": False})
-        result = tune(cfg, n_trials, out_dir=out / "trials", seed=seed)
+        result = tune(cfg, n_trials, out_dir=out / "trials", seed=seed,
+                      space=config_space(cfg, architecture=architecture))
         best = {"mode": "optuna", "best_overrides": result.best_overrides, "best_value": result.best_value,
                 "best_trial": result.best_trial,
                 "trials": {s: sum(t["state"] == s for t in result.trials) for s in {t["state"] for t in result.trials}}}
     elif mode == "katib":
-        best = _tune_on_katib(variant, config, n_trials=n_trials, seed=seed, cluster=dict(cluster or {}))
+        best = _tune_on_katib(variant, config, n_trials=n_trials, seed=seed, cluster=dict(cluster or {}),
+                              architecture=architecture)
     else:
         raise DataError(f"tuning mode must be 'optuna' or 'katib'; got {mode!r}")
     _write_json(out / "best.json", best)
@@ -195,11 +205,11 @@ def tune_params(variant: str, train_data: str, config: Mapping[str, Any], out_di
 
 
 def _tune_on_katib(variant: str, config: Mapping[str, Any], *, n_trials: int, seed: int,
-                   cluster: dict[str, Any]) -> dict[str, Any]:
+                   cluster: dict[str, Any], architecture: bool) -> dict[str, Any]:
     """Create the Katib Experiment for this config, wait for it, return its best trial's values."""
     from kubernetes import client
 
-    from model_code.training.search_space import search_space, to_overrides
+    from model_code.training.search_space import config_space, to_overrides
     from adapters.cluster import api_client, apply_config_map, await_experiment, create_experiment
     from adapters.katib import tuning_objects
     from adapters import IMAGE
@@ -211,9 +221,10 @@ def _tune_on_katib(variant: str, config: Mapping[str, Any], *, n_trials: int, se
                         "(e.g. /data/era5_2020.nc on the aurora-data claim)")
     namespace = cluster.get("namespace", "aurora")
     cfg = training_config(variant, config, {"data.paths": list(paths)})
+    space = config_space(cfg, architecture=architecture)
     gpus = int(cluster.get("gpus_per_trial", 1))
     cm, experiment = tuning_objects(
-        cfg, namespace=namespace, image=cluster.get("image", IMAGE),
+        cfg, namespace=namespace, image=cluster.get("image", IMAGE), space=space,
         max_trials=n_trials, parallel=min(int(cluster.get("parallel", 4)), n_trials),
         max_failed=min(3, n_trials), seed=seed, data_claim=cluster.get("data_claim", "aurora-data"),
         resources=Resources(num_nodes=1, gpus_per_node=gpus, cpu=str(8 * max(gpus, 1)),
@@ -221,7 +232,6 @@ def _tune_on_katib(variant: str, config: Mapping[str, Any], *, n_trials: int, se
     api = api_client()
     apply_config_map(client.CoreV1Api(api), cm)
     create_experiment(client.CustomObjectsApi(api), experiment)
-    space = search_space(cfg.profile, cfg.train.max_steps)
     outcome = await_experiment(client.CustomObjectsApi(api), experiment.metadata.name, namespace, space=space,
                                timeout_s=float(cluster.get("timeout_s", 24 * 3600)))
     if outcome.condition != "Succeeded" or not outcome.best_parameters:

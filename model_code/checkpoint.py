@@ -3,7 +3,8 @@
 Our own checkpoints are safetensors files whose metadata names the variant, profile and
 constructor arguments, so a checkpoint describes the model it belongs to, and how its
 training filled the inputs its data lacked (`filled_inputs`), so a forecast from it can
-feed it the same way. Published Aurora
+feed it the same way; a wave model's coastal and shallow-water inputs are constructor
+arguments like any other (`CheckpointInfo.model_inputs`). Published Aurora
 checkpoints (`.ckpt`) load through `torch.load(weights_only=True)`, which refuses anything
 but tensors and plain containers. Both work from a path or an `s3://` URI.
 """
@@ -20,12 +21,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 from model_code.compression import RECORD_KEY, after_load, before_load, record_of
 from model_code.errors import DataError
 from model_code.storage import local_copy, write_atomic
-from model_code.variants import (VARIANTS, VariantSpec, build_model, get_variant, model_kwargs, with_history,
-                                 with_timestep)
+from model_code.variants import (MODEL_INPUTS, VARIANTS, VariantSpec, build_model, get_variant, model_kwargs,
+                                 with_history, with_timestep)
 
 if TYPE_CHECKING:  # imported where used: the registry reads `FORMAT` and metadata without torch
     import torch
     from aurora import Aurora
+
+    from model_code.data.lags import Lags
 
 FORMAT = "auroraops-checkpoint/1"
 
@@ -44,6 +47,23 @@ class CheckpointInfo:
         """`{dataset name: fill mode}` of the inputs its training data lacked (`ingest.FILL_MODES`):
         what `auroraops forecast`, the server and the pyfunc model fill them with by default."""
         return json.loads(self.metadata.get("filled_inputs", "{}"))
+
+    @property
+    def model_inputs(self) -> tuple[str, ...]:
+        """The inputs its wave model derives from the data beyond the variant's (`coastal`,
+        `shallow_water`; `variants.MODEL_INPUTS`), recorded with its constructor arguments:
+        a forecast checks the data can give them before building the model."""
+        overrides = json.loads(self.metadata.get("model_overrides", "{}"))
+        return tuple(name for name, argument in MODEL_INPUTS.items() if overrides.get(argument))
+
+    @property
+    def lags(self) -> Lags | None:
+        """The lagged inputs its model takes (`data.lags`), recorded with its constructor arguments:
+        a forecast reads them from the data at their own times."""
+        from model_code.data.lags import Lags
+
+        argument = json.loads(self.metadata.get("model_overrides", "{}")).get("lags")
+        return None if argument is None else Lags.of(argument)
 
     @property
     def compression(self) -> dict[str, Any] | None:

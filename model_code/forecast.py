@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -16,11 +17,22 @@ from aurora import Aurora, Batch
 
 from model_code.checkpoint import load_checkpoint, read_checkpoint_info
 from model_code.data.batch import predictions_to_dataset, window_to_batch
+from model_code.data.coastal import check_depth
 from model_code.data.contract import check_window
-from model_code.data.ingest import FillMode, Provenance, load_window
+from model_code.data.ingest import FillMode, Provenance, load_window, read_fields
+from model_code.data.lags import Lags, add_lags, check_rollout
 from model_code.data.writers import output_format, write_dataset
 from model_code.errors import DataError
+from model_code.storage import local_copy
 from model_code.variants import VariantSpec, build_model, get_variant
+
+
+def _load_lags(uris: Sequence[str], window: xr.Dataset, lags: Lags, *, regrid_to: float | None = None) -> xr.Dataset:
+    """`add_lags` for a window cut from `uris` (paths or `s3://` URIs) by `ingest.load_window`."""
+    with contextlib.ExitStack() as stack:
+        paths = [(str(u), stack.enter_context(local_copy(u))) for u in uris]
+        fields, _ = read_fields(paths, resolution=regrid_to)
+        return add_lags(window, fields, lags).load()
 
 
 def forecast_steps(model: Aurora, batch: Batch, steps: int, *, done: Sequence[Batch] = (),
@@ -50,11 +62,15 @@ def forecast_steps(model: Aurora, batch: Batch, steps: int, *, done: Sequence[Ba
                         + ("the last must be that step" if within[-1] != step_hours
                            else "forecasts no lead time in between (no variable lead time)"))
     skipped = (len(done) if steps_done is None else steps_done) - len(done)
+    # Inference mode is entered around each computation, never held across a `yield`: a
+    # suspended generator would leave it on in the caller's code (and a second one interleaved
+    # with it would restore the wrong mode when it closes).
     with torch.inference_mode():
         p = next(model.parameters())
         batch = model.batch_transform_hook(batch).type(p.dtype).crop(model.patch_size).to(p.device)
         statics = batch.static_vars
         history = next(iter(batch.surf_vars.values())).shape[1]
+        check_rollout(model, skipped + len(done) + steps, history)
         if skipped < 0 or (skipped and len(done) < history):
             raise DataError(f"resuming after step {skipped + len(done)} needs the last {history} prediction(s) "
                             f"(the input history); got {len(done)}")
@@ -64,15 +80,18 @@ def forecast_steps(model: Aurora, batch: Batch, steps: int, *, done: Sequence[Ba
                 rollout_step=batch.metadata.rollout_step + skipped))
         for pred in done:
             batch = _next_input(model, batch, pred.to(p.device), statics)
-        model.set_noise_accumulation(len(within) if len(within) > 1 else 0)  # Aurora 1.5: smooth noise within a step
-        try:
-            for _ in range(steps):
-                for hours in within:
+    model.set_noise_accumulation(len(within) if len(within) > 1 else 0)  # Aurora 1.5: smooth noise within a step
+    try:
+        for _ in range(steps):
+            for hours in within:
+                with torch.inference_mode():
                     pred = forward_hours(model, batch, hours)
-                    yield pred.to("cpu")
+                    out = pred.to("cpu")
+                yield out
+            with torch.inference_mode():
                 batch = _next_input(model, batch, pred, statics)
-        finally:
-            model.set_noise_accumulation(0)
+    finally:
+        model.set_noise_accumulation(0)
 
 
 def forward_hours(model: Aurora, batch: Batch, hours: float) -> Batch:
@@ -218,6 +237,12 @@ def run_forecast_job(job: ForecastJob) -> ForecastResult:
         levels=levels, fill_missing=fills, crop=job.crop_to_patch, seed=job.seed,
     )
     check_window(window, spec)
+    if info is not None and info.model_inputs:  # derived by the model from a real wmb: refused before it is built
+        wmb = window.get("wmb")
+        check_depth(wmb, window.latitude.values, window.longitude.values, asked=info.model_inputs,
+                    filled=None if wmb is None else wmb.attrs.get("filled"))
+    if info is not None and info.lags is not None:  # the lagged inputs its model takes, from the same files
+        window = _load_lags(job.inputs, window, info.lags, regrid_to=job.regrid)
     seconds["ingest"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

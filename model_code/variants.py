@@ -321,6 +321,14 @@ def get_variant(name: str) -> VariantSpec:
         ) from None
 
 
+MODEL_INPUTS: Mapping[str, str] = MappingProxyType(
+    {"coastal": "coastal_inputs", "shallow_water": "shallow_water_input"})
+"""The wave model's optional inputs, derived from its own data (`model_code/data/coastal.py`):
+name (the training config's `model_inputs` key) -> the constructor argument that turns it on.
+A model built with any of these arguments is a `CoastalAuroraWave`; checkpoints record them
+with the other constructor arguments, so a loaded model takes the same inputs."""
+
+
 def model_kwargs(spec: VariantSpec, profile: str) -> dict[str, Any]:
     """Constructor arguments of `spec.model_class` for `profile`."""
     if profile not in spec.profiles:
@@ -368,21 +376,38 @@ def build_model(
     """Build the model of a variant and profile, in eval mode, with seeded initial weights.
 
     `overrides` replace constructor arguments of the profile (e.g. `embed_dim`); lists
-    become tuples, as the constructor expects. The full profile allocates ~5 GB in float32;
+    become tuples, as the constructor expects; the arguments of `MODEL_INPUTS` build the wave
+    model that takes its coastal and shallow-water inputs, and `lags` the model that takes lagged
+    inputs (`model_code/data/lags.py`). The full profile allocates ~5 GB in float32;
     build it under `torch.device("meta")` to inspect it without memory.
     """
     spec = get_variant(spec) if isinstance(spec, str) else spec
     extra = {k: tuple(v) if isinstance(v, list) else v for k, v in (overrides or {}).items()}
     kwargs = {**model_kwargs(spec, profile), **extra, "timestep": spec.timestep}
+    model_class = _with_inputs(spec) if any(arg in kwargs for arg in MODEL_INPUTS.values()) else spec.model_class
+    if "lags" in kwargs:
+        from model_code.data.lags import lagged_class
+
+        model_class = lagged_class(model_class)
     import torch
 
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        model = spec.model_class(**kwargs).eval()
+        model = model_class(**kwargs).eval()
         if spec.stochastic and profile == "tiny":
             _let_noise_through(model)
         return model
+
+
+def _with_inputs(spec: VariantSpec) -> type[Aurora]:
+    """The class of a wave model that takes the inputs of `MODEL_INPUTS`; no other variant has them."""
+    if spec.class_name != "AuroraWave":
+        raise DataError(f"{', '.join(MODEL_INPUTS.values())}: only the wave variant takes coastal and "
+                        f"shallow-water inputs (derived from its bathymetry wmb); got variant {spec.name}")
+    from model_code.data.coastal import CoastalAuroraWave
+
+    return CoastalAuroraWave
 
 
 def _let_noise_through(model: Aurora) -> None:

@@ -58,6 +58,7 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
         max_wind_rotation_deg: float = 0.0,
         seed: int = 0,
         n_trials: int = 0 if retrain else 4,
+        search_architecture: bool = False,
         cluster: dict = {},
         warm_start: str = "champion" if retrain else "",
         eval_steps: int = 2,
@@ -79,7 +80,8 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
                                          test_period=test_period),
                                "augment", retries=retries)
             tuned = configure(c.tune(variant=variant, train_data=series.outputs["train_data"], config=config,
-                                     n_trials=n_trials, seed=seed, mode=tuning, cluster=cluster),
+                                     n_trials=n_trials, seed=seed, mode=tuning, cluster=cluster,
+                                     search_architecture=search_architecture, warm_start=warm_start),
                               "tune-katib" if tuning == "katib" else "tune", retries=retries)
             trained = configure(c.train(variant=variant, train_data=series.outputs["train_data"], config=config,
                                         overrides=tuned.outputs["Output"], warm_start=warm_start),

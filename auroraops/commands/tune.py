@@ -14,6 +14,7 @@ from model_code.variants import VARIANTS
 
 if TYPE_CHECKING:
     from model_code.training.config import TrainConfig
+    from model_code.training.search_space import Param
 
 
 def add_parser(sub) -> None:
@@ -22,8 +23,9 @@ def add_parser(sub) -> None:
         help="search hyperparameters (Optuna locally, or a Katib Experiment for a cluster)",
         description=(
             "Search learning rate, weight decay, warmup, LoRA mode and rank, loss weights and (tiny "
-            "profile) depth and heads. Without --render-katib/--submit, runs an Optuna study here "
-            "(TPE, median pruning on validation losses) and prints the best parameters as JSON. "
+            "profile) depth and heads; with --search-architecture the model's shape too. Without "
+            "--render-katib/--submit, runs an Optuna study here (TPE, median pruning on validation "
+            "losses) and prints the best parameters as JSON. "
             "--render-katib writes the same search as a Katib Experiment (with a ConfigMap holding "
             "the base config); --submit creates both through the Kubernetes API."
         ),
@@ -38,6 +40,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", help="local study output (default: outputs/tune/VARIANT)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
+    p.add_argument("--search-architecture", action="store_true",
+                   help="search the model's shape too: window size, latent levels and depth (full profile), "
+                        "input history (medium-range), patch size and heads (high-res); for a model "
+                        "trained from scratch, so refused with starting weights")
     k = p.add_argument_group("Katib (cluster)")
     k.add_argument("--render-katib", metavar="OUT.yaml", help="write the ConfigMap and Experiment here")
     k.add_argument("--submit", action="store_true", help="create them on the cluster of the kubeconfig")
@@ -66,17 +72,20 @@ def base_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from model_code.training.search_space import config_space
+
     if args.trials < 1:
         raise DataError(f"--trials must be >= 1, got {args.trials}")
     cfg = base_config(args)
+    space = config_space(cfg, architecture=args.search_architecture)
     if args.render_katib or args.submit:
-        return _katib(args, cfg)
+        return _katib(args, cfg, space)
     if not cfg.data.paths:
         raise ConfigError("no training data: give --data PATH... or data.paths in --config", field="data.paths")
     from adapters.optuna_study import tune
 
     result = tune(cfg, args.trials, out_dir=args.out or f"outputs/tune/{args.variant}", seed=args.seed,
-                  timeout_s=args.timeout)
+                  space=space, timeout_s=args.timeout)
     summary = {k: v for k, v in json.loads(result.to_json()).items() if k != "trials"}
     summary["trials"] = {state: sum(t["state"] == state for t in result.trials)
                          for state in sorted({t["state"] for t in result.trials})}
@@ -84,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _katib(args: argparse.Namespace, cfg: TrainConfig) -> int:
+def _katib(args: argparse.Namespace, cfg: TrainConfig, space: tuple[Param, ...]) -> int:
     from model_code.training.config import with_overrides
     from adapters.katib import tuning_objects
     from adapters import IMAGE
@@ -94,7 +103,7 @@ def _katib(args: argparse.Namespace, cfg: TrainConfig) -> int:
     gpus = Resources(num_nodes=1, gpus_per_node=args.gpus, cpu=str(8 * max(args.gpus, 1)),
                      memory=f"{64 * max(args.gpus, 1)}Gi", shm="8Gi")
     cm, experiment = tuning_objects(
-        cfg, namespace=args.namespace, image=args.image or IMAGE,
+        cfg, namespace=args.namespace, image=args.image or IMAGE, space=space,
         max_trials=args.trials, parallel=min(args.parallel, args.trials), max_failed=min(3, args.trials),
         algorithm=args.algorithm, seed=args.seed, resources=gpus, out_dir=args.trial_out,
         data_claim=args.data_claim, runs_claim=args.runs_claim)
@@ -102,14 +111,13 @@ def _katib(args: argparse.Namespace, cfg: TrainConfig) -> int:
         write_atomic(args.render_katib, lambda tmp: Path(tmp).write_text(to_yaml(cm, experiment)))
         print(f"Katib Experiment written: {args.render_katib} (apply with kubectl apply -f)")
     if args.submit:
-        _submit(args, cm, experiment, cfg)
+        _submit(args, cm, experiment, space)
     return 0
 
 
-def _submit(args: argparse.Namespace, cm: dict, experiment, cfg: TrainConfig) -> None:
+def _submit(args: argparse.Namespace, cm: dict, experiment, space: tuple[Param, ...]) -> None:
     from kubernetes import client
 
-    from model_code.training.search_space import search_space
     from adapters.cluster import api_client, apply_config_map, await_experiment, create_experiment
 
     api = api_client()
@@ -118,6 +126,5 @@ def _submit(args: argparse.Namespace, cm: dict, experiment, cfg: TrainConfig) ->
     name = experiment.metadata.name
     print(f"Experiment {args.namespace}/{name} created")
     if args.wait:
-        outcome = await_experiment(client.CustomObjectsApi(api), name, args.namespace,
-                                   space=search_space(cfg.profile, cfg.train.max_steps))
+        outcome = await_experiment(client.CustomObjectsApi(api), name, args.namespace, space=space)
         print(json.dumps(outcome.__dict__, indent=2, default=str))

@@ -8,6 +8,7 @@ with b = 1. Forecasts come back as one CF dataset whose `time` is the valid time
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 from typing import Mapping, Sequence
@@ -18,6 +19,7 @@ import xarray as xr
 from aurora import Batch, Metadata
 
 from model_code.data.contract import check_window
+from model_code.data.lags import split_lags
 from model_code.errors import DataError
 from model_code.variables import variable
 from model_code.variants import VariantSpec
@@ -28,11 +30,17 @@ def _level_tuple(levels: np.ndarray) -> tuple[int | float, ...]:
 
 
 def window_to_batch(window: xr.Dataset, spec: VariantSpec, *, source: str | None = None) -> Batch:
-    """The `aurora.Batch` for a window, after checking the variant's input contract."""
+    """The `aurora.Batch` for a window, after checking the variant's input contract; the window's
+    lagged inputs (`lags.add_lags`), if any, join the surface variables."""
+    window, lagged = split_lags(window)
     check_window(window, spec, source=source)
-    return fields_to_batch({v.dataset_name: window[v.dataset_name].values for v in spec.inputs()},
-                           window.latitude.values, window.longitude.values, window.time.values[-1],
-                           window.level.values, spec)
+    batch = fields_to_batch({v.dataset_name: window[v.dataset_name].values for v in spec.inputs()},
+                            window.latitude.values, window.longitude.values, window.time.values[-1],
+                            window.level.values, spec)
+    if not lagged:
+        return batch
+    extra = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))[None] for k, v in lagged.items()}
+    return dataclasses.replace(batch, surf_vars={**batch.surf_vars, **extra})
 
 
 def fields_to_batch(fields: Mapping[str, np.ndarray], lat: np.ndarray, lon: np.ndarray, init_time: np.datetime64,

@@ -43,6 +43,12 @@ def _is_global(lon: np.ndarray) -> bool:
     return lon[-1] - lon[0] + step >= 360 - 1e-6
 
 
+def wraps_in_longitude(lon) -> bool:
+    """Whether increasing longitudes (degrees) go all the way round, so the last column
+    neighbours the first: the periodic grids of `regrid` and `cell_areas`."""
+    return _is_global(np.asarray(lon, dtype="float64"))
+
+
 def target_axes(lat: np.ndarray, lon: np.ndarray, resolution: float) -> tuple[np.ndarray, np.ndarray]:
     """Latitudes (decreasing) and longitudes at `resolution` covering the same domain."""
     new_lat = np.arange(lat[0], lat[-1] - 1e-9, -resolution)

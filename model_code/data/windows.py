@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from model_code.data.batch import window_to_batch
 from model_code.data.grid import crop_to_patch
+from model_code.data.lags import Lags, add_lags, lagged_fields
 from model_code.data.ingest import (
     FILL_MODES, FILLED_WITH, Field, FillMode, Provenance, assemble_window, fill_values, read_fields,
 )
@@ -71,6 +72,9 @@ class WindowDataset(Dataset):
       1 h for hourly ERA5); default the variant's own. The dataset's `spec` carries it
       (`variants.with_timestep`), so build the model from `dataset.spec`.
     - `crop`: crop the grid to the patch size (`grid.crop_to_patch`) before anything else.
+    - `lags`: lagged inputs (`data.lags`): every input time also gets each variable that many
+      hours earlier (`lags.add_lags`), and an initialisation time starts a sample only when
+      the data hold those times too. Off by default.
     - `augment(ds, rng)`: sees one dataset with the input window *and* the targets on one
       time axis (history times, then target times; statics included; the boolean
       coordinate `is_target` marks target times), so moves in space or rotations of the
@@ -98,6 +102,7 @@ class WindowDataset(Dataset):
         fill_missing_dynamic: FillMode | None = None,
         timestep: timedelta | None = None,
         crop: bool = False,
+        lags: Lags | None = None,
         augment: Augment | None = None,
         input_augment: Augment | None = None,
         seed: int = 0,
@@ -113,6 +118,7 @@ class WindowDataset(Dataset):
         self.fill_missing = fill_missing
         self.fill_missing_dynamic = fill_missing_dynamic
         self.crop = crop
+        self.lags = lags if lags is not None and lags.enabled else None
         self.augment = augment
         self.input_augment = input_augment
         self.seed = seed
@@ -127,6 +133,8 @@ class WindowDataset(Dataset):
                                     if v.dataset_name not in fields and not v.computed)
         """Time-dependent variables filled in the inputs, NaN in the targets (`fill_missing_dynamic`)."""
         self._note_filled_dynamic()
+        if self.lags is not None:  # a lag of a variable the data lack would be invented
+            lagged_fields(fields, self.lags)
         self.filled_static = tuple(v for v in static_variables(self.spec) if v.dataset_name not in fields)
         """Static fields filled as `fill_missing` says."""
         self.levels = _choose_levels(self._atmos_fields(fields), self.spec, levels)
@@ -225,9 +233,13 @@ class WindowDataset(Dataset):
         return _common_times(f for f in self._fields.values() if f.var.kind != "static")
 
     def _offsets(self) -> np.ndarray:
-        """Steps from initialisation to every time a sample uses, in order."""
+        """Steps from initialisation to every time a sample uses, in order: lagged times, history, targets."""
         steps = [*range(1 - self.history, 1), *self.lead_steps]
-        return np.array(steps) * self._step
+        if self.lags is None:
+            return np.array(steps) * self._step
+        lagged = np.unique([-np.timedelta64(h * 3600, "s") - j * self._step
+                            for h in self.lags.hours for j in range(self.history)])
+        return np.concatenate([lagged, np.array(steps) * self._step])
 
     def _select(self, init_times: Iterable | None) -> np.ndarray:
         if init_times is None:
@@ -257,7 +269,7 @@ class WindowDataset(Dataset):
         return other
 
     def times_used(self, index: int) -> np.ndarray:
-        """Every valid time sample `index` reads: its history, then its target times."""
+        """Every valid time sample `index` reads: its lagged times (`lags`), history, then target times."""
         return self.init_times[index] + self._offsets()
 
     def target_times(self, index: int) -> np.ndarray:
@@ -273,10 +285,11 @@ class WindowDataset(Dataset):
         return len(self.init_times)
 
     def window(self, index: int) -> xr.Dataset:
-        """The input window of sample `index`, as `load_window` would cut it."""
-        return assemble_window(self._fields, Provenance(), self.spec, history=self.history,
-                               init_time=self.init_times[index], levels=self.levels, crop=self.crop,
-                               fill_missing=self.fill_missing_dynamic, seed=self.seed)
+        """The input window of sample `index`, as `load_window` would cut it, with its lagged inputs."""
+        window = assemble_window(self._fields, Provenance(), self.spec, history=self.history,
+                                 init_time=self.init_times[index], levels=self.levels, crop=self.crop,
+                                 fill_missing=self.fill_missing_dynamic, seed=self.seed)
+        return window if self.lags is None else add_lags(window, self._fields, self.lags)
 
     def targets(self, index: int) -> xr.Dataset:
         """The predicted variables at the target times of sample `index` (dims as a window's)."""

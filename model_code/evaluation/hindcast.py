@@ -3,8 +3,9 @@
 The windows come from the training loader (`data.windows.WindowDataset`), so a hindcast
 cuts its inputs exactly as training and `auroraops forecast` do: the same grid crop, the
 same levels, the same fills, the same data step (`timestep_hours`, e.g. 1 h on hourly
-ERA5). Variables filled in the inputs (`fill_missing_dynamic`) have no truth and are left
-out of it, so they are reported as exclusions instead of being scored against invented values.
+ERA5), the lagged inputs the model takes (`data.lags`). Variables filled in the inputs
+(`fill_missing_dynamic`) have no truth and are left out of it, so they are reported as
+exclusions instead of being scored against invented values.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import xarray as xr
 from aurora import Aurora
 
 from model_code.data.ingest import FillMode
+from model_code.data.lags import lags_of
 from model_code.data.windows import WindowDataset
 from model_code.errors import DataError
 from model_code.evaluation.forecasts import on_forecast_points, stack_forecasts
@@ -79,7 +81,7 @@ def hindcast(
     data = WindowDataset.from_files(
         paths, spec, regrid_to=regrid_to, validate=False, history=history, lead_steps=range(1, steps + 1),
         init_times=inits, levels=levels, fill_missing=fill_missing, fill_missing_dynamic=fill_missing_dynamic,
-        crop=crop, seed=seed)
+        crop=crop, seed=seed, lags=lags_of(model))
     if not len(data):
         raise DataError(f"no initialisation time of {list(map(str, paths))} has {data.history} input time(s) "
                         f"and {steps} target(s) {spec.timestep_hours} h apart")

@@ -18,11 +18,15 @@ import torch
 import yaml
 
 from model_code.data.fill_modes import FillMode
+from model_code.data.lags import Lags
 from model_code.errors import ConfigError, DataError
 from model_code.storage import write_atomic
 from model_code.training.loss_config import LossConfig, default_loss_config
 from model_code.training.optim import OptimConfig, ScheduleConfig
-from model_code.training.schema import from_dict, set_dotted, to_dict
+from model_code.training.sample_config import (AugmentConfig, ExtremeSamplingConfig, ModelInputsConfig,
+                                               validate_augment, validate_extreme_sampling, validate_lags,
+                                               validate_model_inputs)
+from model_code.training.schema import check, from_dict, set_dotted, to_dict
 from model_code.variants import PROFILES, VariantSpec, get_variant, with_history, with_timestep
 
 __all__ = [
@@ -76,6 +80,11 @@ class DataConfig:
     `training`: the median and scaled MAD of each surface variable over the training
     inputs, given to the model as `surf_stats` and saved in the checkpoint, so a regional
     model sees its own range (over the British Isles in March 2 m temperature spans ~2 K)."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    extreme_sampling: ExtremeSamplingConfig = field(default_factory=ExtremeSamplingConfig)
+    lags: Lags = field(default_factory=Lags)
+    """Lagged inputs: each of `variables` (Aurora names) `hours` before every input time, as one
+    more input of the model, e.g. `{hours: [24, 48], variables: [pm2p5, 2t]}`; off by default."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distil: DistilConfig = field(default_factory=DistilConfig)
+    model_inputs: ModelInputsConfig = field(default_factory=ModelInputsConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", {k: tuple(v) if isinstance(v, list) else v
@@ -207,11 +217,6 @@ def _variant(name: str) -> VariantSpec:
         raise ConfigError(e.message, field="variant") from None
 
 
-def _check(ok: bool, field: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(message, field=field)
-
-
 def constructor_arguments(cls: type) -> set[str]:
     """Named arguments of `cls(...)`, following `**kwargs` up the class hierarchy, as
     `AuroraHighRes` hands everything but its patch size and depths on to `Aurora`."""
@@ -228,30 +233,51 @@ def constructor_arguments(cls: type) -> set[str]:
 
 def _validate(cfg: TrainConfig) -> None:
     spec = cfg.spec
-    _check(cfg.profile in PROFILES, "profile", f"must be one of {PROFILES}; got {cfg.profile!r}")
+    check(cfg.profile in PROFILES, "profile", f"must be one of {PROFILES}; got {cfg.profile!r}")
     accepted = constructor_arguments(spec.model_class) - {"timestep"}
     for key in cfg.model:
-        _check(key in accepted, f"model.{key}",
-               f"not a constructor argument of {spec.class_name} (the step is set by timestep_hours)")
+        check(key in accepted, f"model.{key}",
+              f"not a constructor argument of {spec.class_name} (the step is set by timestep_hours)")
     history = cfg.model.get("max_history_size")
-    _check(history is None or (isinstance(history, int) and history >= spec.min_history), "model.max_history_size",
-           f"must be a whole number of input times >= {spec.min_history}; got {history!r}")
-    _check(cfg.timestep_hours is None or cfg.timestep_hours >= 1, "timestep_hours",
-           f"must be a whole number of hours >= 1; got {cfg.timestep_hours}")
+    check(history is None or (isinstance(history, int) and history >= spec.min_history), "model.max_history_size",
+          f"must be a whole number of input times >= {spec.min_history}; got {history!r}")
+    # The shape a search sets, checked before a model is built: the class checks only the names.
+    def whole(x: Any, least: int = 1) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= least
+
+    for key, least, why in (("patch_size", 1, ""), ("num_heads", 1, ""),
+                            ("latent_levels", 2, " (the surface and at least one atmospheric level)")):
+        check(key not in cfg.model or whole(cfg.model[key], least), f"model.{key}",
+              f"must be a whole number >= {least}{why}; got {cfg.model.get(key)!r}")
+    window = cfg.model.get("window_size")
+    check(window is None or (isinstance(window, tuple) and len(window) == 3 and all(whole(n) for n in window)),
+          "model.window_size",
+          f"must be three whole numbers >= 1 (latent levels, latitude and longitude patches), e.g. [2, 6, 12]; "
+          f"got {window!r}")
+    defaults = {p.name: p.default for klass in reversed(spec.model_class.__mro__) if "__init__" in vars(klass)
+                for p in inspect.signature(klass.__init__).parameters.values()}
+    shape = {**defaults, **spec.profiles[cfg.profile], **cfg.model}
+    embed, heads = shape.get("embed_dim"), shape.get("num_heads")
+    check(not (whole(embed) and whole(heads)) or embed % heads == 0, "model.num_heads",
+          f"must divide the embedding dimension {embed} (model.embed_dim); got {heads}")
+    check(cfg.timestep_hours is None or cfg.timestep_hours >= 1, "timestep_hours",
+          f"must be a whole number of hours >= 1; got {cfg.timestep_hours}")
 
     d = cfg.data
-    _check(d.val_fraction is None or 0 < d.val_fraction < 1, "data.val_fraction",
-           f"must lie strictly between 0 and 1; got {d.val_fraction}")
-    _check(d.val_fraction is not None or d.val_period is not None, "data.val_fraction",
-           "give data.val_fraction or data.val_period: early stopping and checkpoints need a validation set")
-    _check(d.gap_hours >= 0, "data.gap_hours", f"must be >= 0; got {d.gap_hours}")
-    _check(d.batch_size >= 1, "data.batch_size", f"must be >= 1; got {d.batch_size}")
-    _check(d.num_workers >= 0, "data.num_workers", f"must be >= 0; got {d.num_workers}")
-    _check(d.history is None or spec.min_history <= d.history <= spec.max_history, "data.history",
-           f"the {spec.name} variant takes {spec.min_history} to {spec.max_history} input times; got {d.history}")
-    _check(d.regrid is None or d.regrid > 0, "data.regrid", f"must be > 0 degrees; got {d.regrid}")
-    _check(d.levels is None or (len(d.levels) > 0 and all(lv in spec.levels for lv in d.levels)), "data.levels",
-           f"levels need normalisation statistics: some of {', '.join(map(str, spec.levels))} hPa; got {d.levels}")
+    check(d.val_fraction is None or 0 < d.val_fraction < 1, "data.val_fraction",
+          f"must lie strictly between 0 and 1; got {d.val_fraction}")
+    check(d.val_fraction is not None or d.val_period is not None, "data.val_fraction",
+          "give data.val_fraction or data.val_period: early stopping and checkpoints need a validation set")
+    check(d.gap_hours >= 0, "data.gap_hours", f"must be >= 0; got {d.gap_hours}")
+    check(d.batch_size >= 1, "data.batch_size", f"must be >= 1; got {d.batch_size}")
+    check(d.num_workers >= 0, "data.num_workers", f"must be >= 0; got {d.num_workers}")
+    check(d.history is None or spec.min_history <= d.history <= spec.max_history, "data.history",
+          f"the {spec.name} variant takes {spec.min_history} to {spec.max_history} input times; got {d.history}")
+    check(d.regrid is None or d.regrid > 0, "data.regrid", f"must be > 0 degrees; got {d.regrid}")
+    check(d.levels is None or (len(d.levels) > 0 and all(lv in spec.levels for lv in d.levels)), "data.levels",
+          f"levels need normalisation statistics: some of {', '.join(map(str, spec.levels))} hPa; got {d.levels}")
+    validate_augment(cfg)
+    validate_extreme_sampling(cfg)
 
     cfg.loss.validate("loss")
     cfg.loss.check_variables(spec, "loss")
@@ -259,45 +285,49 @@ def _validate(cfg: TrainConfig) -> None:
     cfg.schedule.validate("schedule", total_steps=cfg.train.max_steps)
 
     cur = cfg.rollout.curriculum
-    _check(len(cur) > 0, "rollout.curriculum", "needs at least one [from_step, rollout_steps] pair")
-    _check(cur[0][0] == 0, "rollout.curriculum", f"the first stage must start at step 0; got {cur[0][0]}")
-    _check(all(a[0] < b[0] for a, b in zip(cur, cur[1:])), "rollout.curriculum",
-           f"stages must start at increasing steps; got {[list(c) for c in cur]}")
-    _check(all(n >= 1 for _, n in cur), "rollout.curriculum",
-           f"rollout lengths must be >= 1 step; got {[list(c) for c in cur]}")
+    check(len(cur) > 0, "rollout.curriculum", "needs at least one [from_step, rollout_steps] pair")
+    check(cur[0][0] == 0, "rollout.curriculum", f"the first stage must start at step 0; got {cur[0][0]}")
+    check(all(a[0] < b[0] for a, b in zip(cur, cur[1:])), "rollout.curriculum",
+          f"stages must start at increasing steps; got {[list(c) for c in cur]}")
+    check(all(n >= 1 for _, n in cur), "rollout.curriculum",
+          f"rollout lengths must be >= 1 step; got {[list(c) for c in cur]}")
 
     t = cfg.train
-    _check(t.max_steps >= 1, "train.max_steps", f"must be >= 1; got {t.max_steps}")
-    _check(t.val_every >= 1, "train.val_every", f"must be >= 1; got {t.val_every}")
-    _check(t.log_every >= 1, "train.log_every", f"must be >= 1; got {t.log_every}")
-    _check(t.accumulate >= 1, "train.accumulate", f"must be >= 1; got {t.accumulate}")
-    _check(t.clip_grad_norm is None or t.clip_grad_norm > 0, "train.clip_grad_norm",
-           f"must be > 0 (or null for no clipping); got {t.clip_grad_norm}")
-    _check(t.device in ("auto", "cpu") or t.device.startswith("cuda"), "train.device",
-           f"must be auto, cpu or cuda[:N]; got {t.device!r}")
-    _check(not t.device.startswith("cuda") or torch.cuda.is_available(), "train.device",
-           "cuda was asked for but no CUDA device is available")
+    check(t.max_steps >= 1, "train.max_steps", f"must be >= 1; got {t.max_steps}")
+    check(t.val_every >= 1, "train.val_every", f"must be >= 1; got {t.val_every}")
+    check(t.log_every >= 1, "train.log_every", f"must be >= 1; got {t.log_every}")
+    check(t.accumulate >= 1, "train.accumulate", f"must be >= 1; got {t.accumulate}")
+    check(t.clip_grad_norm is None or t.clip_grad_norm > 0, "train.clip_grad_norm",
+          f"must be > 0 (or null for no clipping); got {t.clip_grad_norm}")
+    check(t.device in ("auto", "cpu") or t.device.startswith("cuda"), "train.device",
+          f"must be auto, cpu or cuda[:N]; got {t.device!r}")
+    check(not t.device.startswith("cuda") or torch.cuda.is_available(), "train.device",
+          "cuda was asked for but no CUDA device is available")
     on_cuda = t.device.startswith("cuda") or (t.device == "auto" and torch.cuda.is_available())
-    _check(t.precision != "fp16" or on_cuda, "train.precision",
-           "fp16 needs a CUDA device (its gradient scaler is CUDA-only); on CPU use bf16 or fp32")
+    check(t.precision != "fp16" or on_cuda, "train.precision",
+          "fp16 needs a CUDA device (its gradient scaler is CUDA-only); on CPU use bf16 or fp32")
 
     es = cfg.early_stopping
-    _check(len(es.lead_steps) > 0 and all(k >= 1 for k in es.lead_steps), "early_stopping.lead_steps",
-           f"must be model steps >= 1, e.g. [1, 2]; got {list(es.lead_steps)}")
-    _check(es.patience >= 0, "early_stopping.patience", f"must be >= 0; got {es.patience}")
-    _check(es.min_delta >= 0, "early_stopping.min_delta", f"must be >= 0; got {es.min_delta}")
-    _check(not cfg.checkpoint.out_dir.startswith("s3://"), "checkpoint.out_dir",
-           "must be a local directory (checkpoints are swapped into place with renames); copy the run "
-           "directory to object storage afterwards")
-    _check(cfg.checkpoint.keep_top_k >= 0, "checkpoint.keep_top_k", f"must be >= 0; got {cfg.checkpoint.keep_top_k}")
-    _check(cfg.checkpoint.ensemble == "none" or cfg.checkpoint.keep_top_k >= 2, "checkpoint.ensemble",
-           f"averaging needs checkpoint.keep_top_k >= 2; got {cfg.checkpoint.keep_top_k}")
+    check(len(es.lead_steps) > 0 and all(k >= 1 for k in es.lead_steps), "early_stopping.lead_steps",
+          f"must be model steps >= 1, e.g. [1, 2]; got {list(es.lead_steps)}")
+    check(es.patience >= 0, "early_stopping.patience", f"must be >= 0; got {es.patience}")
+    check(es.min_delta >= 0, "early_stopping.min_delta", f"must be >= 0; got {es.min_delta}")
+    check(not cfg.checkpoint.out_dir.startswith("s3://"), "checkpoint.out_dir",
+          "must be a local directory (checkpoints are swapped into place with renames); copy the run "
+          "directory to object storage afterwards")
+    check(cfg.checkpoint.keep_top_k >= 0, "checkpoint.keep_top_k", f"must be >= 0; got {cfg.checkpoint.keep_top_k}")
+    check(cfg.checkpoint.ensemble == "none" or cfg.checkpoint.keep_top_k >= 2, "checkpoint.ensemble",
+          f"averaging needs checkpoint.keep_top_k >= 2; got {cfg.checkpoint.keep_top_k}")
+
+    validate_lags(cfg)  # after the rollout and early stopping, whose lengths lags can limit
 
     di = cfg.distil  # the teacher's file is checked when a run starts (`distillation.check_teacher`)
-    _check(di.teacher is None or (di.teacher.strip() != "" and di.teacher.endswith(".safetensors")),
-           "distil.teacher", "must be one of this project's .safetensors checkpoints (path or s3://), which "
-           f"name their variant and architecture; got {di.teacher!r}")
-    _check(0 <= di.alpha <= 1, "distil.alpha", f"the weight of the truth must lie in [0, 1]; got {di.alpha}")
+    check(di.teacher is None or (di.teacher.strip() != "" and di.teacher.endswith(".safetensors")),
+          "distil.teacher", "must be one of this project's .safetensors checkpoints (path or s3://), which "
+          f"name their variant and architecture; got {di.teacher!r}")
+    check(0 <= di.alpha <= 1, "distil.alpha", f"the weight of the truth must lie in [0, 1]; got {di.alpha}")
+
+    validate_model_inputs(cfg)
 
 
 def config_from_dict(data: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None,

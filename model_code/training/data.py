@@ -4,25 +4,34 @@ Order matters for failing fast: the files are opened lazily (coordinates and tim
 the rollout is checked against the time span, and only then does the validator read the
 values. Training and validation samples share no time: validation holds out the end of
 the series (`val_fraction`) or a given period, and no training sample touches it.
+Augmentation (`data.augment`) and extreme-event sampling (`data.extreme_sampling`) change
+the training samples only: validation judges the data as they are.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+import xarray as xr
 from torch.utils.data import DataLoader, Sampler
 
-from model_code.data.ingest import Provenance
+from model_code.data.augment import BoundedNoise, Compose, ExtremeEventSampler, LongitudeRoll, RandomCrop, WindRotation
+from model_code.data.grid import crop_to_patch
+from model_code.data.ingest import Field, Provenance
+from model_code.data.lags import lagged_fields
 from model_code.data.lazy_fields import open_fields
 from model_code.data.loader import make_loader
 from model_code.data.sample_layout import common_times
-from model_code.data.window_checks import dynamic_variables
-from model_code.data.windows import WindowDataset
+from model_code.data.window_checks import dynamic_fields, dynamic_variables
+from model_code.data.windows import Augment, WindowDataset
 from model_code.errors import ConfigError, DataError
 from model_code.training.config import TrainConfig
+from model_code.training.sample_config import patch_size
+from model_code.variables import variable
 from model_code.variants import VariantSpec
 
 __all__ = ["EpochSampler", "TrainData", "open_data", "train_loader", "val_loader"]
@@ -37,6 +46,8 @@ class TrainData:
     val: WindowDataset
     """Targets at `early_stopping.lead_steps`."""
     provenance: Provenance
+    train_weights: np.ndarray | None = None
+    """Probability of drawing each training sample (`data.extreme_sampling`); None: each once an epoch."""
 
     @property
     def filled_inputs(self) -> dict[str, str]:
@@ -48,13 +59,11 @@ class TrainData:
         """`{aurora name: (location, scale)}` of the surface variables the data hold, from the
         times training samples read as inputs (at most `max_times`, spread evenly): robust,
         area-weighted (`preprocess.normalisation_stats`), as `Aurora(surf_stats=...)` takes them."""
-        import xarray as xr
-
         from model_code.data.preprocess.normalisation import aurora_surf_stats, normalisation_stats
 
         ds = self.train
-        history = ds.init_times[:, None] + ds._offsets()[None, :ds.history]
-        times = np.unique(history.ravel())
+        inputs = ds.init_times[:, None] + ds._offsets()[None, :-len(ds.lead_steps)]  # lagged times too
+        times = np.unique(inputs.ravel())
         times = times[np.unique(np.linspace(0, len(times) - 1, min(max_times, len(times))).round().astype(int))]
         filled = {v.dataset_name for v in ds.filled_dynamic}
         fields = {v.dataset_name: ds._fields[v.dataset_name] for v in dynamic_variables(ds.spec) if not v.computed
@@ -89,15 +98,26 @@ def open_data(cfg: TrainConfig) -> TrainData:
             problems=[f"{key} ({f.source}): {len(f.data.time)} time(s) from {_show(f.data.time.values[0])} "
                       f"to {_show(f.data.time.values[-1])}"
                       for key, f in fields.items() if "time" in f.data.dims and len(f.data.time)])
+    _check_model_patch(cfg, _sample_grid(cfg, fields))
     history = d.history or spec.max_history
     _check_span(times, spec, history, cfg.rollout.longest, "rollout.curriculum", "a rollout")
     _check_span(times, spec, history, max(cfg.early_stopping.lead_steps), "early_stopping.lead_steps",
                 "validation at lead step")
+    _check_lags(cfg, fields, times, history)
+    if cfg.model_inputs.asked:  # derived from a real wmb: refused before the validator reads every value
+        from model_code.data.coastal import check_depth
+
+        wmb, (lat, lon) = fields.get("wmb"), next(iter(dynamic_fields(fields, spec).values())).grid
+        check_depth(None if wmb is None else wmb.values(), lat, lon, asked=cfg.model_inputs.asked)
+
+    augment, input_augment = _augmentations(cfg, fields)
+    extreme = _extreme_field(cfg, fields)
 
     options = dict(history=history, levels=d.levels, fill_missing=d.fill_missing,
-                   fill_missing_dynamic=d.fill_missing_dynamic, crop=d.crop, seed=cfg.train.seed)
+                   fill_missing_dynamic=d.fill_missing_dynamic, crop=d.crop, lags=d.lags, seed=cfg.train.seed)
     train = WindowDataset.from_fields(fields, spec, paths=d.paths, regrid_to=d.regrid, validate=d.validate,
-                                      lead_steps=range(1, cfg.rollout.longest + 1), provenance=prov, **options)
+                                      lead_steps=range(1, cfg.rollout.longest + 1), provenance=prov,
+                                      augment=augment, input_augment=input_augment, **options)
     val = WindowDataset.from_fields(fields, spec, paths=d.paths, regrid_to=d.regrid, validate=False,
                                     lead_steps=cfg.early_stopping.lead_steps, provenance=prov, **options)
     start, end = _val_period(times, cfg)
@@ -116,7 +136,113 @@ def open_data(cfg: TrainConfig) -> TrainData:
             f"step(s) {list(cfg.early_stopping.lead_steps)} ({_span_hours(spec, history, max(cfg.early_stopping.lead_steps)):g} h "
             "from first input to last target); hold out more or validate at shorter leads",
             field="data.val_period" if d.val_period else "data.val_fraction")
-    return TrainData(spec, train, val, prov)
+    weights = None if extreme is None else _extreme_weights(train, extreme, cfg, _sample_grid(cfg, fields))
+    return TrainData(spec, train, val, prov, weights)
+
+
+def _augmentations(cfg: TrainConfig, fields: Mapping[str, Field]) -> tuple[Augment | None, Augment | None]:
+    """`(augment, input_augment)` of the training samples (`data.augment`), as `WindowDataset` takes them.
+
+    The roll, the crop and the rotation move inputs and truth together; the noise goes on the
+    inputs only, so the model never learns towards a perturbed truth. The roll comes first,
+    so that a crop can take any part of a global grid. A roll of a regional grid or a crop
+    larger than the grid is refused from the coordinates alone, before any value is read.
+    """
+    a = cfg.data.augment
+    grid = _sample_grid(cfg, fields)
+    joint: list[Augment] = []
+    if a.longitude_roll_deg:
+        joint.append(_fits(LongitudeRoll(a.longitude_roll_deg), grid, "data.augment.longitude_roll_deg"))
+    if a.random_crop is not None:
+        joint.append(_fits(RandomCrop(*a.random_crop, patch_size(cfg)), grid, "data.augment.random_crop"))
+    if a.wind_rotation_deg:
+        joint.append(WindRotation(a.wind_rotation_deg))
+    noise = None
+    if a.noise_scale:
+        names = {v.name: v.dataset_name for v in cfg.spec.inputs() if v.kind != "static"}
+        chosen = None if a.noise_variables is None else tuple(names[n] for n in a.noise_variables)
+        noise = BoundedNoise(a.noise_scale, chosen)
+    return (Compose(tuple(joint)) if joint else None), noise
+
+
+def _sample_grid(cfg: TrainConfig, fields: Mapping[str, Field]) -> xr.Dataset:
+    """The samples' latitudes and longitudes, no values: the grid `WindowDataset` takes from
+    the first time-dependent field, cropped to the patch size with `data.crop`."""
+    lat, lon = next(iter(dynamic_fields(fields, cfg.spec).values())).grid
+    grid = xr.Dataset(coords={"latitude": lat, "longitude": lon})
+    return crop_to_patch(grid, cfg.spec.patch_size)[0] if cfg.data.crop else grid
+
+
+def _fits(aug: Augment, grid: xr.Dataset, field: str) -> Augment:
+    """`aug`, once it has worked on the samples' grid alone: its own rule decides, as a config error."""
+    try:
+        aug(grid, np.random.default_rng(0))
+    except DataError as e:
+        raise ConfigError(e.message, field=field) from None
+    return aug
+
+
+def _extreme_field(cfg: TrainConfig, fields: Mapping[str, Field]) -> Field | None:
+    """The field whose extremes `data.extreme_sampling` draws more often, None when off. It
+    must come from the files: a filled or computed field has no extremes."""
+    es = cfg.data.extreme_sampling
+    if not es.enabled:
+        return None
+    name = variable("surface", es.variable).dataset_name
+    if name not in fields:
+        raise ConfigError(f"'{es.variable}' ({name}) is not in the data, which hold {', '.join(sorted(fields))}; "
+                          "extremes are looked for in the files, not in filled fields",
+                          field="data.extreme_sampling.variable")
+    return fields[name]
+
+
+def _extreme_weights(ds: WindowDataset, f: Field, cfg: TrainConfig, grid: xr.Dataset,
+                     block_bytes: int = 64 * 2**20) -> np.ndarray:
+    """The probability of drawing each sample of `ds`, from `ExtremeEventSampler`.
+
+    A sample's peak is the highest value (the lowest with `below`) of the variable on the
+    samples' grid at any time the sample reads, inputs and targets. The field is read once,
+    `block_bytes` at a time, down to one peak per time; each sample is handed to the sampler
+    as the series of its times' peaks, whose own peak is the sample's.
+    """
+    es = cfg.data.extreme_sampling
+    used = ds.init_times[:, None] + ds._offsets()[None, :]  # (samples, times each reads)
+    times, where = np.unique(used.ravel(), return_inverse=True)
+    h, w = grid.sizes["latitude"], grid.sizes["longitude"]
+    reduce = np.nanmin if es.below else np.nanmax
+    step = max(1, block_bytes // (4 * h * w))
+    peaks = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a time without a finite value peaks at NaN
+        for i in range(0, len(times), step):
+            block = f.values(time=times[i:i + step]).isel(latitude=slice(0, h), longitude=slice(0, w))
+            peaks.append(reduce(block.transpose("time", ...).values.reshape(block.sizes["time"], -1), axis=1))
+    per_time = np.concatenate(peaks)
+    sampler = ExtremeEventSampler(f.key, threshold=es.threshold, quantile=es.quantile, factor=es.factor,
+                                  below=es.below)
+    return sampler.weights(xr.Dataset({f.key: ("time", per_time[row])}) for row in where.reshape(used.shape))
+
+
+def _check_model_patch(cfg: TrainConfig, grid: xr.Dataset) -> None:
+    """Refuse, from the coordinates alone, a `model.patch_size` the samples' grid does not fit.
+
+    The loader fits the grid (`data.crop`) and crops the targets to the variant's patch size;
+    the model crops its input to its own (Aurora's `Batch.crop`), so it must keep the same
+    grid: the width a multiple of its patch size, the height too, or one row over where the
+    targets drop a row.
+    """
+    p, variant_p = patch_size(cfg), cfg.spec.patch_size
+    if p == variant_p:
+        return
+    h, w = grid.sizes["latitude"], grid.sizes["longitude"]
+    kept = h - 1 if h % variant_p == 1 else h  # the targets' rows
+    rows = h - 1 if h % p == 1 else h  # the model's, where its crop works
+    if w % p or h % p > 1 or rows != kept or min(rows, w) < p:
+        extra_row = ", and exceed 1 to drop the row over them as the targets do" if rows != kept == h - 1 else ""
+        raise ConfigError(f"patch size {p} does not fit the {h}x{w} grid of the samples (the data's grid"
+                          f"{f', cropped to patch size {variant_p}' if cfg.data.crop else ''}): it must divide the "
+                          f"width {w} and the {kept} rows the targets keep{extra_row} (the variant's own is "
+                          f"{variant_p})", field="model.patch_size")
 
 
 def _span_hours(spec: VariantSpec, history: int, lead: int) -> float:
@@ -132,6 +258,25 @@ def _check_span(times: np.ndarray, spec: VariantSpec, history: int, lead: int, f
             f"{what} of {lead} step(s) of {spec.timestep_hours} h from {history} input time(s) spans "
             f"{need:g} h, longer than the data: {len(times)} time(s) from {_show(times[0])} to "
             f"{_show(times[-1])} ({have:g} h)", field=field)
+
+
+def _check_lags(cfg: TrainConfig, fields: Mapping[str, Field], times: np.ndarray, history: int) -> None:
+    """`data.lags` against the files' variables and time axis alone, before the validator reads a value:
+    a lag of a variable the data lack, or one reaching farther back than the data allow a sample."""
+    lags, spec = cfg.data.lags, cfg.spec
+    if not lags.enabled:
+        return
+    try:
+        lagged_fields(fields, lags)
+    except DataError as e:
+        raise ConfigError(e.message, field="data.lags.variables") from None
+    lead = max(cfg.rollout.longest, *cfg.early_stopping.lead_steps)
+    need, have = max(lags.hours) + _span_hours(spec, history, lead), _hours(times[-1] - times[0])
+    if need > have:
+        raise ConfigError(
+            f"a lag of {max(lags.hours)} h before {history} input time(s) and targets {lead} step(s) of "
+            f"{spec.timestep_hours} h ahead span {need:g} h, longer than the data: {len(times)} time(s) from "
+            f"{_show(times[0])} to {_show(times[-1])} ({have:g} h)", field="data.lags.hours")
 
 
 def _val_period(times: np.ndarray, cfg: TrainConfig) -> tuple[np.datetime64, np.datetime64]:
@@ -167,13 +312,20 @@ class EpochSampler(Sampler[int]):
     of ranks sees the same global batches as one process, and a resumed run skips the
     `start` global batches already done without loading them. The last incomplete global
     batch is dropped (every step has the same batch).
+
+    With `weights` (one per sample), the epoch is instead `n` draws with replacement, each
+    sample in proportion to its weight, from the same (seed, epoch): a sample weighing k
+    times as much comes k times as often, and everything above holds as before.
     """
 
     def __init__(self, n: int, global_batch: int, *, rank: int = 0, world: int = 1, seed: int = 0,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, weights: Sequence[float] | np.ndarray | None = None) -> None:
         self.n, self.global_batch, self.rank, self.world = n, global_batch, rank, world
         self.local_batch = global_batch // world
         self.seed, self.shuffle = seed, shuffle
+        self.weights = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        if self.weights is not None and self.weights.shape != (n,):
+            raise ValueError(f"weights: one per sample ({n}) expected, got shape {tuple(self.weights.shape)}")
         self.epoch, self.start = 0, 0
 
     @property
@@ -184,8 +336,11 @@ class EpochSampler(Sampler[int]):
         self.epoch, self.start = epoch, start
 
     def __iter__(self) -> Iterator[int]:
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=generator)
+        elif self.shuffle:
+            order = torch.randperm(self.n, generator=generator)
         else:
             order = torch.arange(self.n)
         for k in range(self.start, self.batches_per_epoch):
@@ -204,7 +359,8 @@ def train_loader(data: TrainData, cfg: TrainConfig, rank: int, world: int) -> tu
                           field="data.batch_size")
     if len(data.train) < b:
         raise ConfigError(f"larger than the {len(data.train)} training sample(s)", field="data.batch_size")
-    sampler = EpochSampler(len(data.train), b, rank=rank, world=world, seed=cfg.train.seed)
+    sampler = EpochSampler(len(data.train), b, rank=rank, world=world, seed=cfg.train.seed,
+                           weights=data.train_weights)
     loader = make_loader(data.train, sampler.local_batch, sampler=sampler, num_workers=cfg.data.num_workers,
                          seed=cfg.train.seed)
     return loader, sampler

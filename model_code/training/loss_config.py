@@ -21,18 +21,55 @@ __all__ = [
     "AURORA_ATMOS_WEIGHTS",
     "AURORA_SURFACE_WEIGHTS",
     "KINDS",
+    "SMOOTHNESS_KINDS",
     "LossConfig",
+    "SmoothnessConfig",
     "default_loss_config",
 ]
 
 KINDS = ("mse", "mae", "huber", "mixture")
 """Elementwise losses: `mixture` is a weighted sum of the other three (`LossConfig.mixture`)."""
 LEVEL_WEIGHTINGS = ("uniform", "pressure")
+SMOOTHNESS_KINDS = ("laplacian", "tv")
+"""Smoothness penalties: squared 5-point Laplacian, or total variation (`SmoothnessConfig.kind`)."""
 
 AURORA_SURFACE_WEIGHTS = MappingProxyType({"msl": 1.5, "10u": 0.77, "10v": 0.66, "2t": 3.0})
 """Per-variable weights of Aurora's MAE training loss for surface variables (docs/losses.md)."""
 AURORA_ATMOS_WEIGHTS = MappingProxyType({"z": 2.8, "q": 0.78, "t": 1.7, "u": 0.87, "v": 0.6})
 """Per-variable weights of Aurora's MAE training loss for atmospheric variables."""
+
+
+@dataclass
+class SmoothnessConfig:
+    """Penalty on the roughness of predicted fields between neighbouring cells (`loss.smoothness`).
+
+    Off while `weight` is 0. Computed on fields divided by their normalisation scale, so one
+    weight is comparable across variables (docs/losses.md).
+    """
+
+    kind: str = "laplacian"
+    """laplacian: squared 5-point Laplacian (curvature; a uniform gradient is free);
+    tv: total variation, |difference| between neighbours (every gradient costs, edges stay sharp)."""
+    weight: float = 0.0
+    variables: tuple[str, ...] | None = None
+    """Variables penalised; None: every predicted non-angle variable."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.variables, list):
+            self.variables = tuple(self.variables)
+
+    def validate(self, prefix: str = "loss.smoothness") -> None:
+        """Raise `ConfigError` naming the first field whose value cannot be used."""
+        if self.kind not in SMOOTHNESS_KINDS:
+            raise ConfigError(f"unknown smoothness penalty '{self.kind}'; expected one of "
+                              f"{', '.join(SMOOTHNESS_KINDS)}", field=f"{prefix}.kind")
+        _non_negative(self.weight, f"{prefix}.weight")
+        value = self.variables
+        if value is not None and not (isinstance(value, tuple) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"expected a list of variable names, got {value!r}", field=f"{prefix}.variables")
+        if value == () and self.weight > 0:
+            raise ConfigError("a weight on no variable penalises nothing; name at least one, or null for "
+                              "every predicted non-angle variable", field=f"{prefix}.variables")
 
 
 @dataclass
@@ -87,6 +124,8 @@ class LossConfig:
     """Added to concentrations in normalised units (x / scale) before the logarithm."""
     density_weight: float = 0.0
     """Wave presence term on the density logits (only with `DensityRecorder` logits)."""
+    smoothness: SmoothnessConfig | None = field(default_factory=SmoothnessConfig)
+    """Spatial smoothness penalty on the predictions; weight 0 or None: off."""
 
     def __post_init__(self) -> None:
         # YAML gives lists and (sometimes) string keys: bring them to the declared types
@@ -164,6 +203,11 @@ class LossConfig:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, tuple) and all(isinstance(v, str) for v in value)):
                 raise ConfigError(f"expected a list of variable names, got {value!r}", field=f(name))
+        if self.smoothness is not None:
+            if not isinstance(self.smoothness, SmoothnessConfig):
+                raise ConfigError(f"expected a section of kind, weight and variables (or null), got "
+                                  f"{self.smoothness!r}", field=f("smoothness"))
+            self.smoothness.validate(f("smoothness"))
 
     def check_variables(self, spec: VariantSpec, prefix: str = "loss") -> None:
         """Raise `ConfigError` for a variable name the variant does not predict (a typo
@@ -174,10 +218,16 @@ class LossConfig:
         named += [("atmos_weights", n, atmos) for n in self.atmos_weights]
         for group in ("extremes_variables", "spectral_variables", "positive_variables", "log_variables"):
             named += [(group, n, surface | atmos) for n in getattr(self, group) or ()]
+        smooth = (self.smoothness.variables if self.smoothness is not None else None) or ()
+        named += [("smoothness.variables", n, surface | atmos) for n in smooth]
         for group, name, known in named:
             if name not in known:
                 raise ConfigError(f"the {spec.name} variant predicts no variable '{name}'; it predicts "
                                   f"{', '.join(sorted(known))}", field=f(f"{group}.{name}"))
+        for name in smooth:
+            if any(v.name == name and v.units == "degree" for v in spec.outputs()):
+                raise ConfigError(f"'{name}' is a direction in degrees, whose differences wrap at 360°; "
+                                  "the smoothness penalty takes no directions", field=f(f"smoothness.variables.{name}"))
         levels = set(spec.levels)
         for level in self.level_weights:
             if level not in levels:
@@ -221,7 +271,8 @@ def default_loss_config(spec: VariantSpec) -> LossConfig:
     - medium-range: lead times of 3 to 5 days weigh twice as much;
     - high-res: pixels beyond the 1 % tails of their field weigh twice as much;
     - air-pollution: positivity penalty and log-space MAE on the species the model keeps
-      non-negative (its `positive_surf_vars`/`positive_atmos_vars`);
+      non-negative (its `positive_surf_vars`/`positive_atmos_vars`); the smoothness penalty,
+      off (weight 0), lists the same species, so a weight alone turns it on for them;
     - wave: pixels within 2 cells of land (NaN targets) weigh twice as much, a spectral
       term on the wave periods, and the presence term on the density heads.
     """
@@ -234,7 +285,8 @@ def default_loss_config(spec: VariantSpec) -> LossConfig:
         cfg = dataclasses.replace(cfg, extremes_factor=2.0, extremes_quantile=0.99)
     elif spec.name == "air-pollution" and positive:
         cfg = dataclasses.replace(cfg, positivity_weight=1.0, positive_variables=positive,
-                                  log_weight=1.0, log_variables=positive)
+                                  log_weight=1.0, log_variables=positive,
+                                  smoothness=SmoothnessConfig(variables=positive))
     elif spec.name == "wave":
         periods = tuple(v.name for v in spec.outputs() if v.kind == "surface" and v.units == "s")
         cfg = dataclasses.replace(cfg, coastal_factor=2.0, coastal_width=2, spectral_weight=0.1,

@@ -3,8 +3,9 @@
 Each function works on one variable's (b, t, c, h, w) prediction and target, already masked
 by `Loss`, and knows nothing of variants or batches: wave directions compare on the unit
 circle, air pollution gets the positivity and log-space terms, high-res the extremes factor,
-wave the coastal, spectral and density terms. `Loss` decides which apply to which field, so a
-term can be read and tested on its own (definitions in docs/losses.md).
+wave the coastal, spectral and density terms; the smoothness penalty serves any variant
+that asks for it. `Loss` decides which apply to which field, so a term can be read and tested
+on its own (definitions in docs/losses.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from model_code.data.coastal import near
 from model_code.training.loss_config import LossConfig
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "extremes_factor",
     "log_term",
     "positivity_term",
+    "smoothness_term",
     "spectral_term",
 ]
 
@@ -72,14 +75,8 @@ def extremes_factor(target: torch.Tensor, valid: torch.Tensor, cfg: LossConfig) 
 
 
 def coastal_factor(t_ok: torch.Tensor, valid: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
-    """`coastal_factor` on valid pixels within `coastal_width` cells of a NaN target."""
-    r = cfg.coastal_width
-    b, t, c, h, w = t_ok.shape
-    missing = (~t_ok).to(torch.float32).reshape(b * t * c, 1, h, w)
-    missing = F.pad(missing, (r, r, 0, 0), mode="circular")  # longitude wraps
-    missing = F.pad(missing, (0, 0, r, r))  # latitude does not
-    near = F.max_pool2d(missing, kernel_size=2 * r + 1, stride=1).reshape(b, t, c, h, w) > 0
-    return 1.0 + (cfg.coastal_factor - 1.0) * (near & valid)
+    """`coastal_factor` on valid pixels within `coastal_width` cells of a NaN target (longitude wraps)."""
+    return 1.0 + (cfg.coastal_factor - 1.0) * (near(~t_ok, cfg.coastal_width) & valid)
 
 
 def positivity_term(pred: torch.Tensor, p_ok: torch.Tensor, scale: torch.Tensor,
@@ -123,3 +120,44 @@ def density_term(logits: torch.Tensor, t_ok: torch.Tensor, lat_w: torch.Tensor) 
     presence = t_ok[:, -1, 0].to(logits.dtype)  # (b, h, w)
     bce = F.binary_cross_entropy_with_logits(logits, presence, reduction="none")
     return (bce * lat_w[0, 0, 0]).mean() / lat_w.mean()
+
+
+def _neighbour(x: torch.Tensor, ok: torch.Tensor, dim: int, step: int,
+               wraps: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """`x` and `ok` of the cell `step` (±1) along `dim`, with `ok` False where that cell
+    lies beyond the edge of an axis that does not wrap."""
+    x_n, ok_n = torch.roll(x, -step, dims=dim), torch.roll(ok, -step, dims=dim)
+    if not wraps:
+        n = x.shape[dim]
+        inside = torch.arange(n, device=x.device) != (n - 1 if step > 0 else 0)
+        shape = [1] * x.ndim
+        shape[dim] = n
+        ok_n = ok_n & inside.reshape(shape)
+    return x_n, ok_n
+
+
+def smoothness_term(x: torch.Tensor, valid: torch.Tensor, lat_w: torch.Tensor, kind: str,
+                    periodic: bool) -> torch.Tensor:
+    """Roughness of a normalised (b, t, c, h, w) field between neighbouring cells, area-weighted.
+
+    laplacian: mean of L² with L = x[i-1, j] + x[i+1, j] + x[i, j-1] + x[i, j+1] - 4 x[i, j],
+    at cells whose four neighbours are valid. tv: mean |x[i, j+1] - x[i, j]| over east-west
+    pairs plus mean |x[i+1, j] - x[i, j]| over north-south pairs of valid cells, a pair
+    weighing the mean of its two cells. Longitude wraps when `periodic` (a global grid);
+    latitude never does: a pole row has no neighbour beyond it. Masked cells of `x` must
+    be zero already, so nothing non-finite reaches a gradient.
+    """
+    lon, lat = -1, -2
+    east, east_ok = _neighbour(x, valid, lon, 1, periodic)
+    south, south_ok = _neighbour(x, valid, lat, 1, False)
+    if kind == "laplacian":
+        west, west_ok = _neighbour(x, valid, lon, -1, periodic)
+        north, north_ok = _neighbour(x, valid, lat, -1, False)
+        lap = east + west + north + south - 4 * x
+        w = lat_w * (valid & east_ok & west_ok & north_ok & south_ok)
+        return (lap.square() * w).sum() / w.sum().clamp_min(TINY)
+    w_ew = 0.5 * (lat_w + torch.roll(lat_w, -1, dims=lon)) * (valid & east_ok)
+    w_ns = 0.5 * (lat_w + torch.roll(lat_w, -1, dims=lat)) * (valid & south_ok)
+    tv_ew = ((east - x).abs() * w_ew).sum() / w_ew.sum().clamp_min(TINY)
+    tv_ns = ((south - x).abs() * w_ns).sum() / w_ns.sum().clamp_min(TINY)
+    return tv_ew + tv_ns

@@ -12,6 +12,7 @@ variable v (levels averaged with the level weights):
     base  = (surface_scale · Σ_s w_s L_s + atmos_scale · Σ_a w_a L_a) / (number of variables)
     total = base + spectral_weight · spectral + positivity_weight · positivity
                  + log_weight · log + density_weight · density
+                 + smoothness.weight · smoothness
 
 and the loss of a sample is the lead-weighted mean over its lead steps. This module masks,
 weighs and combines; the configuration is `loss_config`, cell and level weights
@@ -30,6 +31,7 @@ from aurora import Batch
 from aurora.normalisation import level_to_str
 from aurora.normalisation import scales as AURORA_SCALES
 
+from model_code.data.grid import wraps_in_longitude
 from model_code.errors import DataError
 from model_code.training.loss_config import LossConfig, default_loss_config
 from model_code.training.loss_terms import (
@@ -41,6 +43,7 @@ from model_code.training.loss_terms import (
     extremes_factor,
     log_term,
     positivity_term,
+    smoothness_term,
     spectral_term,
 )
 from model_code.training.loss_weights import latitude_weights, level_weights
@@ -167,6 +170,11 @@ class Loss:
         self._spectral = set(every if cfg.spectral_variables is None else cfg.spectral_variables)
         self._positive = set(cfg.positive_variables)
         self._log = set(cfg.log_variables)
+        smooth = cfg.smoothness
+        self._smooth = set(every if smooth.variables is None else smooth.variables) if smooth is not None else set()
+        self._term_weights = {"spectral": cfg.spectral_weight, "positivity": cfg.positivity_weight,
+                              "log": cfg.log_weight, "density": cfg.density_weight,
+                              "smoothness": smooth.weight if smooth is not None else 0.0}
         self._lat_cache: dict[tuple, torch.Tensor] = {}
         self._scales: dict[tuple, torch.Tensor] = {}
         self._level_cache: dict[tuple, torch.Tensor] = {}
@@ -215,8 +223,9 @@ class Loss:
     # ---- one variable -----------------------------------------------------------------
 
     def _field(self, kind: str, name: str, pred: torch.Tensor, target: torch.Tensor, levels, lat_w,
-               lw: torch.Tensor | None, logits: torch.Tensor | None) -> _Field:
-        """pred/target: (b, t, c, h, w) with c = 1 for surface variables."""
+               lw: torch.Tensor | None, logits: torch.Tensor | None, wraps: bool) -> _Field:
+        """pred/target: (b, t, c, h, w) with c = 1 for surface variables; `wraps`: the
+        longitudes go all the way round (a global grid)."""
         var = self._vars[(kind, name)]
         angle = var.units == "degree"
         t_ok = torch.isfinite(target)
@@ -267,6 +276,8 @@ class Loss:
             terms["spectral"] = spectral_term(p / scale, t / scale, lat_w, self.cfg)
         if self.cfg.density_weight > 0 and logits is not None:
             terms["density"] = density_term(logits, t_ok, lat_w)
+        if self._term_weights["smoothness"] > 0 and name in self._smooth and not angle:
+            terms["smoothness"] = smoothness_term(p / scale, valid, lat_w, self.cfg.smoothness.kind, wraps)
         return _Field(name, kind, per_level, has_level, value, has, bad, detail, terms)
 
     # ---- the call -----------------------------------------------------------------------
@@ -347,6 +358,8 @@ class Loss:
                              f"{tuple(target.spatial_shape)}")
         device = next(iter(pred.surf_vars.values())).device
         lat_w = self._latitude(target, device)[None, None, None]  # (1, 1, 1, h, w)
+        wraps = self._term_weights["smoothness"] > 0 and wraps_in_longitude(
+            target.metadata.lon.detach().cpu().double().numpy())
         levels = tuple(target.metadata.atmos_levels)
         lw = None
         if levels:
@@ -370,7 +383,7 @@ class Loss:
                     p, t = p[:, :, None], t[:, :, None]
                 logit = logits.get(name) if logits is not None and kind == "surface" else None
                 fields.append(self._field(kind, name, p, t.to(p.dtype), levels,
-                                          lat_w, None if kind == "surface" else lw, logit))
+                                          lat_w, None if kind == "surface" else lw, logit, wraps))
         if not fields:
             raise DataError("the targets hold none of the variables the model predicts")
         weights = torch.tensor([self.variable_weight(fl.kind, fl.name) for fl in fields], device=device)
@@ -378,12 +391,11 @@ class Loss:
         value = torch.stack([torch.where(fl.has, fl.value, torch.zeros((), device=device)) for fl in fields])
         base = (weights * has * value).sum() / has.sum().clamp_min(1.0)
         terms: dict[str, torch.Tensor] = {}
-        for term, weight in (("spectral", self.cfg.spectral_weight), ("positivity", self.cfg.positivity_weight),
-                             ("log", self.cfg.log_weight), ("density", self.cfg.density_weight)):
+        for term, weight in self._term_weights.items():
             parts = [fl.terms[term] for fl in fields if term in fl.terms]
             if parts and weight > 0:
                 terms[term] = torch.stack(parts).mean()
-        total = base + sum(getattr(self.cfg, f"{term}_weight") * v for term, v in terms.items())
+        total = base + sum(self._term_weights[term] * v for term, v in terms.items())
         return total, base, terms, fields
 
 

@@ -18,7 +18,13 @@ from typing import Any, Literal, Mapping, Union
 
 from model_code.errors import ConfigError
 
-__all__ = ["from_dict", "set_dotted", "to_dict"]
+__all__ = ["check", "from_dict", "set_dotted", "to_dict"]
+
+
+def check(ok: bool, field: str, message: str) -> None:
+    """Raise `ConfigError` naming `field` (a dotted key) unless `ok`."""
+    if not ok:
+        raise ConfigError(message, field=field)
 
 
 def set_dotted(data: dict, key: str, value: Any) -> None:

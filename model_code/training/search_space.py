@@ -6,6 +6,10 @@ it), its range and its scale. Local tuning asks an Optuna trial for a value of e
 the values back as `--set KEY=VALUE` arguments (`set_arguments`). Keeping both renderings
 on one definition means a range changed here changes on both sides.
 
+The space depends on the profile, the run length and, when the model's shape is searched
+(`architecture`), the variant: its own constructor arguments (the medium-range history, the
+high-res patch size). Callers holding a training config take its space from `config_space`.
+
 Both minimise `val_score` (`tuning_score`), a validation metric the searched loss weights
 cannot move. This module imports neither Optuna nor Katib: `suggest` only needs an object
 with Optuna's `suggest_float/suggest_int/suggest_categorical` methods.
@@ -15,10 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, Sequence
 
 from model_code.errors import ConfigError
-from model_code.variants import VariantSpec
+from model_code.variants import VARIANTS, VariantSpec
+
+if TYPE_CHECKING:
+    from model_code.training.config import TrainConfig
 
 Kind = Literal["float", "int", "choice"]
 
@@ -41,6 +48,9 @@ class Param:
     `name` is short and identifier-like: the Optuna parameter, the Katib parameter and the
     Katib trial parameter all carry it. `keys` are the config keys the value is written to;
     with `repeat` > 0 each key gets a list of `repeat` copies (one depth for every stage).
+    A choice may be among tuples (a window size): Optuna and Katib hold only scalars, so
+    both record such a value as its text, the YAML list `[2,6,12]` (`text`), which `--set`
+    reads back as the list and `parse` as the tuple.
     """
 
     name: str
@@ -72,10 +82,24 @@ class Param:
             return trial.suggest_float(self.name, self.low, self.high, log=self.log)
         if self.kind == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=self.step or 1)
+        if self.listed:
+            return self.parse(trial.suggest_categorical(self.name, [self.text(c) for c in self.choices]))
         return trial.suggest_categorical(self.name, list(self.choices))
 
+    @property
+    def listed(self) -> bool:
+        """Whether the choices are tuples, recorded by both engines as text."""
+        return any(isinstance(c, tuple) for c in self.choices)
+
+    def text(self, value: Any) -> str:
+        """`value` as a Katib assignment and a `--set` value: a tuple as the YAML list `[2,6,12]`."""
+        return "[" + ",".join(map(str, value)) + "]" if isinstance(value, tuple) else str(value)
+
     def overrides(self, value: Any) -> dict[str, Any]:
-        """Config overrides (dotted key -> value) that set this parameter to `value`."""
+        """Config overrides (dotted key -> value) that set this parameter to `value` (for a
+        choice among tuples, the tuple or its text, as an Optuna trial records it)."""
+        if self.listed and isinstance(value, str):
+            value = self.parse(value)
         value = [value] * self.repeat if self.repeat else value
         return {key: value for key in self.keys}
 
@@ -94,7 +118,7 @@ class Param:
         except ValueError:
             raise ConfigError(f"'{text}' is not a number", field=self.name) from None
         for choice in self.choices:
-            if str(choice) == str(text):
+            if self.text(choice) == str(text):
                 return choice
         raise ConfigError(f"'{text}' is not one of {list(self.choices)}", field=self.name)
 
@@ -121,22 +145,74 @@ _TINY = (
           help="attention heads of the tiny profile's Perceiver encoder and decoder"),
 )
 
+_FULL_ARCHITECTURE = (
+    Param("window_size", ("model.window_size",), "choice", choices=((2, 4, 8), (2, 6, 12), (2, 8, 16)),
+          help="Swin window in latent levels, latitude and longitude patches (Aurora: 2, 6, 12)"),
+    Param("latent_levels", ("model.latent_levels",), "choice", choices=(4, 6, 8),
+          help="latent levels of the Perceiver encoder, the surface one included (Aurora: 4)"),
+    Param("depth", ("model.encoder_depths", "model.decoder_depths"), "choice", choices=(4, 6, 8),
+          repeat=3, help="Swin blocks per stage of the encoder and decoder (Aurora: 6, 10, 8 and 8, 10, 6)"),
+)
+"""The backbone's shape, searched for a full-profile model trained from scratch."""
 
-def search_space(profile: str = "tiny", max_steps: int = 2500) -> tuple[Param, ...]:
-    """The searched parameters for a model profile and run length.
+_HISTORY = Param("history", ("model.max_history_size", "data.history"), "choice", choices=(2, 3, 4),
+                 help="input times the model takes and every sample gives it (published weights: 2)")
+
+_VARIANT_ARCHITECTURE: Mapping[str, Mapping[str, tuple[Param, ...]]] = {
+    "medium-range": {"tiny": (_HISTORY,), "full": (_HISTORY,)},
+    "high-res": {
+        # Tiny: divisors of 10, which fit every grid the loader takes for the variant; full: sizes
+        # that fit its native 1801x3600 grid.
+        "tiny": (Param("patch_size", ("model.patch_size",), "choice", choices=(2, 5, 10),
+                       help="patch size of the encoder and decoder (published: 10)"),),
+        "full": (Param("patch_size", ("model.patch_size",), "choice", choices=(8, 10, 12),
+                       help="patch size of the encoder and decoder (published: 10)"),
+                 Param("heads", ("model.num_heads",), "choice", choices=(8, 16, 32),
+                       help="attention heads of the Perceiver encoder and decoder (published: 16)")),
+    },
+}
+"""The shape a variant adds to the search, by profile (the tiny profile searches heads already)."""
+
+
+def search_space(profile: str = "tiny", max_steps: int = 2500, *, variant: str | None = None,
+                 architecture: bool = False) -> tuple[Param, ...]:
+    """The searched parameters for a model profile, run length and variant.
 
     Warmup is searched up to a fifth of the run (`max_steps` optimiser steps), so that every
-    value leaves steps for the decay. Architecture (depth, heads) is searched for the tiny
-    profile only: the full profile's architecture is fixed by the weights it starts from.
+    value leaves steps for the decay. Depth and heads of the tiny profile are always searched.
+    The rest of the model's shape only with `architecture`, since weights a run starts from
+    fix the shape of the model they load into (`config_space` refuses the two together): the
+    full profile's window size, latent levels and depth, and what `variant` adds, the
+    medium-range input history (2 to 4 times) and the high-res patch size and (full profile)
+    heads. Without `architecture` the variant changes nothing.
     """
     if profile not in ("tiny", "full"):
         raise ConfigError(f"unknown profile '{profile}'; expected tiny or full", field="profile")
+    if variant is not None and variant not in VARIANTS:
+        raise ConfigError(f"unknown variant '{variant}'; expected one of: {', '.join(VARIANTS)}", field="variant")
     step = max(1, max_steps // 50)  # about ten values
     warmup_max = max_steps // 5 // step * step
     warmup = () if warmup_max < 1 else (
         Param("warmup_steps", ("schedule.warmup_steps",), "int", 0, warmup_max, step=step,
               help="linear warmup steps before the cosine decay"),)
-    return _OPTIM + warmup + (_TINY if profile == "tiny" else ())
+    shape: tuple[Param, ...] = ()
+    if architecture:
+        shape = _FULL_ARCHITECTURE if profile == "full" else ()
+        shape += _VARIANT_ARCHITECTURE.get(variant, {}).get(profile, ())
+    return _OPTIM + warmup + (_TINY if profile == "tiny" else ()) + shape
+
+
+def config_space(cfg: TrainConfig, *, architecture: bool = False) -> tuple[Param, ...]:
+    """The space of a training config: its profile, run length (`train.max_steps`) and variant.
+
+    `architecture` searches the model's shape too, which only a model trained from scratch
+    can take: with starting `weights` it is refused before any trial runs.
+    """
+    if architecture and cfg.weights:
+        raise ConfigError(f"the starting weights {cfg.weights} fix the model's shape; search the architecture "
+                          "of a model trained from scratch (no weights), or leave the architecture out",
+                          field="weights")
+    return search_space(cfg.profile, cfg.train.max_steps, variant=cfg.variant, architecture=architecture)
 
 
 def suggest(trial: Suggester, space: Sequence[Param]) -> dict[str, Any]:

@@ -51,9 +51,9 @@ logger = logging.getLogger(__name__)
 class TrainResult:
     out_dir: str
     history: list[dict[str, float]]
-    """One entry per optimiser step (`step`, `loss`, `loss/<var>`, `lr`, `grad_norm` when clipping or
-    logging that step, ...), with the validation metrics (`val_loss`, ...) merged into the steps
-    they were taken at; step 0 is the start."""
+    """One entry per optimiser step (`step`, `loss`, `loss/<var>`, `loss_term/<term>`, `lr`, `grad_norm`
+    when clipping or logging that step, ...), with the validation metrics (`val_loss`, ...) merged into
+    the steps they were taken at; step 0 is the start."""
     best_metric: float | None
     best_step: int | None
     best_checkpoint: str | None
@@ -171,9 +171,10 @@ class Trainer:
             if is_compressed_for_inference(record):
                 raise ConfigError(f"'{cfg.weights}' is an {record['method']} quantised model, for inference "
                                   "only; train from the float checkpoint it was compressed from", field="weights")
-        self.model_overrides = dict(cfg.model)
-        """Constructor arguments as built and saved: the config's, with `surf_stats` from the
-        training inputs when `data.normalisation` is `training` (and the config gives none)."""
+        self.model_overrides = {**cfg.model, **cfg.model_inputs.overrides, **cfg.data.lags.overrides}
+        """Constructor arguments as built and saved: the config's and those of its `model_inputs` and
+        `data.lags`, with `surf_stats` from the training inputs when `data.normalisation` is `training` (and the
+        config gives none)."""
         if cfg.data.normalisation == "training" and "surf_stats" not in self.model_overrides:
             self.model_overrides["surf_stats"] = self.data.surface_stats()
         model = build_model(self.spec, cfg.profile, seed=cfg.train.seed, overrides=self.model_overrides)
@@ -244,7 +245,8 @@ class Trainer:
                 self._stop_if(error, sample, "train")
                 self.scaler.scale(result.total / cfg.accumulate).backward()
             for key, value in [("loss", float(result.total.detach())), *(
-                    (f"loss/{k}", v) for k, v in result.per_variable.items())]:
+                    (f"loss/{k}", v) for k, v in result.per_variable.items()), *(
+                    (f"loss_term/{k}", v) for k, v in result.terms.items())]:
                 sums[key] = sums.get(key, 0.0) + value / cfg.accumulate
         self.scaler.unscale_(self.optimizer)
         logs = self.dist.mean(sums)
