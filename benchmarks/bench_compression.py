@@ -57,7 +57,9 @@ from model_code.data.synthetic import regular_grid, synthetic_window  # noqa: E4
 from model_code.forecast import forward_hours  # noqa: E402
 from model_code.variants import build_model, get_variant  # noqa: E402
 import held_out  # noqa: E402
-from held_out import LEADS, MARCH, TEST_PERIOD  # noqa: E402
+from held_out import MARCH, MARCH_T2M, TEST_PERIOD  # noqa: E402
+
+LEADS = MARCH_T2M.leads
 from serving.memory import release_free_memory  # noqa: E402
 from timing import SPREAD_NOTE, Timing, paired_ms, status_kib  # noqa: E402
 
@@ -344,23 +346,23 @@ class SkillResult:
         return [fn(r) for r in self.runs]
 
 
-def _teacher(series: str, out: Path, seed: int, steps: int | None):
+def _teacher(series: held_out.Series, out: Path, seed: int, steps: int | None):
     from model_code.compression.job import _short_run
 
-    cfg = held_out.demo_config(series, out, seed)
+    cfg = held_out.config(series, out, seed)
     if steps is not None:  # the schedule fitted to a short run, as the compression job fits its runs
         cfg = _short_run(cfg, steps)
     return held_out.train(cfg)
 
 
-def _job(technique: str, teacher: str, series: str, out: Path, settings: Settings):
+def _job(technique: str, teacher: str, series: held_out.Series, out: Path, settings: Settings):
     from model_code.compression.job import CompressJob
 
     options = {"prune": {"mlp_fraction": MLP_FRACTION, "steps": settings.prune_steps},
                "distil": {"steps": settings.distil_steps, "depth_factor": DEPTH_FACTOR,
                           "embed_factor": EMBED_FACTOR}}.get(technique, {})
     return CompressJob(checkpoint=teacher, method=technique, out=str(out / f"{technique}.safetensors"),
-                       variant=SPEC.name, data=(series,), work_dir=str(out / f"{technique}-run"), **options)
+                       variant=SPEC.name, data=(series.train,), work_dir=str(out / f"{technique}-run"), **options)
 
 
 def run_skill(settings: Settings = Settings(), log: Callable[[str], None] = _log) -> SkillResult:
@@ -372,13 +374,13 @@ def run_skill(settings: Settings = Settings(), log: Callable[[str], None] = _log
     with tempfile.TemporaryDirectory(prefix="bench-compression-") as tmp, warnings.catch_warnings():
         # every model built from the demo's config (its own 2t statistics) says so; once is enough
         warnings.filterwarnings("ignore", message="The normalisation statics for the following")
-        series = held_out.training_series(Path(tmp) / "series")
+        series = held_out.series(Path(tmp) / "series", MARCH_T2M)
         for seed in settings.seeds:
             out = Path(tmp) / f"seed{seed}"
             clock = time.perf_counter()
             trained = _teacher(series, out / "teacher", seed, settings.teacher_steps)
             teacher = trained.best_checkpoint
-            scores, inits = held_out.score(teacher, settings.max_inits, out / "teacher-scores.json")
+            scores, inits = held_out.score(teacher, series, settings.max_inits, out / "teacher-scores.json")
             run = SeedRun(seed, teacher, trained.steps, 0, inits)
             run.rmse["teacher"] = {lead: scores["model"][lead] for lead in LEADS}
             run.persistence = {lead: scores["persistence"][lead] for lead in LEADS}
@@ -390,7 +392,7 @@ def run_skill(settings: Settings = Settings(), log: Callable[[str], None] = _log
                 clock = time.perf_counter()
                 result = compress_checkpoint(_job(technique, teacher, series, out, settings))
                 run.compressed[technique] = result.summary()
-                scores, _ = held_out.score(result.out, settings.max_inits, out / f"{technique}-scores.json")
+                scores, _ = held_out.score(result.out, series, settings.max_inits, out / f"{technique}-scores.json")
                 run.rmse[technique] = {lead: scores["model"][lead] for lead in LEADS}
                 log(f"  seed {seed}: {technique} {time.perf_counter() - clock:.0f} s; tiny latency "
                     f"{result.speedup:.2f}x; RMSE change " + ", ".join(

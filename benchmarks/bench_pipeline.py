@@ -44,10 +44,10 @@ def _in_one_process(args: dict) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{t / 'mlruns.db'}"
         steps.validate_data(data, variant, t / "validate", check_contract=args["check_contract"])
         digest = data_hash(data)
-        steps.augment_data(data, t / "augment")
-        best = steps.tune_params(variant, str(t / "augment" / steps.TRAIN_DATA), config, t / "tune",
+        steps.prepare_series(data, t / "prepare")
+        best = steps.tune_params(variant, str(t / "prepare" / steps.TRAIN_DATA), config, t / "tune",
                                  n_trials=args["n_trials"])
-        steps.train_model(variant, str(t / "augment" / steps.TRAIN_DATA), config, t / "model",
+        steps.train_model(variant, str(t / "prepare" / steps.TRAIN_DATA), config, t / "model",
                           overrides=best["best_overrides"])
         result = steps.evaluate_model(variant, t / "model", data, t / "evaluate", config=config,
                                       steps=args["eval_steps"], max_inits=args["max_inits"], gates=args["gates"])

@@ -607,7 +607,7 @@ built (the peak count restarted per technique through `/proc/self/clear_refs`).
 
 Per seed ({compression_seeds}): a tiny teacher trained with the demo's config
 (`pipelines.demo.CONFIG`, `train.seed`) on the real hourly ERA5 2 m temperature of March 2019
-over the British Isles without its held-out days (as the pipeline's augment step writes it:
+over the British Isles without its held-out days (as the pipeline's prepare step writes it:
 1-16 March trains, 17-21 validates), then each technique from that teacher through
 `compress_checkpoint` on the same series (the pipeline's compress step; pruning recovers for
 {compression_prune_steps} steps and the student trains {compression_distil_steps} steps, both with the

@@ -36,14 +36,12 @@ def validate(data: list, variant: str, check_contract: bool, report: Output[Mark
 
 
 @_component
-def augment(data: list, data_hash: str, noise_scale: float, max_wind_rotation_deg: float, seed: int,
-            test_period: list, train_data: Output[Dataset]) -> None:
-    """One NetCDF training series from `data` without the held-out `test_period`, augmented as
-    asked (`data_hash` keys the cache)."""
-    from components.steps import augment_data
+def prepare(data: list, data_hash: str, test_period: list, train_data: Output[Dataset]) -> None:
+    """One NetCDF training series from `data` without the held-out `test_period` (`data_hash` keys
+    the cache); augmentation is the training config's, per sample."""
+    from components.steps import prepare_series
 
-    info = augment_data(data, train_data.path, noise_scale=noise_scale,
-                        max_wind_rotation_deg=max_wind_rotation_deg, seed=seed, test_period=test_period)
+    info = prepare_series(data, train_data.path, test_period=test_period)
     train_data.metadata.update({"data_hash": data_hash, **info})
 
 

@@ -82,27 +82,23 @@ def validation_markdown(report) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---- augment ------------------------------------------------------------------------------
+# ---- prepare ------------------------------------------------------------------------------
 
 
-def augment_data(data: Sequence[str], out_dir: str | Path, *, noise_scale: float = 0.0,
-                 max_wind_rotation_deg: float = 0.0, seed: int = 0,
-                 test_period: Sequence[str] | None = None) -> dict[str, Any]:
-    """Merge `data` into one NetCDF training series, `out_dir/train.nc`, augmented as asked.
+def prepare_series(data: Sequence[str], out_dir: str | Path, *,
+                   test_period: Sequence[str] | None = None) -> dict[str, Any]:
+    """Merge `data` into one NetCDF training series, `out_dir/train.nc`, without its held-out days.
 
     The series is what `train` and `tune` read: one local file, even when the inputs were
     several files or `s3://` objects. The times in `test_period` ([start, end]) are left
     out of it, so no training, tuning or early stopping ever sees the held-out days the
-    evaluation verifies on. The augmentations apply once, to the whole series,
-    so it stays one physically consistent time series (`model_code.data.augment`): bounded
-    noise of `noise_scale` times each field's spread, and winds rotated by one angle of at
-    most `max_wind_rotation_deg`. Zero for both copies the data unchanged. Per-sample
-    augmentation draws belong to the training loader.
+    evaluation verifies on. The values are copied unchanged: augmentation is drawn per
+    sample and epoch by the training loader (the config's `data.augment`), never once for
+    the whole series.
     """
     import numpy as np
     import xarray as xr
 
-    from model_code.data.augment import AUGMENTATIONS_ATTR, BoundedNoise, Compose, WindRotation
     from model_code.data.ingest import read_fields
     from model_code.data.writers import write_dataset
 
@@ -119,17 +115,9 @@ def augment_data(data: Sequence[str], out_dir: str | Path, *, noise_scale: float
         if not ds.sizes["time"]:
             raise DataError(f"the test period {held_out[0]} .. {held_out[1]} holds every time of the data: "
                             "nothing is left to train on")
-    steps = []
-    if max_wind_rotation_deg > 0:
-        steps.append(WindRotation(max_angle_deg=max_wind_rotation_deg))
-    if noise_scale > 0:
-        steps.append(BoundedNoise(scale=noise_scale))
-    if steps:
-        ds = Compose(tuple(steps))(ds, np.random.default_rng(seed))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_dataset(ds, str(Path(out_dir) / TRAIN_DATA))
-    return {"variables": sorted(ds.data_vars), "times": int(ds.sizes.get("time", 1)),
-            "augmentations": json.loads(ds.attrs.get(AUGMENTATIONS_ATTR, "[]")), "filled": prov.filled,
+    return {"variables": sorted(ds.data_vars), "times": int(ds.sizes.get("time", 1)), "filled": prov.filled,
             "held_out": ds.attrs.get("held_out", "")}
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # imported where used: the registry reads `FORMAT` and metada
     import torch
     from aurora import Aurora
 
+    from model_code.data.emissions import MappedInventory
     from model_code.data.lags import Lags
 
 FORMAT = "auroraops-checkpoint/1"
@@ -64,6 +65,15 @@ class CheckpointInfo:
 
         argument = json.loads(self.metadata.get("model_overrides", "{}")).get("lags")
         return None if argument is None else Lags.of(argument)
+
+    @property
+    def emissions(self) -> tuple[MappedInventory, ...]:
+        """The emission inventories its training mapped onto the model's inputs (`data.emissions`),
+        with their paths and the numbers that mapped them: a forecast reads them again from those
+        paths and maps them the same way."""
+        from model_code.data.emissions import mapped_of
+
+        return mapped_of(self.metadata.get("emissions"))
 
     @property
     def compression(self) -> dict[str, Any] | None:

@@ -8,22 +8,24 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib.metadata import version
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 import xarray as xr
 from aurora import Aurora, Batch
 
-from model_code.checkpoint import load_checkpoint, read_checkpoint_info
+from model_code.checkpoint import CheckpointInfo, load_checkpoint, read_checkpoint_info
 from model_code.data.batch import predictions_to_dataset, window_to_batch
 from model_code.data.coastal import check_depth
 from model_code.data.contract import check_window
-from model_code.data.ingest import FillMode, Provenance, load_window, read_fields
+from model_code.data.emissions import InventoryStatics, read_inventories, with_new_statics
+from model_code.data.ingest import Field, FillMode, Provenance, load_window, read_fields
 from model_code.data.lags import Lags, add_lags, check_rollout
 from model_code.data.writers import output_format, write_dataset
 from model_code.errors import DataError
 from model_code.storage import local_copy
+from model_code.variables import variable
 from model_code.variants import VariantSpec, build_model, get_variant
 
 
@@ -33,6 +35,19 @@ def _load_lags(uris: Sequence[str], window: xr.Dataset, lags: Lags, *, regrid_to
         paths = [(str(u), stack.enter_context(local_copy(u))) for u in uris]
         fields, _ = read_fields(paths, resolution=regrid_to)
         return add_lags(window, fields, lags).load()
+
+
+def _recorded_inventories(info: CheckpointInfo, fields: Mapping[str, Field]) -> InventoryStatics:
+    """The emission inventories `info` records, read again from their paths onto the grid of
+    `fields`; one that cannot be read is an error naming it and the checkpoint."""
+    lat, lon = next((f for f in fields.values() if f.var.kind != "static"), next(iter(fields.values()))).grid
+    try:
+        return read_inventories(info.emissions, lat, lon)
+    except DataError as e:
+        labels = ", ".join(m.inventory.label for m in info.emissions)
+        raise DataError(f"its model takes inputs from the emission inventories {labels}, which a forecast reads "
+                        f"again from the paths its training recorded: {e.source + ': ' if e.source else ''}"
+                        f"{e.message}", source=info.uri, problems=e.problems) from None
 
 
 def forecast_steps(model: Aurora, batch: Batch, steps: int, *, done: Sequence[Batch] = (),
@@ -232,9 +247,19 @@ def run_forecast_job(job: ForecastJob) -> ForecastResult:
     fills, levels = job.fill_missing, job.levels
     if fills is None and info is not None:
         fills, levels = info.filled_inputs or None, levels or info.training_levels
+    new_statics: dict[str, xr.DataArray] = {}
+
+    def add_emissions(fields: dict[str, Field], provenance: Provenance) -> None:
+        """The checkpoint's emission inventories on the files' grid, mapped as its training mapped them."""
+        statics = _recorded_inventories(info, fields)
+        fields.update({k: Field(variable("static", k), da, da.attrs["source"]) for k, da in statics.species.items()})
+        provenance.notes.extend(statics.notes)
+        new_statics.update(statics.new_inputs)
+
     window, prov = load_window(
         job.inputs, spec, regrid_to=job.regrid, history=job.history, init_time=job.init_time,
         levels=levels, fill_missing=fills, crop=job.crop_to_patch, seed=job.seed,
+        add_fields=add_emissions if info is not None and info.emissions else None,
     )
     check_window(window, spec)
     if info is not None and info.model_inputs:  # derived by the model from a real wmb: refused before it is built
@@ -243,6 +268,7 @@ def run_forecast_job(job: ForecastJob) -> ForecastResult:
                     filled=None if wmb is None else wmb.attrs.get("filled"))
     if info is not None and info.lags is not None:  # the lagged inputs its model takes, from the same files
         window = _load_lags(job.inputs, window, info.lags, regrid_to=job.regrid)
+    window = with_new_statics(window, new_statics) if new_statics else window
     seconds["ingest"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

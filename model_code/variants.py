@@ -123,6 +123,10 @@ class VariantSpec:
     def model_class(self) -> type[Aurora]:
         """The Aurora class, imported on first use: reading a spec (a command's parser, a
         validator) should not cost the seconds torch and aurora take to import."""
+        if self.class_name == "AuroraAirPollution":  # the published class mixes the samples of a batch
+            from model_code.air_pollution import AuroraAirPollution
+
+            return AuroraAirPollution
         import aurora
 
         return getattr(aurora, self.class_name)
@@ -377,18 +381,28 @@ def build_model(
 
     `overrides` replace constructor arguments of the profile (e.g. `embed_dim`); lists
     become tuples, as the constructor expects; the arguments of `MODEL_INPUTS` build the wave
-    model that takes its coastal and shallow-water inputs, and `lags` the model that takes lagged
-    inputs (`model_code/data/lags.py`). The full profile allocates ~5 GB in float32;
-    build it under `torch.device("meta")` to inspect it without memory.
+    model that takes its coastal and shallow-water inputs, `lags` the model that takes lagged
+    inputs (`model_code/data/lags.py`), `emission_statics` the model that takes new static inputs
+    from emission inventories (`model_code/data/emissions.py`) and `deseasonalise` the model that
+    learns anomalies from a climatology (`model_code/data/deseasonalised.py`). The full profile
+    allocates ~5 GB in float32; build it under `torch.device("meta")` to inspect it without memory.
     """
     spec = get_variant(spec) if isinstance(spec, str) else spec
     extra = {k: tuple(v) if isinstance(v, list) else v for k, v in (overrides or {}).items()}
     kwargs = {**model_kwargs(spec, profile), **extra, "timestep": spec.timestep}
     model_class = _with_inputs(spec) if any(arg in kwargs for arg in MODEL_INPUTS.values()) else spec.model_class
+    if "emission_statics" in kwargs:
+        from model_code.data.emissions import emission_class
+
+        model_class = emission_class(model_class)
     if "lags" in kwargs:
         from model_code.data.lags import lagged_class
 
         model_class = lagged_class(model_class)
+    if "deseasonalise" in kwargs:
+        from model_code.data.deseasonalised import deseasonalised_class
+
+        model_class = deseasonalised_class(model_class)
     import torch
 
     with torch.random.fork_rng(devices=[]):

@@ -1,7 +1,7 @@
 """The three pipelines: training, retrain and continuous evaluation, built per variant.
 
-    training:   validate -> augment -> tune -> train -> compress -> evaluate -> register -> [gates] promote
-                (`test_period`, [start, end]: days held out of augment, tune and train, and verified;
+    training:   validate -> prepare -> tune -> train -> compress -> evaluate -> register -> [gates] promote
+                (`test_period`, [start, end]: days held out of prepare, tune and train, and verified;
                 `compression`, e.g. {"method": "int8-dynamic"}: the model evaluated and registered
                 is the trained one compressed, scored beside it; empty: the trained one)
     retrain:    the same, warm-started from the champion's weights, on a new data window;
@@ -54,8 +54,6 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
         variant: str = variant,
         config: dict = {},
         check_contract: bool = True,
-        noise_scale: float = 0.0,
-        max_wind_rotation_deg: float = 0.0,
         seed: int = 0,
         n_trials: int = 0 if retrain else 4,
         search_architecture: bool = False,
@@ -75,10 +73,8 @@ def _training(name: str, variant: str, tuning: str, retries: bool) -> Callable:
         with dsl.ExitHandler(record, name="run"):
             checked = configure(c.validate(data=data, variant=variant, check_contract=check_contract),
                                 "validate", retries=retries)
-            series = configure(c.augment(data=data, data_hash=checked.outputs["Output"], noise_scale=noise_scale,
-                                         max_wind_rotation_deg=max_wind_rotation_deg, seed=seed,
-                                         test_period=test_period),
-                               "augment", retries=retries)
+            series = configure(c.prepare(data=data, data_hash=checked.outputs["Output"], test_period=test_period),
+                               "prepare", retries=retries)
             tuned = configure(c.tune(variant=variant, train_data=series.outputs["train_data"], config=config,
                                      n_trials=n_trials, seed=seed, mode=tuning, cluster=cluster,
                                      search_architecture=search_architecture, warm_start=warm_start),

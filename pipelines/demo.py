@@ -3,7 +3,7 @@
 The data is the longest real series shipped: ERA5 hourly 2 m temperature over the British
 Isles, March 2019 (the part west of 0°; data/samples/README.md). 1-21 March trains (1-16)
 and validates (17-21, early stopping), with an initialisation every hour and 6 h model
-steps; 22-31 March is held out: the augment step removes it from the training series, so
+steps; 22-31 March is held out: the prepare step removes it from the training series, so
 no training, tuning or early stopping sees it, and the evaluation verifies every hourly
 initialisation in it at +6, +12, +18 and +24 h. The baselines are persistence and the
 hour-of-day climatology of 1-21 March. The variables the file lacks (10 m wind, pressure,
@@ -26,7 +26,7 @@ from pipelines.runner import RunSummary, run_local
 SAMPLES = Path(os.environ.get("AURORAOPS_SAMPLES", Path(__file__).resolve().parents[1] / "data" / "samples"))
 DATA = "era5_t2m_british_isles_2019-03_hourly.nc"
 TEST_PERIOD = ["2019-03-22T00:00", "2019-03-31T23:00"]
-"""Held out of augment, tune and train; the evaluation's initialisations."""
+"""Held out of prepare, tune and train; the evaluation's initialisations."""
 GATED_LEADS = (6, 12, 24)
 
 CONFIG = {

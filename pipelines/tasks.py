@@ -42,17 +42,17 @@ class Step:
 #
 # Retries: only where a failure can be transient. GPU steps run on node pools that are
 # often preemptible, so they retry twice with a back-off; a step failing on bad data or a
-# bad config would fail again, so validate and augment do not retry. Register and promote
+# bad config would fail again, so validate and prepare do not retry. Register and promote
 # are idempotent (a retried register with the same run id and weights returns the version
 # it made; moving an alias twice is moving it once), so they retry through a registry
 # server's hiccups.
 #
-# Resources: validate reads the data chunk by chunk (256 MiB blocks), augment holds the
+# Resources: validate reads the data chunk by chunk (256 MiB blocks), prepare holds the
 # whole series in memory, train/tune/evaluate hold the full model (~5 GB fp32) and its
 # data loaders; the registry steps only move files.
 STEPS = {
     "validate": Step(cpu="2", memory="8Gi", cache=False),
-    "augment": Step(cpu="2", memory="32Gi"),
+    "prepare": Step(cpu="2", memory="32Gi"),
     "tune": Step(cpu="8", memory="64Gi", gpu=True, retries=2),
     "tune-katib": Step(cpu="500m", memory="1Gi", retries=2),  # only waits for the Experiment
     "train": Step(cpu="8", memory="64Gi", gpu=True, retries=2),

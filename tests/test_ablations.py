@@ -31,7 +31,7 @@ def test_an_option_helps_or_hurts_only_when_every_seed_agrees(ablations):
 def test_changes_are_paired_by_seed_against_the_reference_arm(ablations):
     a = ablations.ABLATIONS[0]
     ref, other = a.arms[0].label, a.arms[1].label
-    runs = [ablations.Run(arm, seed, 10, 5, 1.0, {lead: value for lead in ablations.LEADS}, {}, 4)
+    runs = [ablations.Run(arm, seed, 10, 5, 1.0, {lead: value for lead in a.leads}, {}, 4)
             for arm, seed, value in ((ref, 0, 2.0), (ref, 1, 1.0), (other, 0, 1.0), (other, 1, 1.5))]
     result = ablations.Result(a, runs, (0, 1), 1.0)
     assert result.paired_change(other, 6) == [-0.5, 0.5]
@@ -49,13 +49,15 @@ def test_writing_a_section_keeps_the_others(ablations, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_smoke_run_trains_scores_and_prints_a_table_on_the_real_series():
-    done = subprocess.run([sys.executable, str(SCRIPT), "--only", "extreme", "--smoke"], cwd=ROOT,
+def test_the_smoke_run_trains_scores_and_prints_a_table_on_both_real_series():
+    """The March 2 m temperature (medium-range) and the GEMS column stand-in (air pollution)."""
+    done = subprocess.run([sys.executable, str(SCRIPT), "--only", "extreme,composition", "--smoke"], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {line.split("|")[1].strip(): line for line in done.stdout.splitlines() if line.startswith("| ")}
-    assert {"uniform", "extremes x3", "persistence", "climatology"} <= set(rows)
-    assert "reference" in rows["uniform"] and "%" in rows["extremes x3"]
+    assert {"uniform", "extremes x3", "persistence", "climatology", "variant's loss", "lag 24 h"} <= set(rows)
+    assert "reference" in rows["uniform"] and "%" in rows["extremes x3"] and "%" in rows["lag 24 h"]
+    assert "RMSE +12 h (file units)" in done.stdout and "RMSE +6 h (K)" in done.stdout
 
 
 def test_smoke_figures_are_never_written():

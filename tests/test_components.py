@@ -8,11 +8,12 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 import xarray as xr
 import yaml
 
-from components.steps import augment_data, validate_data, whole_numbers
+from components.steps import prepare_series, validate_data, whole_numbers
 from conftest import BROKEN, ERA5_HOURLY
 from model_code.errors import DataError
 from pipelines.runner import compile_pipeline, schedule, submit
@@ -42,7 +43,7 @@ def _platform(ir: dict) -> dict:
 def test_training_ir_has_the_six_steps_on_the_project_image(compiled):
     executors = compiled["deploymentSpec"]["executors"]
     names = {k.removeprefix("exec-") for k in executors}
-    assert {"validate", "augment", "tune", "train", "compress", "evaluate", "register", "promote",
+    assert {"validate", "prepare", "tune", "train", "compress", "evaluate", "register", "promote",
             "record-outcome"} <= names
     assert {e["container"]["image"] for e in executors.values()} == {IMAGE}
     for e in executors.values():  # no pip install at run time: the image holds the project
@@ -113,15 +114,15 @@ def test_validate_fails_with_every_error_and_keeps_the_report(tmp_path):
     assert "| error |" in (tmp_path / "report.md").read_text()
 
 
-def test_augment_writes_one_series_that_records_its_augmentations(tmp_path):
-    info = augment_data([str(ERA5_HOURLY)], tmp_path, max_wind_rotation_deg=20, seed=3)
+def test_prepare_writes_one_series_with_the_values_unchanged_and_without_the_held_out_days(tmp_path):
+    """Augmentation is drawn per sample by the training loader (`data.augment`), never once here."""
+    info = prepare_series([str(ERA5_HOURLY)], tmp_path, test_period=["2018-01-03T00:00", "2018-01-03T06:00"])
     with xr.open_dataset(tmp_path / "train.nc") as ds, xr.open_dataset(ERA5_HOURLY) as raw:
-        assert ds.sizes["time"] == raw.sizes["time"] == 25
-        speed = (ds.u10**2 + ds.v10**2) ** 0.5
-        raw_speed = (raw.u10**2 + raw.v10**2) ** 0.5
-        assert abs(float(speed.mean()) - float(raw_speed.mean())) < 1e-3  # rotation keeps speeds
-        assert float(abs(ds.u10.values - raw.u10.values).max()) > 0.1  # the vectors turned
-    assert info["augmentations"][0].startswith("wind rotation")
+        kept = raw.sel(time=slice(None, "2018-01-02T23:00"))
+        assert ds.sizes["time"] == kept.sizes["time"] == info["times"] == 18
+        for name in ("u10", "d2m"):  # unchanged, as the canonical float32 of the reader
+            np.testing.assert_array_equal(ds[name].values, kept[name].values.astype("float32"))
+    assert info["held_out"].startswith("2018-01-03T00:00 .. 2018-01-03T06:00")
 
 
 class _KfpApi(BaseHTTPRequestHandler):

@@ -296,3 +296,17 @@ def test_a_short_run_with_lags_checkpoints_a_model_whose_forecasts_build_the_sam
     for name in CHAIN.names:
         key = name.replace("2t", "t2m", 1)
         np.testing.assert_array_equal(hindcast_window[key].values, window[key].values)
+
+
+def test_validation_samples_may_take_their_lags_from_before_the_period_and_training_samples_never_read_it():
+    data = open_data(config(overrides={"data.lags": as_argument(LAG)}))
+    plain = open_data(config())
+    start, end = (np.datetime64(t, "ns") for t in BASE["data"]["val_period"])
+    # the same validation initialisations as without lags: history and targets inside the period
+    assert np.array_equal(data.val.init_times, plain.val.init_times)
+    reads = np.concatenate([data.val.times_used(i) for i in range(len(data.val))])
+    assert reads.min() < start <= data.val.init_times.min() - np.timedelta64(6, "h")  # lags reach back, history not
+    assert reads.max() < end
+    for i in range(len(data.train)):
+        used = data.train.times_used(i)
+        assert not ((used >= start) & (used < end)).any()

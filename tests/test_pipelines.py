@@ -74,7 +74,7 @@ def test_the_training_pipeline_promotes_a_first_model_that_beats_the_baselines(f
     summary = first_run
     assert summary.state == "SUCCEEDED", summary.describe()
     assert summary.registered_version == "1" and summary.promoted, summary.describe()
-    assert [task for task, _, _ in summary.steps][:7] == ["validate", "augment", "tune", "train", "compress",
+    assert [task for task, _, _ in summary.steps][:7] == ["validate", "prepare", "tune", "train", "compress",
                                                          "evaluate", "register"]
     assert "Executing task" in Path(summary.log).read_text()  # the tasks' own logs, kept out of the terminal
     scores = json.loads((Path(summary.reports["evaluate.scores"]) / "scores.json").read_text())
@@ -84,7 +84,7 @@ def test_the_training_pipeline_promotes_a_first_model_that_beats_the_baselines(f
     assert rmse["model"][12.0] < rmse["persistence"][12.0]
     verdict = json.loads((Path(summary.reports["evaluate.scores"]) / "gates.json").read_text())
     assert verdict["passed"] and "no climatology to compare with" in json.dumps(verdict["comparisons"])
-    held_out = xr.open_dataset(Path(summary.run_dir) / "augment" / "train_data" / "train.nc")
+    held_out = xr.open_dataset(Path(summary.run_dir) / "prepare" / "train_data" / "train.nc")
     assert held_out.time.values.max() < np.datetime64(TEST_PERIOD[0])  # training never saw the verified days
 
     model = mlflow.pyfunc.load_model("models:/aurora-medium-range@champion")
@@ -239,7 +239,7 @@ def test_a_rerun_takes_the_finished_steps_from_the_cache(first_run, store, days)
     and the steps that finished before come from the cache."""
     summary = run_local("training", arguments("medium-range", days), workdir=store / "runs", quiet=True)
     assert summary.state == "SUCCEEDED", summary.describe()
-    assert {"augment", "tune", "train"} <= set(summary.cached), summary.describe()
+    assert {"prepare", "tune", "train"} <= set(summary.cached), summary.describe()
     ran = {p.name for p in Path(summary.run_dir).iterdir()}
     assert "validate" in ran and "train" not in ran
 
@@ -252,7 +252,7 @@ def test_bad_data_stops_the_run_at_validate_with_the_report(store):
     report = json.loads(Path(summary.reports["validate.report_json"]).read_text())
     assert report["ok"] is False
     ran = {p.name for p in Path(summary.run_dir).iterdir()}
-    assert "train" not in ran and "augment" not in ran
+    assert "train" not in ran and "prepare" not in ran
     assert json.loads(Path(summary.reports["record-outcome.outcome"]).read_text())["state"] == "FAILED"
 
 

@@ -328,6 +328,11 @@ def test_a_rollout_longer_than_the_data_is_refused_from_the_time_axis_alone(hour
     assert err.value.field == "rollout.curriculum"
     assert "30 step(s) of 1 h from 2 input time(s) spans 31 h, longer than the data: 25 time(s)" in str(err.value)
 
+    with pytest.raises(ConfigError) as err:  # a history the data cannot give, whatever the rollout
+        Trainer(make_config(hourly, tmp_path, {"timestep_hours": 6, "model.max_history_size": 5, "data.history": 5,
+                                               "rollout.curriculum": [[0, 1]]}))
+    assert err.value.field == "data.history" and "from 5 input time(s) spans 30 h, longer than the data" in str(err.value)
+
     monkeypatch.undo()  # fits the series, but not the 18 h left for training
     with pytest.raises(ConfigError, match="no training sample fits outside the validation period") as err:
         Trainer(make_config(hourly, tmp_path, {"rollout.curriculum": [[0, 20]]}))

@@ -1,7 +1,7 @@
 """`auroraops demo`: the training pipeline on a real month, then a forecast of every variant.
 
 First the training pipeline (`pipelines.demo`) runs on KFP's local runner: validate,
-augment, tune, train, evaluate against persistence and climatology on held-out days, and
+prepare, tune, train, evaluate against persistence and climatology on held-out days, and
 register the tiny medium-range model in a local MLflow store, trained on ERA5 hourly 2 m
 temperature over the British Isles (1-21 March 2019) and verified on 22-31 March; it
 becomes `aurora-medium-range@champion` only if it beats both baselines at +6, +12 and +24 h.

@@ -140,7 +140,7 @@ def _windows(job: CompressJob, info, count: int):
 def _save(model, info, record: Mapping[str, Any], out: str) -> str:
     from model_code.checkpoint import save_checkpoint
 
-    extra = {k: info.metadata[k] for k in ("training_config",) if k in info.metadata}
+    extra = {k: info.metadata[k] for k in ("training_config", "emissions") if k in info.metadata}
     return save_checkpoint(model, info.spec, info.profile, out, overrides=json.loads(
         info.metadata.get("model_overrides", "{}")), filled_inputs=info.filled_inputs or None, extra=extra,
         compression=record)

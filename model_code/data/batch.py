@@ -19,6 +19,7 @@ import xarray as xr
 from aurora import Batch, Metadata
 
 from model_code.data.contract import check_window
+from model_code.data.emissions import split_new_statics
 from model_code.data.lags import split_lags
 from model_code.errors import DataError
 from model_code.variables import variable
@@ -31,16 +32,23 @@ def _level_tuple(levels: np.ndarray) -> tuple[int | float, ...]:
 
 def window_to_batch(window: xr.Dataset, spec: VariantSpec, *, source: str | None = None) -> Batch:
     """The `aurora.Batch` for a window, after checking the variant's input contract; the window's
-    lagged inputs (`lags.add_lags`), if any, join the surface variables."""
+    lagged inputs (`lags.add_lags`), if any, join the surface variables, and its new static inputs
+    (`emissions.with_new_statics`) the statics."""
     window, lagged = split_lags(window)
+    window, statics = split_new_statics(window)
     check_window(window, spec, source=source)
     batch = fields_to_batch({v.dataset_name: window[v.dataset_name].values for v in spec.inputs()},
                             window.latitude.values, window.longitude.values, window.time.values[-1],
                             window.level.values, spec)
-    if not lagged:
+    if not lagged and not statics:
         return batch
-    extra = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))[None] for k, v in lagged.items()}
-    return dataclasses.replace(batch, surf_vars={**batch.surf_vars, **extra})
+
+    def tensor(values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+    surf = {**batch.surf_vars, **{k: tensor(v)[None] for k, v in lagged.items()}}
+    return dataclasses.replace(batch, surf_vars=surf,
+                               static_vars={**batch.static_vars, **{k: tensor(v) for k, v in statics.items()}})
 
 
 def fields_to_batch(fields: Mapping[str, np.ndarray], lat: np.ndarray, lon: np.ndarray, init_time: np.datetime64,

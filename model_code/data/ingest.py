@@ -655,18 +655,23 @@ def load_window(
     spec: VariantSpec,
     *,
     regrid_to: float | None = None,
+    add_fields: Callable[[dict[str, Field], Provenance], None] | None = None,
     **options,
 ) -> tuple[xr.Dataset, Provenance]:
     """Read `uris` (paths or `s3://` URIs) and cut the input window of `spec`.
 
-    `options` are those of `assemble_window`. Raises `DataError` before anything heavy
-    is loaded when the inputs cannot make a valid window.
+    `add_fields(fields, provenance)` adds fields read from elsewhere on the files' grid (the
+    emission statics of a checkpoint's inventories) before the window is cut. `options` are those
+    of `assemble_window`. Raises `DataError` before anything heavy is loaded when the inputs cannot
+    make a valid window.
     """
     if not uris:
         raise DataError("no input files given")
     with contextlib.ExitStack() as stack:
         paths = [(str(u), stack.enter_context(local_copy(u))) for u in uris]
         fields, prov = read_fields(paths, resolution=regrid_to)
+        if add_fields is not None:
+            add_fields(fields, prov)
         window = assemble_window(fields, prov, spec, **options)
         window.load()
     return window, prov

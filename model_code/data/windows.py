@@ -21,6 +21,7 @@ import xarray as xr
 from torch.utils.data import Dataset
 
 from model_code.data.batch import window_to_batch
+from model_code.data.emissions import with_new_statics
 from model_code.data.grid import crop_to_patch
 from model_code.data.lags import Lags, add_lags, lagged_fields
 from model_code.data.ingest import (
@@ -75,6 +76,8 @@ class WindowDataset(Dataset):
     - `lags`: lagged inputs (`data.lags`): every input time also gets each variable that many
       hours earlier (`lags.add_lags`), and an initialisation time starts a sample only when
       the data hold those times too. Off by default.
+    - `new_statics`: static inputs beyond the variant's (`emissions.with_new_statics`, from the
+      inventories of `data.emissions`), on the fields' grid; every window gets them.
     - `augment(ds, rng)`: sees one dataset with the input window *and* the targets on one
       time axis (history times, then target times; statics included; the boolean
       coordinate `is_target` marks target times), so moves in space or rotations of the
@@ -103,6 +106,7 @@ class WindowDataset(Dataset):
         timestep: timedelta | None = None,
         crop: bool = False,
         lags: Lags | None = None,
+        new_statics: Mapping[str, xr.DataArray] | None = None,
         augment: Augment | None = None,
         input_augment: Augment | None = None,
         seed: int = 0,
@@ -119,6 +123,7 @@ class WindowDataset(Dataset):
         self.fill_missing_dynamic = fill_missing_dynamic
         self.crop = crop
         self.lags = lags if lags is not None and lags.enabled else None
+        self.new_statics = dict(new_statics or {})
         self.augment = augment
         self.input_augment = input_augment
         self.seed = seed
@@ -285,11 +290,13 @@ class WindowDataset(Dataset):
         return len(self.init_times)
 
     def window(self, index: int) -> xr.Dataset:
-        """The input window of sample `index`, as `load_window` would cut it, with its lagged inputs."""
+        """The input window of sample `index`, as `load_window` would cut it, with its lagged inputs
+        and new static inputs."""
         window = assemble_window(self._fields, Provenance(), self.spec, history=self.history,
                                  init_time=self.init_times[index], levels=self.levels, crop=self.crop,
                                  fill_missing=self.fill_missing_dynamic, seed=self.seed)
-        return window if self.lags is None else add_lags(window, self._fields, self.lags)
+        window = window if self.lags is None else add_lags(window, self._fields, self.lags)
+        return with_new_statics(window, self.new_statics) if self.new_statics else window
 
     def targets(self, index: int) -> xr.Dataset:
         """The predicted variables at the target times of sample `index` (dims as a window's)."""

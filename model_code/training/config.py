@@ -17,6 +17,8 @@ from typing import Any, Literal, Mapping
 import torch
 import yaml
 
+from model_code.data.deseasonalised import Deseasonalise
+from model_code.data.emissions import EmissionInventory
 from model_code.data.fill_modes import FillMode
 from model_code.data.lags import Lags
 from model_code.errors import ConfigError, DataError
@@ -24,8 +26,8 @@ from model_code.storage import write_atomic
 from model_code.training.loss_config import LossConfig, default_loss_config
 from model_code.training.optim import OptimConfig, ScheduleConfig
 from model_code.training.sample_config import (AugmentConfig, ExtremeSamplingConfig, ModelInputsConfig,
-                                               validate_augment, validate_extreme_sampling, validate_lags,
-                                               validate_model_inputs)
+                                               validate_augment, validate_deseasonalise, validate_emissions,
+                                               validate_extreme_sampling, validate_lags, validate_model_inputs)
 from model_code.training.schema import check, from_dict, set_dotted, to_dict
 from model_code.variants import PROFILES, VariantSpec, get_variant, with_history, with_timestep
 
@@ -80,11 +82,23 @@ class DataConfig:
     `training`: the median and scaled MAD of each surface variable over the training
     inputs, given to the model as `surf_stats` and saved in the checkpoint, so a regional
     model sees its own range (over the British Isles in March 2 m temperature spans ~2 K)."""
+    robust: Literal["mad", "iqr", "none"] = "mad"
+    """The estimator of the statistics `training` computes: `mad`, the median and 1.4826 times the
+    median absolute deviation; `iqr`, the median and the interquartile range / 1.349; `none`, the
+    mean and standard deviation (`preprocess.normalisation_stats`)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     extreme_sampling: ExtremeSamplingConfig = field(default_factory=ExtremeSamplingConfig)
     lags: Lags = field(default_factory=Lags)
     """Lagged inputs: each of `variables` (Aurora names) `hours` before every input time, as one
     more input of the model, e.g. `{hours: [24, 48], variables: [pm2p5, 2t]}`; off by default."""
+    emissions: tuple[EmissionInventory, ...] = ()
+    """Emission inventories (air pollution only; model_code/data/emissions.py): each a flux map
+    filling the statics of one species or a new static input, e.g. `[{path: edgar_nox.nc,
+    variable: emi_nox, species: nox}]`; none by default."""
+    deseasonalise: Deseasonalise = field(default_factory=Deseasonalise)
+    """De-seasonalised variables: the model learns `variables` (Aurora names) as anomalies from
+    their training period's mean per calendar group (`by`), e.g. `{variables: [2t], by: hour}`;
+    off by default."""
 
 
 @dataclass(frozen=True)
@@ -276,8 +290,12 @@ def _validate(cfg: TrainConfig) -> None:
     check(d.regrid is None or d.regrid > 0, "data.regrid", f"must be > 0 degrees; got {d.regrid}")
     check(d.levels is None or (len(d.levels) > 0 and all(lv in spec.levels for lv in d.levels)), "data.levels",
           f"levels need normalisation statistics: some of {', '.join(map(str, spec.levels))} hPa; got {d.levels}")
+    check(d.robust == "mad" or d.normalisation == "training", "data.robust",
+          f"chooses how data.normalisation: training estimates its statistics; with data.normalisation: "
+          f"{d.normalisation} nothing is estimated, so leave it out (got {d.robust!r})")
     validate_augment(cfg)
     validate_extreme_sampling(cfg)
+    validate_deseasonalise(cfg)
 
     cfg.loss.validate("loss")
     cfg.loss.check_variables(spec, "loss")
@@ -328,6 +346,7 @@ def _validate(cfg: TrainConfig) -> None:
     check(0 <= di.alpha <= 1, "distil.alpha", f"the weight of the truth must lie in [0, 1]; got {di.alpha}")
 
     validate_model_inputs(cfg)
+    validate_emissions(cfg)
 
 
 def config_from_dict(data: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None,

@@ -5,11 +5,13 @@ the rollout is checked against the time span, and only then does the validator r
 values. Training and validation samples share no time: validation holds out the end of
 the series (`val_fraction`) or a given period, and no training sample touches it.
 Augmentation (`data.augment`) and extreme-event sampling (`data.extreme_sampling`) change
-the training samples only: validation judges the data as they are.
+the training samples only: validation judges the data as they are. The climatology of
+de-seasonalised variables (`data.deseasonalise`) comes from the training samples' times alone.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
@@ -20,6 +22,8 @@ import xarray as xr
 from torch.utils.data import DataLoader, Sampler
 
 from model_code.data.augment import BoundedNoise, Compose, ExtremeEventSampler, LongitudeRoll, RandomCrop, WindRotation
+from model_code.data.deseasonalised import deseasonalised_fields, training_climatology, uncovered_groups
+from model_code.data.emissions import InventoryStatics, MappedInventory, read_inventories
 from model_code.data.grid import crop_to_patch
 from model_code.data.ingest import Field, Provenance
 from model_code.data.lags import lagged_fields
@@ -48,6 +52,8 @@ class TrainData:
     provenance: Provenance
     train_weights: np.ndarray | None = None
     """Probability of drawing each training sample (`data.extreme_sampling`); None: each once an epoch."""
+    emissions: tuple[MappedInventory, ...] = ()
+    """The inventories of `data.emissions` with the numbers that map them onto the model's inputs."""
 
     @property
     def filled_inputs(self) -> dict[str, str]:
@@ -55,10 +61,18 @@ class TrainData:
         return {**{v.dataset_name: self.train.fill_missing for v in self.train.filled_static},
                 **{v.dataset_name: self.train.fill_missing_dynamic for v in self.train.filled_dynamic}}
 
-    def surface_stats(self, max_times: int = 240) -> dict[str, tuple[float, float]]:
+    def surface_stats(self, max_times: int = 240, *, robust: str = "mad", climatology: xr.Dataset | None = None,
+                      non_negative: Sequence[str] = ()) -> dict[str, tuple[float, float]]:
         """`{aurora name: (location, scale)}` of the surface variables the data hold, from the
-        times training samples read as inputs (at most `max_times`, spread evenly): robust,
-        area-weighted (`preprocess.normalisation_stats`), as `Aurora(surf_stats=...)` takes them."""
+        times training samples read as inputs (at most `max_times`, spread evenly): robust
+        (`robust`: `mad`, `iqr` or `none`), area-weighted (`preprocess.normalisation_stats`), as
+        `Aurora(surf_stats=...)` takes them. The variables of `climatology` (`climatology()`) get
+        the statistics of their anomalies from it, which is what a de-seasonalised model normalises.
+
+        The variables the model clamps at zero (`non_negative`, the air-pollution species) keep
+        location 0, scaled by their area-weighted root mean square: the model clamps, log-transforms
+        and adds its predicted changes in normalised units, so zero there must stay zero (as in
+        Aurora's own statistics for them); centred on their median, half of every field was clipped."""
         from model_code.data.preprocess.normalisation import aurora_surf_stats, normalisation_stats
 
         ds = self.train
@@ -71,8 +85,24 @@ class TrainData:
         lat, lon = next(iter(fields.values())).grid
         data = xr.Dataset({k: f.values(time=times).variable for k, f in fields.items()},
                           coords={"time": times, "latitude": lat, "longitude": lon})
-        stats = normalisation_stats(data, (str(times[0]), str(times[-1])))
-        return {k: (float(a), float(b)) for k, (a, b) in aurora_surf_stats(stats).items()}
+        stats = aurora_surf_stats(normalisation_stats(data, (str(times[0]), str(times[-1])), robust))
+        if climatology is not None:  # its period spans every training time, inputs and targets
+            chosen = [str(k) for k in climatology.data_vars]
+            anomalies = normalisation_stats(data[chosen], json.loads(climatology.attrs["train_period"]), robust,
+                                            climatology=climatology)
+            stats.update(aurora_surf_stats(anomalies, allow_anomalies=True))
+        for name in set(non_negative) & set(stats) - set(climatology.data_vars if climatology is not None else ()):
+            field = data[variable("surface", name).dataset_name]
+            rms = float(np.sqrt((field ** 2).weighted(np.cos(np.deg2rad(field.latitude))).mean()))
+            stats[name] = (0.0, rms if rms > 0 else 1.0)
+        return {k: (float(a), float(b)) for k, (a, b) in stats.items()}
+
+    def climatology(self, variables: Sequence[str], by: Sequence[str]) -> xr.Dataset:
+        """The climatology of `variables` (Aurora names) by the calendar groupings `by`, over every
+        time the training samples read (lagged inputs, history and targets): never a validation time
+        (`deseasonalised.training_climatology`)."""
+        ds = self.train
+        return training_climatology(ds._fields, _times_read(ds), variables, by)
 
     def provenance_record(self) -> dict:
         p = self.provenance
@@ -100,21 +130,29 @@ def open_data(cfg: TrainConfig) -> TrainData:
                       for key, f in fields.items() if "time" in f.data.dims and len(f.data.time)])
     _check_model_patch(cfg, _sample_grid(cfg, fields))
     history = d.history or spec.max_history
+    _check_span(times, spec, history, 1, "data.history", "a forecast")  # the history alone: name it
     _check_span(times, spec, history, cfg.rollout.longest, "rollout.curriculum", "a rollout")
     _check_span(times, spec, history, max(cfg.early_stopping.lead_steps), "early_stopping.lead_steps",
                 "validation at lead step")
     _check_lags(cfg, fields, times, history)
+    if cfg.data.deseasonalise.enabled:  # a filled field has no season: refused before any value is read
+        try:
+            deseasonalised_fields(fields, cfg.data.deseasonalise.variables)
+        except DataError as e:
+            raise ConfigError(e.message, field="data.deseasonalise.variables") from None
     if cfg.model_inputs.asked:  # derived from a real wmb: refused before the validator reads every value
         from model_code.data.coastal import check_depth
 
         wmb, (lat, lon) = fields.get("wmb"), next(iter(dynamic_fields(fields, spec).values())).grid
         check_depth(None if wmb is None else wmb.values(), lat, lon, asked=cfg.model_inputs.asked)
 
+    emissions = _emission_statics(cfg, fields, prov) if d.emissions else None
     augment, input_augment = _augmentations(cfg, fields)
     extreme = _extreme_field(cfg, fields)
 
     options = dict(history=history, levels=d.levels, fill_missing=d.fill_missing,
-                   fill_missing_dynamic=d.fill_missing_dynamic, crop=d.crop, lags=d.lags, seed=cfg.train.seed)
+                   fill_missing_dynamic=d.fill_missing_dynamic, crop=d.crop, lags=d.lags, seed=cfg.train.seed,
+                   new_statics=emissions.new_inputs if emissions else None)
     train = WindowDataset.from_fields(fields, spec, paths=d.paths, regrid_to=d.regrid, validate=d.validate,
                                       lead_steps=range(1, cfg.rollout.longest + 1), provenance=prov,
                                       augment=augment, input_augment=input_augment, **options)
@@ -123,7 +161,7 @@ def open_data(cfg: TrainConfig) -> TrainData:
     start, end = _val_period(times, cfg)
     gap = np.timedelta64(int(d.gap_hours * 3600), "s")
     train = _keep(train, lambda first, last: (last < start - gap) | (first >= end + gap))
-    val = _keep(val, lambda first, last: (first >= start) & (last < end))
+    val = _keep(val, lambda first, last: (first >= start) & (last < end), lags_before=True)
     if train is None:
         raise ConfigError(
             f"no training sample fits outside the validation period {_show(start)} to {_show(end)} (gap "
@@ -136,8 +174,39 @@ def open_data(cfg: TrainConfig) -> TrainData:
             f"step(s) {list(cfg.early_stopping.lead_steps)} ({_span_hours(spec, history, max(cfg.early_stopping.lead_steps)):g} h "
             "from first input to last target); hold out more or validate at shorter leads",
             field="data.val_period" if d.val_period else "data.val_fraction")
+    _check_seasons(cfg, train, val)
     weights = None if extreme is None else _extreme_weights(train, extreme, cfg, _sample_grid(cfg, fields))
-    return TrainData(spec, train, val, prov, weights)
+    return TrainData(spec, train, val, prov, weights, emissions.mapped if emissions else ())
+
+
+def _times_read(ds: WindowDataset) -> np.ndarray:
+    """Every time the samples of `ds` read, once, in order."""
+    return np.unique((ds.init_times[:, None] + ds._offsets()[None, :]).ravel())
+
+
+def _check_seasons(cfg: TrainConfig, train: WindowDataset, val: WindowDataset) -> None:
+    """Every calendar group validation reads must have training times, of which its climatology is
+    the mean (`data.deseasonalise.by`); checked from the time axis, before any model is built."""
+    des = cfg.data.deseasonalise
+    if not des.enabled:
+        return
+    missing = uncovered_groups(_times_read(train), _times_read(val), des.groupings)
+    if missing:
+        shown = "; ".join(missing[:10]) + (f"; ... and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise ConfigError(f"the training period holds no time in {len(missing)} calendar group(s) that validation "
+                          f"reads ({shown}), so their climatology would be unknown; group more coarsely (e.g. "
+                          f"hour) or train on a period that covers them", field="data.deseasonalise.by")
+
+
+def _emission_statics(cfg: TrainConfig, fields: dict[str, Field], prov: Provenance) -> InventoryStatics:
+    """The inventories of `data.emissions` on the samples' grid, read, checked and remapped before the
+    validator reads every value, so that a bad inventory fails first. The species' statics join
+    `fields` (in place of any the files hold); the new static inputs are returned with them."""
+    lat, lon = next(iter(dynamic_fields(fields, cfg.spec).values())).grid
+    statics = read_inventories(cfg.data.emissions, lat, lon, field="data.emissions")
+    fields.update({k: Field(variable("static", k), da, da.attrs["source"]) for k, da in statics.species.items()})
+    prov.notes.extend(statics.notes)
+    return statics
 
 
 def _augmentations(cfg: TrainConfig, fields: Mapping[str, Field]) -> tuple[Augment | None, Augment | None]:
@@ -294,10 +363,18 @@ def _val_period(times: np.ndarray, cfg: TrainConfig) -> tuple[np.datetime64, np.
     return start, times[-1] + np.timedelta64(1, "ns")
 
 
-def _keep(ds: WindowDataset, inside) -> WindowDataset | None:
+def _keep(ds: WindowDataset, inside, *, lags_before: bool = False) -> WindowDataset | None:
     """The samples of `ds` whose whole time span (first input to last target) satisfies
-    `inside(first, last)`; None when there are none."""
+    `inside(first, last)`; None when there are none.
+
+    `lags_before` (validation): the span starts at the first input time of the history, so
+    lagged inputs may reach back before the validation period, as a forecast's do before its
+    initialisation: a lag of 24 h would otherwise shrink the validated samples by a day and
+    judge a model with lags on fewer windows than one without. The training samples' lags
+    never reach into the validation period (their whole span stays outside it)."""
     used = ds.times_used(0)
+    if lags_before:
+        used = ds.init_times[0] + np.array([*range(1 - ds.history, 1), *ds.lead_steps]) * ds._step
     first = ds.init_times + (used[0] - ds.init_times[0])
     last = ds.init_times + (used[-1] - ds.init_times[0])
     chosen = ds.init_times[inside(first, last)]

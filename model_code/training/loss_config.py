@@ -13,6 +13,7 @@ import inspect
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, Mapping
 
 from model_code.errors import ConfigError
 from model_code.variants import VariantSpec
@@ -255,6 +256,13 @@ def _non_negative(x, name: str) -> None:
 def _positive(x, name: str) -> None:
     if not _is_number(x) or x <= 0:
         raise ConfigError(f"must be a finite number > 0, got {x!r}", field=name)
+
+
+def kept_non_negative(spec: VariantSpec, model: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """Surface variables the model clamps at zero (`positive_surf_vars`: the air-pollution species),
+    as the config's constructor arguments `model` set them or the class defaults them."""
+    model = model or {}
+    return tuple(model.get("positive_surf_vars", _class_default(spec.model_class, "positive_surf_vars")))
 
 
 def _class_default(cls: type, name: str, fallback=()):

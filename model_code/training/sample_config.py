@@ -2,27 +2,33 @@
 
 The config sections behind `data.augment` (per-sample augmentation), `data.extreme_sampling`
 (drawing extreme windows more often) and `model_inputs` (the wave model's coastal and
-shallow-water inputs), with the checks of those and of `data.lags` that need only the config;
-`training.data.open_data` checks the rest against the files' coordinates, before any value
-is read. All are off by default.
+shallow-water inputs), with the checks of those and of `data.lags`, `data.deseasonalise` and
+`data.emissions` that need only the config; `training.data.open_data` checks the rest against the files' coordinates,
+before any value is read. All are off by default.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from model_code.data.augment import FROM_DIRECTIONS, WIND_PAIRS
+from model_code.data.emissions import ACCEPTED_UNITS, flux_units
 from model_code.data.lags import rollout_problem
+from model_code.data.preprocess.climatology import GROUPINGS
+from model_code.training.loss_config import kept_non_negative
 from model_code.training.schema import check
+from model_code.variables import VARIABLES
 from model_code.variants import MODEL_INPUTS
 
 if TYPE_CHECKING:
     from model_code.training.config import TrainConfig
 
 __all__ = ["AugmentConfig", "ExtremeSamplingConfig", "ModelInputsConfig", "patch_size", "validate_augment",
-           "validate_extreme_sampling", "validate_lags", "validate_model_inputs"]
+           "validate_deseasonalise", "validate_emissions", "validate_extreme_sampling", "validate_lags",
+           "validate_model_inputs"]
 
 
 @dataclass(frozen=True)
@@ -179,9 +185,80 @@ def validate_lags(cfg: TrainConfig) -> None:
           f"rollouts of {longest} steps (rollout.curriculum, early_stopping.lead_steps): {problem}")
 
 
+def validate_deseasonalise(cfg: TrainConfig) -> None:
+    """`data.deseasonalise`; whether the data hold the variables, and the training period every
+    calendar group that validation reads, is checked from the files' coordinates
+    (`training.data.open_data`)."""
+    d, spec = cfg.data, cfg.spec
+    des = d.deseasonalise
+    if not des.enabled:
+        return
+    by = des.groupings
+    check(len(by) > 0 and len(set(by)) == len(by) and all(b in GROUPINGS for b in by), "data.deseasonalise.by",
+          f"must be one of {', '.join(GROUPINGS)} (hour: of day, UTC), or a list of distinct ones; got {des.by!r}")
+    # Anomalies must be able to go below zero and need no special handling: not clamped, not directions.
+    positive = set(kept_non_negative(spec, cfg.model))
+    inputs = {v.name: v for v in spec.inputs() if v.kind == "surface"}
+    usable = [n for n in spec.output_surf_vars if n in inputs and not inputs[n].computed
+              and not inputs[n].nan_by_design and inputs[n].dataset_name not in FROM_DIRECTIONS and n not in positive]
+    check(len(set(des.variables)) == len(des.variables), "data.deseasonalise.variables",
+          f"name each variable once; got {list(des.variables)}")
+    for name in des.variables:
+        check(name in usable, "data.deseasonalise.variables",
+              f"'{name}' is not a surface variable the {spec.name} variant both takes and predicts that can be "
+              f"de-seasonalised (computed fields, directions, those NaN by design or kept non-negative cannot); "
+              f"use some of {', '.join(usable)}")
+    check(d.normalisation == "training", "data.normalisation",
+          "data.deseasonalise needs training: the anomalies are normalised by their own statistics over the "
+          f"training period, where Aurora's describe the whole fields; got {d.normalisation!r}")
+    check(not d.augment.longitude_roll_deg, "data.deseasonalise",
+          "data.augment.longitude_roll_deg moves the weather but not the climatology subtracted from it; "
+          "de-seasonalise without the roll")
+    winds = {key for pair in WIND_PAIRS for key in pair}
+    check(not d.augment.wind_rotation_deg or not any(inputs[n].dataset_name in winds for n in des.variables),
+          "data.deseasonalise.variables", "data.augment.wind_rotation_deg turns the winds but not their "
+          "climatology; de-seasonalise no wind component, or rotate none")
+
+
 def validate_model_inputs(cfg: TrainConfig) -> None:
     """`model_inputs`; whether the data hold a real `wmb` is checked once the files are open."""
     spec = cfg.spec
     for name in cfg.model_inputs.asked:
         check(spec.class_name == "AuroraWave", f"model_inputs.{name}",
               f"only the wave variant takes it (derived from its bathymetry wmb and wind); got variant {spec.name}")
+
+
+def validate_emissions(cfg: TrainConfig) -> None:
+    """`data.emissions`; the files themselves (variable, units, grid, values) are read and checked
+    when the data are opened (`training.data.open_data`), before any model is built."""
+    spec, inventories = cfg.spec, cfg.data.emissions
+    if not inventories:
+        return
+    check(spec.class_name == "AuroraAirPollution", "data.emissions",
+          f"only the air-pollution variant takes emission inventories; got variant {spec.name}")
+    taken = {v.name for v in VARIABLES} | {v.dataset_name for v in VARIABLES}
+    seen: set[str] = set()
+    for i, inv in enumerate(inventories):
+        at = f"data.emissions[{i}]"
+        check(inv.path.strip() != "", f"{at}.path", "give the inventory's NetCDF or GRIB file (path or s3://)")
+        check(inv.variable.strip() != "", f"{at}.variable", f"give the flux variable's name in {inv.path}")
+        check((inv.species is None) != (inv.name is None), f"{at}.species",
+              "give one of species (ammonia, co, nox, so2: the variant's emission statics) and name (a new "
+              f"static input); got species {inv.species!r}, name {inv.name!r}")
+        if inv.name is not None:
+            check(re.fullmatch(r"[a-z][a-z0-9_]*", inv.name) is not None and inv.name not in taken, f"{at}.name",
+                  "a new static input needs a new name of lower-case letters, digits and '_' (no variable the "
+                  f"catalogue knows); got {inv.name!r}")
+            check(not cfg.distil.enabled, f"{at}.name",
+                  "the teacher (distil.teacher) takes no new static input; distil with species inventories only")
+        target = f"species {inv.species}" if inv.species is not None else f"name {inv.name}"
+        check(target not in seen, f"{at}.{target.split()[0]}", f"{target} is given by two inventories")
+        seen.add(target)
+        check(inv.units is None or flux_units(inv.units) is not None, f"{at}.units",
+              f"{inv.units!r} is not an emission flux; accepted: {ACCEPTED_UNITS}")
+        check(inv.molar_mass is None or (math.isfinite(inv.molar_mass) and inv.molar_mass > 0), f"{at}.molar_mass",
+              f"must be a molar mass in g mol-1 > 0; got {inv.molar_mass}")
+        amount = flux_units(inv.units)[0] if inv.units is not None else None
+        check(amount not in ("mol", "molec", "molecules") or inv.molar_mass is not None or inv.species is not None,
+              f"{at}.molar_mass", f"units {inv.units!r} count {amount}: a new static input needs its molar mass "
+              "(g mol-1) to convert them to kg")

@@ -26,6 +26,9 @@ import torch
 from aurora import Aurora
 
 from model_code.checkpoint import load_weights, save_checkpoint
+from model_code.data.deseasonalised import climatology_argument
+from model_code.data.emissions import model_overrides as emission_overrides
+from model_code.data.emissions import records as emission_records
 from model_code.data.samples import Sample, pair_predictions
 from model_code.errors import DataError
 from model_code.training import state as run_state
@@ -37,6 +40,7 @@ from model_code.training.distillation import Distiller, check_teacher
 from model_code.training.distributed import Distributed, RolloutModule
 from model_code.training.ensemble import write_averaged_checkpoint
 from model_code.training.losses import DensityRecorder, LossResult, NonFiniteLoss, build_loss
+from model_code.training.loss_config import kept_non_negative
 from model_code.training.optim import apply_lora_mode, build_optimizer, build_scheduler
 from model_code.training.schema import to_dict
 from model_code.training.search_space import tuning_score
@@ -171,17 +175,26 @@ class Trainer:
             if is_compressed_for_inference(record):
                 raise ConfigError(f"'{cfg.weights}' is an {record['method']} quantised model, for inference "
                                   "only; train from the float checkpoint it was compressed from", field="weights")
-        self.model_overrides = {**cfg.model, **cfg.model_inputs.overrides, **cfg.data.lags.overrides}
-        """Constructor arguments as built and saved: the config's and those of its `model_inputs` and
-        `data.lags`, with `surf_stats` from the training inputs when `data.normalisation` is `training` (and the
-        config gives none)."""
+        self.model_overrides = {**cfg.model, **cfg.model_inputs.overrides, **cfg.data.lags.overrides,
+                                **emission_overrides(self.data.emissions)}
+        """Constructor arguments as built and saved: the config's and those of its `model_inputs`,
+        `data.lags`, `data.deseasonalise` and `data.emissions` (its new static inputs), with
+        `surf_stats` from the training inputs when `data.normalisation` is `training` (and the config
+        gives none); those of de-seasonalised variables are of their anomalies."""
+        des = cfg.data.deseasonalise
+        climatology = self.data.climatology(des.variables, des.groupings) if des.enabled else None
         if cfg.data.normalisation == "training" and "surf_stats" not in self.model_overrides:
-            self.model_overrides["surf_stats"] = self.data.surface_stats()
+            self.model_overrides["surf_stats"] = self.data.surface_stats(
+                robust=cfg.data.robust, climatology=climatology, non_negative=kept_non_negative(self.spec, cfg.model))
+        if climatology is not None:
+            self.model_overrides["deseasonalise"] = climatology_argument(climatology, des.variables)
         model = build_model(self.spec, cfg.profile, seed=cfg.train.seed, overrides=self.model_overrides)
         if cfg.weights and resume is None:
             load_weights(model, cfg.weights)
         elif cfg.head_init == "zero" and resume is None:
             _zero_output_heads(model)
+        if climatology is not None:  # this run's, whatever the starting weights held
+            model.set_climatology(climatology)
         apply_lora_mode(model, cfg.optim)
         if resume is not None:  # after the LoRA rank is set: the saved adapters have it
             load_weights(model, str(run_state.find_last(resume) / run_state.WEIGHTS))
@@ -371,7 +384,8 @@ class Trainer:
 
     def _save(self, path: Path, value: float | None) -> str:
         extra = {"step": str(self.step), "val_loss": "" if value is None else repr(value),
-                 "training_config": json.dumps(to_dict(self.cfg), default=str)}
+                 "training_config": json.dumps(to_dict(self.cfg), default=str),
+                 **({"emissions": emission_records(self.data.emissions)} if self.data.emissions else {})}
         return save_checkpoint(self.model, self.spec, self.cfg.profile, str(path), extra=extra,
                                overrides=self.model_overrides, filled_inputs=self.data.filled_inputs,
                                compression=self.distiller.record(self.model) if self.distiller
