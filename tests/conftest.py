@@ -22,6 +22,8 @@ ERA5_USA = SAMPLES / "era5_surface_usa_1995-07-14T12.nc"
 ERA5_HOURLY = SAMPLES / "era5_d2m_u10_v10_usa_2018-01-02_hourly.nc"
 BRITISH_ISLES = SAMPLES / "era5_t2m_british_isles_2019-03_hourly.nc"
 """ERA5 hourly 2 m temperature, March 2019, 50-58°N 10°W-0.25°W: the longest real series."""
+GEMS_TCCO2 = SAMPLES / "gems_tcco2_1p125deg_6hourly.nc"
+"""Real GEMS total-column CO2, 31 six-hourly global times: the air-pollution ablations' stand-in series."""
 SOIL_TYPE = SAMPLES / "era5_soil_type_6x6.grib"
 EUROPE = sorted(SAMPLES.glob("ifs_an_europe_10deg_*.grib"))
 FORMATS = SAMPLES / "formats"

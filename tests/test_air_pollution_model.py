@@ -14,6 +14,7 @@ import pytest
 import torch
 import xarray as xr
 
+from conftest import GEMS_TCCO2
 from model_code.data.batch import window_to_batch
 from model_code.data.ingest import load_window
 from model_code.data.synthetic import synthetic_window
@@ -22,7 +23,6 @@ from model_code.training.config import config_from_dict
 from model_code.training.trainer import Trainer
 from model_code.variants import build_model, get_variant
 
-GEMS = Path(__file__).resolve().parents[1] / "data" / "samples" / "gems_tcco2_1p125deg_6hourly.nc"
 
 SPEC = get_variant("air-pollution")
 
@@ -63,7 +63,7 @@ def test_a_batch_of_two_gives_each_sample_its_own_forecast():
 def column_series(tmp_path_factory) -> Path:
     """The real GEMS total-column CO2 (every 4th point, 4.5°) in the slot of total-column CO, scaled
     into its range (as `benchmarks/held_out.py` gives it to the model)."""
-    with xr.open_dataset(GEMS) as ds:
+    with xr.open_dataset(GEMS_TCCO2) as ds:
         tcco = (ds["tcco2"].isel(latitude=slice(2, None, 4), longitude=slice(0, None, 4)) * 1e-5).astype("float32")
     tcco.attrs = {"units": "kg m-2"}
     path = tmp_path_factory.mktemp("gems") / "tcco.nc"

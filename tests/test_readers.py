@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from conftest import (
-    BRITISH_ISLES, BROKEN, ERA5_HOURLY, ERA5_USA, EUROPE, FORMATS, GFS, GFS_WAVE, IFS_8_STEPS, OPENDATA_0P4, SAMPLES, SOIL_TYPE,
-    SWELL_PERIOD,
+    BRITISH_ISLES, BROKEN, ERA5_HOURLY, ERA5_USA, EUROPE, FORMATS, GEMS_TCCO2, GFS, GFS_WAVE, IFS_8_STEPS, OPENDATA_0P4,
+    SAMPLES, SOIL_TYPE, SWELL_PERIOD,
 )
 from model_code.data.canonical import canonicalise
 from model_code.data.ingest import read_fields
@@ -51,9 +52,20 @@ def test_every_real_sample_converts_to_canonical_fields(path, expected):
 
 def test_every_shipped_sample_is_covered_by_a_test():
     tested = {GFS, IFS_8_STEPS, OPENDATA_0P4, ERA5_USA, ERA5_HOURLY, BRITISH_ISLES, GFS_WAVE, SWELL_PERIOD, SOIL_TYPE,
-              *EUROPE}
+              GEMS_TCCO2, *EUROPE}
     shipped = {p for p in SAMPLES.iterdir() if p.is_file() and p.suffix in (".grib", ".grib2", ".nc")}
     assert shipped == tested
+
+
+def test_the_gems_column_sample_is_31_six_hourly_global_times_outside_the_catalogue():
+    """Total-column CO2 is no input of any variant: the readers name it as left out, and the air-pollution
+    ablations give it to the model as a stand-in themselves (`benchmarks/held_out.py`)."""
+    fields, prov = fields_of(GEMS_TCCO2)
+    assert not fields and prov.ignored == [f"{GEMS_TCCO2}: tcco2"]
+    with xr.open_dataset(GEMS_TCCO2) as ds:
+        times = ds.time.values
+        assert ds.tcco2.shape == (31, 161, 320) and np.all(np.diff(times) == np.timedelta64(6, "h"))
+        assert 370 < float(ds.tcco2.min()) and float(ds.tcco2.max()) < 410
 
 
 def test_the_hourly_era5_sample_is_25_consecutive_hours():
