@@ -30,6 +30,41 @@ FORMATS = SAMPLES / "formats"
 BROKEN = SAMPLES / "broken"
 
 
+
+def tiny_march(overrides: dict | None = None) -> dict:
+    """The demo's treatment of the real March series at its smallest, as a plain config: the tiny
+    medium-range model at 6 h steps, two input times, absent variables at Aurora's means, the data's
+    own normalisation, heads from zero, one validation day and 2 steps; `overrides` are dotted keys."""
+    from model_code.training.schema import set_dotted
+
+    cfg = {
+        "variant": "medium-range",
+        "profile": "tiny",
+        "timestep_hours": 6,
+        "head_init": "zero",
+        "data": {"paths": [str(BRITISH_ISLES)], "val_period": ["2019-03-20T00:00", "2019-03-21T00:00"],
+                 "crop": True, "fill_missing": "mean", "fill_missing_dynamic": "mean", "levels": [500, 850],
+                 "history": 2, "batch_size": 2, "normalisation": "training"},
+        "optim": {"lr": 1e-3},
+        "train": {"max_steps": 2, "val_every": 2, "val_at_start": False, "device": "cpu", "progress": False},
+        "checkpoint": {"keep_top_k": 0},
+    }
+    for key, value in (overrides or {}).items():
+        set_dotted(cfg, key, value)
+    return cfg
+
+
+def fit_keeping_model(cfg):
+    """Train `cfg` to the end: its result, its trained model (eval mode) and its training samples."""
+    from model_code.training.trainer import Trainer
+
+    trainer = Trainer(cfg)
+    try:
+        result = trainer.fit()
+        return result, trainer.model.eval(), trainer.data.train
+    finally:
+        trainer.close()
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A moto S3 server on 127.0.0.1 (a real HTTP server), with boto3 pointed at it."""

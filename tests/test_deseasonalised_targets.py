@@ -17,7 +17,7 @@ import torch
 import xarray as xr
 from aurora import Aurora
 
-from conftest import BRITISH_ISLES
+from conftest import BRITISH_ISLES, fit_keeping_model, tiny_march
 from model_code.checkpoint import load_checkpoint, read_checkpoint_info
 from model_code.data import windows as windows_module
 from model_code.data.deseasonalised import Deseasonalise, climatology_argument
@@ -36,18 +36,7 @@ from model_code.variants import build_model, get_variant
 SPEC = get_variant("medium-range")
 HOURLY_2T = {"variables": ["2t"], "by": "hour"}
 VAL_PERIOD = ("2019-03-19T00:00", "2019-03-22T00:00")
-BASE = {
-    "variant": "medium-range",
-    "profile": "tiny",
-    "timestep_hours": 6,
-    "head_init": "zero",
-    "data": {"paths": [str(BRITISH_ISLES)], "val_period": list(VAL_PERIOD), "crop": True,
-             "fill_missing": "mean", "fill_missing_dynamic": "mean", "levels": [500, 850], "history": 2,
-             "batch_size": 2, "normalisation": "training"},
-    "optim": {"lr": 1e-3},
-    "train": {"max_steps": 2, "val_every": 2, "val_at_start": False, "device": "cpu", "progress": False},
-    "checkpoint": {"keep_top_k": 0},
-}
+BASE = tiny_march({"data.val_period": list(VAL_PERIOD)})
 INIT = np.datetime64("2019-03-25T05:00", "ns")
 """A training sample's initialisation: inputs at 23 and 5 UTC, targets at 11 and 17 UTC."""
 
@@ -270,13 +259,7 @@ def test_robust_scaling_chooses_the_estimator_of_the_training_statistics(data):
 def test_a_short_run_checkpoints_a_model_whose_every_forecast_is_the_full_field(tmp_path, t2m, clim):
     cfg = config(tmp_path, {"data.deseasonalise": HOURLY_2T, "rollout.curriculum": [[0, 2]],
                             "early_stopping.lead_steps": [1, 2]})
-    trainer = Trainer(cfg)
-    try:
-        result = trainer.fit()
-        trained = trainer.model.eval()
-        train = trainer.data.train
-    finally:
-        trainer.close()
+    result, trained, train = fit_keeping_model(cfg)
     assert result.steps == 2 and all(np.isfinite(h["loss"]) for h in result.history if "loss" in h)
     np.testing.assert_array_equal(trained.climatology[:, 0].numpy(), clim.t2m.values)
 

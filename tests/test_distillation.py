@@ -16,7 +16,7 @@ import pytest
 import torch
 from aurora import Batch, Metadata, rollout
 
-from conftest import BRITISH_ISLES
+from conftest import tiny_march
 from model_code.checkpoint import load_checkpoint, save_checkpoint
 from model_code.compression.distil import architecture, parameter_count, student_overrides
 from model_code.errors import ConfigError, DataError
@@ -27,20 +27,8 @@ from model_code.training.distillation import blend_batch, distil_config
 from model_code.training.trainer import Trainer, train
 from model_code.variants import build_model, get_variant, with_timestep
 
-BASE = {
-    "variant": "medium-range",
-    "profile": "tiny",
-    "timestep_hours": 6,
-    "head_init": "zero",
-    "data": {"paths": [str(BRITISH_ISLES)], "val_period": ["2019-03-20T00:00", "2019-03-21T00:00"], "crop": True,
-             "fill_missing": "mean", "fill_missing_dynamic": "mean", "levels": [500, 850], "history": 2,
-             "batch_size": 2, "normalisation": "training"},
-    "optim": {"lr": 1e-3},
-    "rollout": {"curriculum": [[0, 1], [5, 2]]},
-    "early_stopping": {"lead_steps": [1, 2]},
-    "train": {"max_steps": 10, "val_every": 5, "device": "cpu", "progress": False},
-    "checkpoint": {"keep_top_k": 0},
-}
+BASE = tiny_march({"rollout.curriculum": [[0, 1], [5, 2]], "early_stopping.lead_steps": [1, 2],
+                   "train.max_steps": 10, "train.val_every": 5, "train.val_at_start": True})
 """The demo's treatment of the real sample (6 h steps, absent variables at Aurora's means,
 the data's own normalisation, heads from zero), shortened to 10 steps on one validation day."""
 

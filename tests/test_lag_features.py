@@ -15,7 +15,7 @@ import torch
 import xarray as xr
 from aurora import Aurora
 
-from conftest import BRITISH_ISLES
+from conftest import BRITISH_ISLES, fit_keeping_model, tiny_march
 from model_code.checkpoint import load_checkpoint, load_weights, read_checkpoint_info
 from model_code.data import windows as windows_module
 from model_code.data.lags import Lags, lags_of, rollout_problem
@@ -24,7 +24,7 @@ from model_code.data.windows import WindowDataset
 from model_code.errors import ConfigError, DataError
 from model_code.evaluation import hindcast as hindcast_module
 from model_code.forecast import ForecastJob, forecast, forecast_steps, run_forecast_job
-from model_code.training import Trainer, load_config, save_config
+from model_code.training import load_config, save_config
 from model_code.training.config import config_from_dict
 from model_code.training.data import open_data
 from model_code.training.losses import build_loss
@@ -35,18 +35,7 @@ LAG = Lags(hours=(24,), variables=("2t",))
 """One step only: the next input time needs 2t 18 h back, which no input holds."""
 CHAIN = Lags(hours=(12, 18, 24), variables=("2t",))
 """Each lag's next value is in the inputs (the history or the lag 6 h shorter): rollouts go on."""
-BASE = {
-    "variant": "medium-range",
-    "profile": "tiny",
-    "timestep_hours": 6,
-    "head_init": "zero",
-    "data": {"paths": [str(BRITISH_ISLES)], "val_period": ["2019-03-19T00:00", "2019-03-22T00:00"], "crop": True,
-             "fill_missing": "mean", "fill_missing_dynamic": "mean", "levels": [500, 850], "history": 2,
-             "batch_size": 2, "normalisation": "training"},
-    "optim": {"lr": 1e-3},
-    "train": {"max_steps": 2, "val_every": 2, "val_at_start": False, "device": "cpu", "progress": False},
-    "checkpoint": {"keep_top_k": 0},
-}
+BASE = tiny_march({"data.val_period": ["2019-03-19T00:00", "2019-03-22T00:00"]})
 INIT = np.datetime64("2019-03-25T00:00", "ns")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -254,13 +243,7 @@ def test_a_short_run_with_lags_checkpoints_a_model_whose_forecasts_build_the_sam
         tmp_path, monkeypatch):
     cfg = config(tmp_path, {"data.lags": as_argument(CHAIN), "rollout.curriculum": [[0, 2]],
                             "early_stopping.lead_steps": [1, 2]})
-    trainer = Trainer(cfg)
-    try:
-        result = trainer.fit()
-        trained = trainer.model.eval()
-        train = trainer.data.train
-    finally:
-        trainer.close()
+    result, trained, train = fit_keeping_model(cfg)
     assert result.steps == 2 and all(np.isfinite(h["loss"]) for h in result.history if "loss" in h)
     assert not any(name in key for h in result.history for key in h for name in CHAIN.names)
 

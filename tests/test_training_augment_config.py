@@ -13,7 +13,7 @@ import torch
 import xarray as xr
 import yaml
 
-from conftest import BRITISH_ISLES, IFS_8_STEPS
+from conftest import BRITISH_ISLES, IFS_8_STEPS, tiny_march
 from model_code.data import windows as windows_module
 from model_code.data.ingest import Field
 from model_code.data.loader import collate
@@ -25,18 +25,7 @@ from model_code.training.sample_config import AugmentConfig, ExtremeSamplingConf
 from model_code.training.data import EpochSampler, open_data, train_loader
 from model_code.training.trainer import Trainer
 
-BASE = {
-    "variant": "medium-range",
-    "profile": "tiny",
-    "timestep_hours": 6,
-    "head_init": "zero",
-    "data": {"paths": [str(BRITISH_ISLES)], "val_period": ["2019-03-20T00:00", "2019-03-21T00:00"], "crop": True,
-             "fill_missing": "mean", "fill_missing_dynamic": "mean", "levels": [500, 850], "history": 2,
-             "batch_size": 2, "normalisation": "training"},
-    "optim": {"lr": 1e-3},
-    "train": {"max_steps": 3, "val_every": 3, "val_at_start": False, "device": "cpu", "progress": False},
-    "checkpoint": {"keep_top_k": 0},
-}
+BASE = tiny_march({"train.max_steps": 3, "train.val_every": 3})
 """The demo's treatment of the real March series, 6 h steps, two input times, one validation day."""
 
 AUGMENT = {"data.augment.noise_scale": 0.05, "data.augment.wind_rotation_deg": 30, "data.augment.random_crop": [24, 32]}
