@@ -300,13 +300,14 @@ class JobManager:
     """Queue, run and track the jobs of one predictor; one job runs at a time, in a thread.
 
     `current()` gives the model serving now (`served.Loaded`); a job takes it when it starts
-    and runs on it to its end, one step at a time under `lock`, so inline requests keep being
+    and runs on it to its end, one step at a time under `lock` (and on the predictor's model
+    thread, through `run_forward`), so inline requests keep being
     answered while a job runs and a swap of the served model waits for the step in progress.
     """
 
     def __init__(self, variant: str, jobs_dir: str, current: Callable[[], Loaded], *, max_steps: int,
                  max_attempts: int = 3, lock: threading.Lock | None = None, device: str = "cpu",
-                 max_members: int = 16):
+                 max_members: int = 16, run_forward: Callable[..., Any] | None = None):
         self.variant = variant
         self.jobs_dir = jobs_dir.rstrip("/")
         self.current = current
@@ -315,6 +316,8 @@ class JobManager:
         self.max_attempts = max_attempts
         self.lock = lock or threading.Lock()
         self.device = device
+        self.run_forward = run_forward or (lambda fn, *args: fn(*args))
+        """Runs each step's forward: the predictor's `on_model_thread` in a server."""
         self._queue: queue.Queue[str] = queue.Queue()
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
@@ -585,18 +588,19 @@ class JobManager:
         batch = batch.to(device)
         generators = [forecast_steps(loaded.model, batch, steps, done=d, steps_done=steps_done) for d in done]
         states = list(rng) if rng is not None else None
+        def member_step(m: int):
+            with self.lock:
+                if states is None:
+                    return next(generators[m])
+                with ensemble.forked_rng(device):
+                    ensemble.set_rng_state(states[m], device)
+                    prediction = next(generators[m])
+                    states[m] = ensemble.rng_state(device)
+                    return prediction
+
         try:
             for _ in range(steps):
-                predictions = []
-                for m, generator in enumerate(generators):
-                    with self.lock:
-                        if states is None:
-                            predictions.append(next(generator))
-                            continue
-                        with ensemble.forked_rng(device):
-                            ensemble.set_rng_state(states[m], device)
-                            predictions.append(next(generator))
-                            states[m] = ensemble.rng_state(device)
+                predictions = [self.run_forward(member_step, m) for m in range(len(generators))]
                 yield predictions, (list(states) if states is not None else None)
         finally:
             for generator in reversed(generators):  # each restores the inference mode the one before set

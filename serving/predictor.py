@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -46,6 +46,8 @@ from serving import codec, members, served, telemetry
 from serving.batching import MicroBatcher
 from serving.codec import ForecastRequest, Limits, StaticCache
 from serving.served import Loaded
+
+T = TypeVar("T")
 
 Forecast = tuple[dict[str, np.ndarray], list[int], Loaded, dict[str, int]]
 """Per output variable an array (steps, [level], lat, lon), or (members, steps, ...) for a
@@ -109,6 +111,7 @@ class AuroraPredictor(Model):
         """The model serving now; replaced as a whole by `swap`."""
         self._spec = spec
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-forward")
+        """The model's thread: every forward pass runs on it (`on_model_thread`)."""
         self._batcher = MicroBatcher(self.run_batch, self._executor, max_batch=max_batch)
         self._stop = threading.Event()
         self._own_pass = itertools.count()
@@ -132,7 +135,7 @@ class AuroraPredictor(Model):
     # ---- lifecycle ---------------------------------------------------------------------
 
     def load(self) -> bool:
-        self.loaded = self._load(self.model_uri, self.expect_sha256)
+        self.loaded = self.on_model_thread(self._load, self.model_uri, self.expect_sha256)
         if self.static_uri:
             with local_copy(self.static_uri) as p:
                 self.statics.load(xr.open_dataset(p).load(), self.spec)
@@ -156,6 +159,11 @@ class AuroraPredictor(Model):
         self._warm_up(loaded)
         return loaded
 
+    def _load_apart(self, uri: str) -> Loaded:
+        """`_load` beside the serving model, on a thread that ends with it (`on_model_thread` says why)."""
+        with ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-load") as loader:
+            return loader.submit(self._load, uri).result()
+
     def swap(self, new: Loaded) -> Loaded:
         """Serve `new` from the next forward pass on; returns the model it replaced."""
         with self.model_lock:
@@ -171,7 +179,7 @@ class AuroraPredictor(Model):
             try:
                 named = served.describe_uri(self.model_uri)
                 if named.sha256 != self.loaded.served.sha256:
-                    self.swap(self._load(self.model_uri))
+                    self.swap(self._load_apart(self.model_uri))
             except Exception as e:  # the registry or the store may be away: the current model keeps serving
                 telemetry.FOLLOW_ERRORS.labels(variant=self.variant).inc()
                 logger.warning("%s: could not follow %s (%s); still serving %s", self.name, self.model_uri, e,
@@ -197,6 +205,18 @@ class AuroraPredictor(Model):
         times = np.array([end - k * step for k in range(spec.max_history - 1, -1, -1)])
         window = synthetic_window(spec, lat, lon, times).astype("float32")
         self.run_batch([(loaded, ForecastRequest(window_to_batch(window, spec), window.time.values[-1], steps=2))])
+
+    def on_model_thread(self, fn: Callable[..., T], *args) -> T:
+        """`fn(*args)` run on the model's thread, where the first load, inline batches and job
+        steps all run.
+
+        torch's CPU threads are an OpenMP team per calling thread, kept while that thread lives.
+        Once a second long-lived thread has run torch's parallel kernels, a small machine has more
+        OpenMP threads than cores, and OpenMP's idle threads stop spinning and sleep, so every
+        parallel region waits for them to wake: the tiny model's 2-step forecast took 31 ms with
+        one team and 58 ms on either thread once two existed (2 cores). A swap loads on a thread
+        of its own that ends with the load (`_load_apart`), and its team with it."""
+        return self._executor.submit(fn, *args).result()
 
     # ---- forward ------------------------------------------------------------------------
 

@@ -297,7 +297,8 @@ def serve(predictors: list[AuroraPredictor], *, host: str = "127.0.0.1", http_po
         for predictor in predictors:
             jobs = JobManager(predictor.variant, join(jobs_dir, predictor.variant), lambda p=predictor: p.loaded,
                               max_steps=job_max_steps, max_attempts=job_attempts, lock=predictor.model_lock,
-                              device=str(predictor.device), max_members=predictor.max_members)
+                              device=str(predictor.device), max_members=predictor.max_members,
+                              run_forward=predictor.on_model_thread)
             add_job_routes(app, predictor, jobs)
             jobs.start()
     AuroraModelServer(predictors, host=host, http_port=http_port, grpc_port=grpc_port).start(predictors)

@@ -363,3 +363,47 @@ def test_a_job_refuses_members_its_variant_cannot_give(manager, input_file, tmp_
         manager().submit({"inputs": [str(input_file)], "output_uri": str(tmp_path / "out"), "steps": 2, "members": 2})
     with pytest.raises(RequestError, match="members: must be a positive integer"):
         manager().submit({"inputs": [str(input_file)], "output_uri": str(tmp_path / "out"), "steps": 2, "members": 0})
+
+
+def test_the_load_inline_batches_and_job_steps_all_run_on_the_model_thread(checkpoint, input_file, tmp_path):
+    """One thread runs every forward of the served model, so the process keeps one OpenMP team
+    (`AuroraPredictor.on_model_thread` says why); a swap's load and warm-up run on a thread of
+    their own that has ended by the time the new model serves."""
+    import threading
+
+    import numpy as np
+
+    from serving.codec import ForecastRequest
+    from model_code.data.batch import window_to_batch
+    from serving.predictor import AuroraPredictor
+
+    predictor = AuroraPredictor("medium-range", checkpoint)
+    threads = []
+    original = predictor._load
+
+    def load(*args):
+        loaded = original(*args)
+        loaded.model.backbone.register_forward_pre_hook(lambda *_: threads.append(threading.current_thread()))
+        threads.append(("loaded", threading.current_thread()))
+        return loaded
+
+    predictor._load = load
+    predictor.load()
+    model_thread = threads[0][1]  # where the load and its warm-up ran
+    assert model_thread is not threading.current_thread()
+
+    window = make_window("medium-range")
+    request = ForecastRequest(window_to_batch(window, predictor.spec), window.time.values[-1], steps=2)
+    predictor.on_model_thread(predictor.run_batch, [(predictor.loaded, request)])
+    jobs = JobManager("medium-range", str(tmp_path / "jobs"), lambda: predictor.loaded, max_steps=4,
+                      lock=predictor.model_lock, run_forward=predictor.on_model_thread)
+    state, _ = jobs.submit({"inputs": [str(input_file)], "output_uri": str(tmp_path / "out"), "steps": 2})
+    jobs.run(jobs.state(state.job_id))
+    assert jobs.state(state.job_id).status == "succeeded"
+    forwards = [t for t in threads[1:] if not isinstance(t, tuple)]
+    assert len(forwards) == 2 + 2 and set(forwards) == {model_thread}  # the inline batch's 2 steps, the job's 2
+
+    swapped = predictor._load_apart(checkpoint)
+    loader = threads[-1]
+    assert loader[0] == "loaded" and loader[1] is not model_thread and not loader[1].is_alive()
+    assert np.isfinite(next(iter(predictor.run_batch([(swapped, request)])[0][0].values()))).all()
