@@ -39,11 +39,15 @@ demo: $(STAMP)
 # The tools the suite runs besides Python: the kubectl client (`kubectl kustomize`, offline) and
 # PostgreSQL's server binaries (the cluster-style MLflow store). Missing, the run stops here.
 TEST_TOOLS := kubectl initdb pg_ctl
+# Test files run in parallel, one worker per core (at most 4), each file's tests in one worker
+# (they share module fixtures: a trained model, a registry). tests/conftest.py gives every
+# test process one torch thread.
+PYTEST_WORKERS ?= --numprocesses auto --maxprocesses 4 --dist loadfile
 
 test: $(STAMP) $(CHECKOV_STAMP)
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then echo "make test needs on PATH:$$missing (see README, Set up and run)" >&2; exit 1; fi
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra $(PYTEST_WORKERS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import statistics
@@ -54,6 +55,8 @@ CLIENTS = 6
 ECHO = Path(__file__).with_name("serving_echo.py")
 COLD_START_TARGET_S = 3.0
 """Process start to ready, less the checkpoint load."""
+IMPORT_ROWS = 8
+"""Packages named in the imports' profile; the rest are summed."""
 
 
 def _window(grid, seed=1):
@@ -199,10 +202,35 @@ print(json.dumps({"imports_s": t1 - t0, "load_s": t2 - t1}))
 
 
 def start_profile(checkpoint: str) -> dict:
-    """What a fresh process takes to import the server's modules, then to load the checkpoint."""
-    done = subprocess.run([sys.executable, "-c", START_PROFILE, checkpoint], capture_output=True, text=True,
-                          check=True, cwd=Path(__file__).resolve().parents[1])
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """What a fresh process takes to import the server's modules, then to load the checkpoint;
+    and, from a second process under `python -X importtime`, how the imports' time divides
+    among top-level packages (which makes imports slower, so only its shares are used)."""
+    def child(*options: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *options, "-c", START_PROFILE, checkpoint], capture_output=True,
+                              text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+
+    profile = json.loads(child().stdout.strip().splitlines()[-1])
+    by_package, dynamo = import_self_times(child("-X", "importtime").stderr)
+    total = sum(by_package.values())
+    profile["import_shares"] = {name: t / total for name, t in by_package.most_common()}
+    profile["dynamo_share"] = dynamo / total
+    return profile
+
+
+def import_self_times(report: str) -> tuple[collections.Counter, float]:
+    """From `python -X importtime`'s report: the self time (s) of the modules of each top-level
+    package, and the cumulative time of `torch._dynamo` (which torchvision.ops imports)."""
+    by_package: collections.Counter = collections.Counter()
+    dynamo = 0.0
+    for line in report.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        if len(fields) != 3 or not fields[0].strip().isdigit():
+            continue
+        self_us, cumulative_us, name = int(fields[0]), int(fields[1]), fields[2].strip()
+        by_package[name.split(".")[0]] += self_us / 1e6
+        if name == "torch._dynamo":
+            dynamo = cumulative_us / 1e6
+    return by_package, dynamo
 
 
 def throughput(workdir: Path, repeat: int) -> list[dict]:
@@ -343,6 +371,16 @@ def table(results: dict) -> str:
         f"| of which, in a fresh process: loading the checkpoint (s) | {start['load_s']:.2f} |",
         f"| cold start less the checkpoint load (s; target <= {COLD_START_TARGET_S:g}) | "
         f"{lat['cold_start_s'] - start['load_s']:.1f} |",
+        "", "| the imports, by top-level package (self time of its modules, `-X importtime`) | share | seconds |",
+        "|---|---|---|",
+    ]
+    shares = list(start["import_shares"].items())
+    lines += [f"| {name} | {share:.0%} | {share * start['imports_s']:.2f} |" for name, share in shares[:IMPORT_ROWS]]
+    rest = sum(share for _, share in shares[IMPORT_ROWS:])
+    lines += [
+        f"| {len(shares) - IMPORT_ROWS} other packages | {rest:.0%} | {rest * start['imports_s']:.2f} |",
+        f"| (torch._dynamo, imported by torchvision.ops for timm, for aurora: part of the rows above) | "
+        f"{start['dynamo_share']:.0%} | {start['dynamo_share'] * start['imports_s']:.2f} |",
         "", "| tensor | path | round trip (ms) | MB/s |", "|---|---|---|---|",
     ]
     lines += [f"| {r['mb']} MB | {r['path']} | {r['ms']:.0f} | {r['mb_s']:.0f} |" for r in results["throughput"]]

@@ -95,7 +95,7 @@ class ServerProcess:
     def wait_ready(self, timeout: float = 180) -> "ServerProcess":
         try:
             wait_until_answers([f"{self.url}/v2/models/{get_variant(v).model_name}/ready" for v in self.variants],
-                               self.process, self.log, timeout=timeout, name=self.name)
+                               self.process, self.log, timeout=timeout, name=self.name, interval=0.05)
         except TimeoutError:
             self.stop()
             raise

@@ -32,11 +32,10 @@ CONFIG = {
 }
 """The demo's treatment of the real March series, 8 steps: a trained model to compress."""
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, one_torch_thread) -> str:
+def trained(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("trained")
     result = train(config_from_dict({**CONFIG, "checkpoint": {**CONFIG["checkpoint"], "out_dir": str(out)}}))
     return result.best_checkpoint

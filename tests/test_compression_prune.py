@@ -25,7 +25,6 @@ from conftest import BRITISH_ISLES
 
 SPEC = get_variant("medium-range")
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -41,7 +41,6 @@ CALIBRATION_TIMES = ("2019-03-02T00:00", "2019-03-09T12:00", "2019-03-16T00:00",
 TOLERANCE = {"int8-dynamic": 0.15, "int8-static": 0.2, "bf16": 0.01}
 """Largest error allowed (normalised units, see the module docstring): about 3x, 3x and 10x the measured."""
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def real_batch(spec, init_time: str):
@@ -214,25 +213,21 @@ def test_full_medium_range_architecture_in_int8_and_bf16(batch):
     """The published 1.26 B architecture (random weights, ~5 GB in float32) on the 32x40 real
     window: one step in float32, dynamic int8 and bf16. One model at a time, each quantised in place.
     Measured errors: int8-dynamic 0.15 (2 m temperature 1.7 K), bf16 0.005 (0.1 K)."""
-    torch.set_num_threads(2)
-    try:
-        model = build_model(SPEC, "full", seed=0)
-        reference = forecast(model, batch, steps=1)
-        float_bytes = weight_bytes(model)
-        model, record = quantise_dynamic(model, inplace=True, keep_float=False)
-        gc.collect()
-        assert record == {"method": "int8-dynamic", "layers": 314}  # of 323 Linear: the 9 output heads stay float
-        assert weight_bytes(model) < 0.3 * float_bytes
-        int8 = forecast(model, batch, steps=1)
-        del model
-        gc.collect()
-        model, _ = to_bf16(build_model(SPEC, "full", seed=0), inplace=True)
-        assert weight_bytes(model) < 0.55 * float_bytes
-        bf16 = forecast(model, batch, steps=1)
-        del model
-        gc.collect()
-    finally:
-        torch.set_num_threads(1)
+    model = build_model(SPEC, "full", seed=0)
+    reference = forecast(model, batch, steps=1)
+    float_bytes = weight_bytes(model)
+    model, record = quantise_dynamic(model, inplace=True, keep_float=False)
+    gc.collect()
+    assert record == {"method": "int8-dynamic", "layers": 314}  # of 323 Linear: the 9 output heads stay float
+    assert weight_bytes(model) < 0.3 * float_bytes
+    int8 = forecast(model, batch, steps=1)
+    del model
+    gc.collect()
+    model, _ = to_bf16(build_model(SPEC, "full", seed=0), inplace=True)
+    assert weight_bytes(model) < 0.55 * float_bytes
+    bf16 = forecast(model, batch, steps=1)
+    del model
+    gc.collect()
     assert all(torch.isfinite(x).all() for p in (*reference, *int8, *bf16) for x in p.surf_vars.values())
     assert error(reference, int8) < 0.5
     assert error(reference, bf16) < 0.05

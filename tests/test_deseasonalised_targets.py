@@ -40,7 +40,6 @@ BASE = tiny_march({"data.val_period": list(VAL_PERIOD)})
 INIT = np.datetime64("2019-03-25T05:00", "ns")
 """A training sample's initialisation: inputs at 23 and 5 UTC, targets at 11 and 17 UTC."""
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(tmp_path=None, overrides: dict | None = None):

@@ -32,7 +32,6 @@ BASE = tiny_march({"rollout.curriculum": [[0, 1], [5, 2]], "early_stopping.lead_
 """The demo's treatment of the real sample (6 h steps, absent variables at Aurora's means,
 the data's own normalisation, heads from zero), shortened to 10 steps on one validation day."""
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def with_out(cfg: dict, out) -> dict:
@@ -40,7 +39,7 @@ def with_out(cfg: dict, out) -> dict:
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory, one_torch_thread) -> str:
+def teacher(tmp_path_factory) -> str:
     """The tiny model trained for 10 steps: the teacher of every test here."""
     result = train(config_from_dict(with_out(BASE, tmp_path_factory.mktemp("teacher"))))
     assert result.steps == 10 and result.best_checkpoint

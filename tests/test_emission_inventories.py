@@ -33,7 +33,6 @@ from model_code.training.config import config_from_dict
 from model_code.training.data import open_data
 from model_code.variants import build_model
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FINE_LAT, FINE_LON = np.arange(88.75, -90, -2.5), np.arange(1.25, 360, 2.5)
 """A global 2.5° inventory grid, 4 x 4 cells in each 10° cell of the IFS sample."""

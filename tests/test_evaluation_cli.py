@@ -25,7 +25,6 @@ from model_code.variants import build_model, get_variant, with_timestep
 FILLS = ["--fill-missing", "zeros", "--fill-missing-dynamic", "zeros", "--crop-to-patch", "--levels", "500", "850"]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

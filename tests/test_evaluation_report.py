@@ -37,7 +37,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 SPEC = get_variant("medium-range")
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def assert_png(path: Path) -> None:

@@ -31,7 +31,6 @@ SPEC = get_variant("medium-range")
 REGION = (40.0, 50.0, 10.0, 30.0)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,6 @@ CHAIN = Lags(hours=(12, 18, 24), variables=("2t",))
 BASE = tiny_march({"data.val_period": ["2019-03-19T00:00", "2019-03-22T00:00"]})
 INIT = np.datetime64("2019-03-25T00:00", "ns")
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(tmp_path=None, overrides: dict | None = None):

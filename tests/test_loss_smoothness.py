@@ -291,7 +291,6 @@ def test_bad_values_in_code_are_refused_by_build_loss(smoothness, fld):
 # Training
 
 
-@pytest.mark.usefixtures("one_torch_thread")
 def test_a_training_step_with_the_term_on_logs_its_value(tmp_path):
     """One optimiser step of the tiny air-pollution model on a global 31x63 window at 12 h
     steps: the penalty is logged per step and is part of the loss that was minimised."""

@@ -61,7 +61,6 @@ def make_config(data: Path, out: Path, overrides: dict | None = None):
     return config_from_dict(BASE, {"data.paths": [str(data)], "checkpoint.out_dir": str(out), **(overrides or {})})
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -31,7 +31,6 @@ BASE = tiny_march({"train.max_steps": 3, "train.val_every": 3})
 AUGMENT = {"data.augment.noise_scale": 0.05, "data.augment.wind_rotation_deg": 30, "data.augment.random_crop": [24, 32]}
 EXTREME = {"data.extreme_sampling": {"variable": "2t", "quantile": 0.9, "factor": 4}}
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(tmp_path, overrides: dict | None = None, base: dict = BASE):

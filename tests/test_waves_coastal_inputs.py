@@ -51,7 +51,6 @@ INPUTS = {"coastal_inputs": True, "shallow_water_input": True}
 LAT, LON = np.linspace(77.5, -77.5, 32), np.arange(64) * 5.625  # the tiny grid, round the globe
 TIMES = np.datetime64("2024-01-01T00", "ns") + np.arange(8) * np.timedelta64(6, "h")
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def steps(model, batch) -> list:
