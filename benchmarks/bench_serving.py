@@ -8,12 +8,13 @@
    back in this process, alternating rounds, medians; target ratio >= 0.8.
 2. Payload throughput: 4 MB and 64 MB FP32 tensors through an echo model on the same KServe
    server (benchmarks/serving_echo.py): gRPC raw_input_contents, REST binary extension, REST
-   JSON; beside them, the same round trip over a plain loopback TCP socket between two
+   JSON; beside them, the bytes as one message to a bytes-in, bytes-out gRPC echo (gRPC's
+   Python layer alone) and the same round trip over a plain loopback TCP socket between two
    processes (the wire's limit on this machine). MB/s = tensor MB / round-trip seconds (the
    tensor travels both ways); target >= 500 MB/s for 64 MB over gRPC.
 3. Cold start: process start to `ready` (imports, checkpoint load, warm-up forwards), beside
-   what a fresh process takes to import the server's modules and to load the checkpoint;
-   target: cold start less the checkpoint load <= 3 s.
+   what a fresh process takes to import the server's modules and to load the checkpoint, and
+   the imports' time by top-level package; target: cold start less the checkpoint load <= 3 s.
 4. A swap under load: a server following `models:/aurora-medium-range@champion` (`--follow 1`,
    a sqlite MLflow registry) answers 4 gRPC clients that never stop while the alias moves
    between two registered versions several times. Against the same server's steady state:
@@ -55,6 +56,12 @@ CLIENTS = 6
 ECHO = Path(__file__).with_name("serving_echo.py")
 COLD_START_TARGET_S = 3.0
 """Process start to ready, less the checkpoint load."""
+REQUEST_TARGET = 1.3
+"""One gRPC request over the in-process forecast, at most."""
+CLIENTS_TARGET = 0.8
+"""Concurrent clients' requests/s over the in-process sequential forecasts/s, at least."""
+TRANSPORT_TARGET_MB_S = 500
+"""A 64 MB tensor over gRPC, at least."""
 IMPORT_ROWS = 8
 """Packages named in the imports' profile; the rest are summed."""
 
@@ -87,11 +94,13 @@ def latency(checkpoint: str, workdir: Path, repeat: int) -> dict:
             list(forecast_steps(model, window_to_batch(window, spec), STEPS))
 
         requests, concurrent = {}, {}
-        for path, connect in {"gRPC": lambda: GrpcClient(server.grpc),
-                              "REST binary": lambda: RestClient(server.url)}.items():
+        for (path, protocol), connect in {("gRPC", "grpc-v2"): lambda: GrpcClient(server.grpc),
+                                          ("REST binary", "rest-v2"): lambda: RestClient(server.url)}.items():
+            inside = _request_seconds(server, protocol)
             ours, base = paired_ms(sender(connect), local, repeat=max(10, 10 * repeat), warmup=3, pause_s=0.05)
+            seconds, count = (b - a for a, b in zip(inside, _request_seconds(server, protocol)))
             requests[path] = {"ms": ours.median, "inprocess_ms": base.median, "ratio": ours.median / base.median,
-                              "spread": max(ours.spread, base.spread)}
+                              "spread": max(ours.spread, base.spread), "inside_ms": seconds / count * 1e3}
             before = _batch_sizes(server)
             concurrent[path] = concurrency(lambda c=connect: sender(c), local, rounds=max(3, repeat))
             passes, answered = (b - a for a, b in zip(before, _batch_sizes(server)))
@@ -101,11 +110,23 @@ def latency(checkpoint: str, workdir: Path, repeat: int) -> dict:
         server.stop()
 
 
+def _metrics(server: ServerProcess) -> list[str]:
+    return urllib.request.urlopen(f"{server.url}/metrics", timeout=30).read().decode().splitlines()
+
+
 def _batch_sizes(server: ServerProcess) -> tuple[float, float]:
     """The server's `aurora_batch_size` histogram: (forward passes, requests in them)."""
-    lines = urllib.request.urlopen(f"{server.url}/metrics", timeout=30).read().decode().splitlines()
+    lines = _metrics(server)
     return tuple(next(float(line.split()[-1]) for line in lines if line.startswith(f"aurora_batch_size_{part}{{"))
                  for part in ("count", "sum"))
+
+
+def _request_seconds(server: ServerProcess, protocol: str) -> tuple[float, float]:
+    """The server's `aurora_request_seconds` of `protocol`'s inference requests: (seconds, requests),
+    the time each spent in the predictor, from decoding its tensors to encoding the answer."""
+    lines = [line for line in _metrics(server) if f'protocol="{protocol}"' in line and 'endpoint="infer"' in line]
+    return tuple(sum(float(line.split()[-1]) for line in lines if line.startswith(f"aurora_request_seconds_{part}{{"))
+                 for part in ("sum", "count"))
 
 
 def concurrency(sender, local, rounds: int, clients: int = CLIENTS, seconds: float = 5.0) -> dict:
@@ -189,6 +210,55 @@ def loopback_tcp(sizes_mb: tuple[int, ...], repeat: int) -> dict[int, float]:
         proc.wait(60)
 
 
+GRPC_ECHO = """
+import asyncio, sys
+import grpc
+from grpc import aio
+from serving.memory import keep_freed_buffers
+
+async def main():
+    keep_freed_buffers()  # as the server does
+    limit = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
+    server = aio.server(options=limit)
+
+    async def echo(message, context):
+        return message
+
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await server.wait_for_termination()
+
+asyncio.run(main())
+"""
+
+
+def grpc_bytes_echo(sizes_mb: tuple[int, ...], repeat: int) -> dict[int, float]:
+    """Round trips of a tensor's bytes as one gRPC message to a bytes-in, bytes-out echo in
+    another process (grpc.aio, no protobuf, no KServe): what gRPC's Python layer itself
+    costs above the wire (MB/s)."""
+    import grpc
+
+    proc = subprocess.Popen([sys.executable, "-c", GRPC_ECHO], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        limit = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1)]
+        channel = grpc.insecure_channel(f"127.0.0.1:{int(proc.stdout.readline())}", options=limit)
+        echo = channel.unary_unary("/Echo/Echo")
+        rates = {}
+        for mb in sizes_mb:
+            payload = np.random.default_rng(0).bytes(mb * 2**20)
+            assert echo(payload) == payload
+            rates[mb] = mb / (time_ms(lambda: echo(payload), repeat=repeat * 3, warmup=0).median / 1e3)
+        channel.close()
+        return rates
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
 START_PROFILE = """
 import json, sys, time
 t0 = time.perf_counter()
@@ -253,6 +323,9 @@ def throughput(workdir: Path, repeat: int) -> list[dict]:
                 assert np.array_equal(call().outputs["x"], x)
                 t = time_ms(call, repeat=n, warmup=0)
                 rows.append({"mb": mb, "path": name, "ms": t.median, "mb_s": mb / (t.median / 1e3)})
+        for mb, rate in grpc_bytes_echo((4, 64), repeat).items():
+            rows.append({"mb": mb, "path": "gRPC bytes echo, no protobuf or KServe (gRPC's own floor)",
+                         "ms": mb / rate * 1e3, "mb_s": rate})
         for mb, rate in loopback_tcp((4, 64), repeat).items():
             rows.append({"mb": mb, "path": "loopback TCP, no protocol (the limit)", "ms": mb / rate * 1e3, "mb_s": rate})
         return sorted(rows, key=lambda r: r["mb"])
@@ -352,11 +425,12 @@ def run(repeat: int = 3) -> dict:
 def table(results: dict) -> str:
     lat, start, sw = results["latency"], results["start"], results["swap"]
     lines = [
-        f"| one request, {STEPS} steps, 32x64 | request (ms) | in-process (ms) | ratio | spread |",
-        "|---|---|---|---|---|",
+        f"| one request, {STEPS} steps, 32x64 | request (ms) | of which in the predictor, mean (ms) | "
+        "in-process (ms) | ratio | spread |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {path} | {r['ms']:.1f} | {r['inprocess_ms']:.1f} | {r['ratio']:.2f} | {r['spread']:.1f} |"
-              for path, r in lat["requests"].items()]
+    lines += [f"| {path} | {r['ms']:.1f} | {r['inside_ms']:.1f} | {r['inprocess_ms']:.1f} | {r['ratio']:.2f} | "
+              f"{r['spread']:.1f} |" for path, r in lat["requests"].items()]
     lines += [
         "", f"| {CLIENTS} clients at once | served (requests/s) | in-process, sequential (forecasts/s) | ratio | "
         "spread | requests per forward pass |",
@@ -394,7 +468,26 @@ def table(results: dict) -> str:
         f"| failed requests | {sw['failures']} |",
         f"| answers of the old version after the new one answered | {sw['stale']} |",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + ["", verdicts(results)])
+
+
+def verdicts(results: dict) -> str:
+    """Each target of this benchmark against its figure, unrounded."""
+    lat, start = results["latency"], results["start"]
+    grpc, clients = lat["requests"]["gRPC"]["ratio"], min(r["ratio"] for r in lat["concurrent"].values())
+    transport = next(r["mb_s"] for r in results["throughput"] if r["mb"] == 64 and r["path"] == "gRPC raw")
+    cold = lat["cold_start_s"] - start["load_s"]
+    rows = [
+        (f"one gRPC request at most {REQUEST_TARGET:g}x the in-process forecast", f"{grpc:.3f}x", grpc <= REQUEST_TARGET),
+        (f"{CLIENTS} concurrent clients at least {CLIENTS_TARGET:g}x the in-process sequential forecasts",
+         f"{clients:.2f}x (the lower of gRPC and REST)", clients >= CLIENTS_TARGET),
+        (f"a 64 MB tensor over gRPC at least {TRANSPORT_TARGET_MB_S} MB/s", f"{transport:.0f} MB/s",
+         transport >= TRANSPORT_TARGET_MB_S),
+        (f"cold start less the checkpoint load at most {COLD_START_TARGET_S:g} s", f"{cold:.2f} s",
+         cold <= COLD_START_TARGET_S),
+    ]
+    return "\n".join(["| target | figure | verdict |", "|---|---|---|"]
+                     + [f"| {target} | {figure} | {'met' if met else '**not met**'} |" for target, figure, met in rows])
 
 
 if __name__ == "__main__":

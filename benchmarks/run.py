@@ -465,16 +465,21 @@ the tasks that ran is the fixed cost of a task. The sides alternate (median of
 - **one request**: a v2 request (gRPC with raw tensors; REST with the binary extension; our
   clients) for a 2-step forecast of the tiny medium-range model on a 32x64 window, against
   `forecast_steps` on the same window in the benchmark's own process (same checkpoint);
-  paired and alternating, medians; target for gRPC at most 1.3x.
+  paired and alternating, medians; target for gRPC at most 1.3x. In the predictor: the mean
+  of the server's own `aurora_request_seconds` over the same requests (decoding the tensors,
+  the forward passes, encoding the answer); the rest of a request is the protocol's transport
+  both ways and the clients' own work.
 - **6 clients at once**: six threads, each with its own connection, send back to back for
   5 s; requests/s of all of them against the same forecast called back to back in this
   process, sequentially; rounds alternate, medians; target at least 0.8x. The last column is
   the mean number of requests per forward pass the server recorded (`aurora_batch_size`).
 - **transport**: 4 MB and 64 MB FP32 tensors through an echo model on the same KServe
   server (`benchmarks/serving_echo.py`): gRPC `raw_input_contents`, REST with the binary
-  extension, REST JSON; beside them the same round trip over a plain loopback TCP socket
-  between two processes, no protocol: the wire's limit here. MB/s is tensor MB over the round
-  trip (the tensor travels both ways); target for 64 MB over gRPC at least 500 MB/s.
+  extension, REST JSON; beside them the same bytes as one message to a gRPC echo that takes
+  and gives bytes (grpc.aio, no protobuf, no KServe: what gRPC's Python layer costs by
+  itself), and the same round trip over a plain loopback TCP socket between two processes, no
+  protocol: the wire's limit here. MB/s is tensor MB over the round trip (the tensor travels
+  both ways); target for 64 MB over gRPC at least 500 MB/s.
 - **cold start**: process start to ready (imports, checkpoint load, two warm-up forwards;
   readiness polled every 50 ms), and what a fresh process takes to import the server's
   modules and to load the checkpoint; target: cold start less the checkpoint load at most 3 s.
