@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import SPREAD_NOTE, paired_ms  # noqa: E402
+from timing import SPREAD_NOTE, Timing, paired_ms  # noqa: E402
 
 from components import steps  # noqa: E402
 from pipelines.demo import demo_arguments  # noqa: E402
@@ -86,7 +86,8 @@ def run(repeat: int = 3) -> dict:
             "task_noise_s": max(_range_ms(pipeline), _range_ms(plain)) / 1e3 / tasks[-1], "cpus": os.cpu_count()}
 
 
-def _range_ms(t) -> float:
+def _range_ms(t: Timing) -> float:
+    """Slowest run less the fastest."""
     return max(t.samples_ms) - min(t.samples_ms)
 
 

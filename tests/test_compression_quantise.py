@@ -42,7 +42,6 @@ TOLERANCE = {"int8-dynamic": 0.15, "int8-static": 0.2, "bf16": 0.01}
 """Largest error allowed (normalised units, see the module docstring): about 3x, 3x and 10x the measured."""
 
 
-
 def real_batch(spec, init_time: str):
     window, _ = load_window([str(T2M)], spec, fill_missing="mean", crop=True, init_time=init_time)
     return window_to_batch(window, spec)

@@ -373,8 +373,8 @@ def test_the_load_inline_batches_and_job_steps_all_run_on_the_model_thread(check
 
     import numpy as np
 
-    from serving.codec import ForecastRequest
     from model_code.data.batch import window_to_batch
+    from serving.codec import ForecastRequest
     from serving.predictor import AuroraPredictor
 
     predictor = AuroraPredictor("medium-range", checkpoint)
